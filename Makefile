@@ -1,0 +1,33 @@
+# make book  -> builds the book into _build/html (executes every chapter on the CPU first)
+# make test  -> unit tests + every notebook under nbmake (what CI runs)
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# CPU torch from the local wheel store unless a torch is already there (a GPU user's CUDA build).
+TORCH   ?= torch==2.13.0
+
+.PHONY: book test unit notebooks bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests --nbmake notebooks -q -p no:cacheprovider --durations=15
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -q
+
+# Execute the chapters in place (nbmake --overwrite keeps their outputs), then render them with
+# execution off: every figure in the book is what the notebook computed in this run.
+book: $(STAMP)
+	$(PY) -m pytest --nbmake --overwrite notebooks -q -p no:cacheprovider
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf _build
