@@ -121,6 +121,14 @@ def test_gradients_first_step_and_after(unet):
     assert all(p.grad is None for p in unet.parameters())
 
 
+def test_copy_of_a_locked_unet_is_trainable(unet):
+    unet.requires_grad_(False)
+    cn = zc.ControlNet.from_unet(unet)
+    assert all(p.requires_grad for p in cn.parameters())
+    assert not any(p.requires_grad for p in unet.parameters())
+    assert cn.down_blocks[0].resnets[0].conv1.weight is not unet.down_blocks[0].resnets[0].conv1.weight
+
+
 def test_sd_unlocked_trains_the_decoder(unet):
     cn = zc.ControlNet.from_unet(unet)
     model = zc.ControlledUNet(unet, cn, sd_locked=False)

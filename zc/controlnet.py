@@ -156,6 +156,7 @@ class ControlNet(nn.Module):
             [ZeroConv(c_in, c, init=config.zero_conv_init) for c_in, c in zip(self._feature_channels(), chs)]
         )
         self.controlnet_mid_block = ZeroConv(self._feature_channels()[-1], chs[-1], init=config.zero_conv_init)
+        self.requires_grad_(True)  # the copy is trainable even when copied from a locked (frozen) UNet
 
     # --- hooks the ablation variants (variants.py) override ----------------------------------
     def _hint_out_init(self) -> str:
