@@ -1,0 +1,40 @@
+"""Load a Stable Diffusion: the shipped TinySD by default, or any SD1.x diffusers folder / hub id.
+
+    pipe = zc.load_sd()                                   # TinySD, offline, CPU
+    pipe = zc.load_sd("stable-diffusion-v1-5/stable-diffusion-v1-5", device="cuda", dtype=torch.float16)
+    ZC_SD=/path/to/sd15 jupyter lab                       # every chapter switches with one variable
+
+The result is a diffusers StableDiffusionPipeline: `.vae`, `.text_encoder`, `.tokenizer`, `.unet`,
+`.scheduler` are the parts each chapter uses.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+TINYSD = Path(__file__).parent / "weights" / "tinysd"
+
+
+def sd_location(name_or_path: str | os.PathLike | None = None) -> str:
+    """`name_or_path`, else $ZC_SD, else the shipped TinySD folder."""
+    name = name_or_path or os.environ.get("ZC_SD") or "tinysd"
+    return str(TINYSD) if str(name) == "tinysd" else str(name)
+
+
+def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+            dtype: torch.dtype = torch.float32):
+    from diffusers import StableDiffusionPipeline
+
+    where = sd_location(name_or_path)
+    local = Path(where).expanduser()
+    if local.exists() and not (local / "model_index.json").is_file():
+        raise FileNotFoundError(f"{local} is not a diffusers Stable Diffusion folder (no model_index.json)")
+    if not local.exists() and (where.count("/") != 1 or where.startswith((".", "/", "~"))):
+        raise FileNotFoundError(f"no Stable Diffusion folder at {where!r}; give a diffusers folder or a hub id "
+                                "like 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
+    pipe = StableDiffusionPipeline.from_pretrained(where, safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False, torch_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

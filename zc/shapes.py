@@ -1,0 +1,184 @@
+"""The shapes world: procedural images of one filled shape on a plain background.
+
+TinySD (tinysd.py) is pretrained on it, and the fill50k task (fill50k.py) is a slice of it.
+A caption names the fill colour, the kind of shape and the background colour, e.g.
+"burly wood circle with orange background", never where the shape is or how big it is: text
+controls colour and kind, and position is what a ControlNet will add.
+
+Colours are the 148 CSS colour names, written as words the way fill50k writes them
+("burlywood" -> "burly wood"). Rendering is batched and anti-aliased with signed distance
+functions, in torch, so a batch of 256 images costs milliseconds.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+KINDS = ("circle", "square", "triangle", "diamond")
+
+# Pieces the CSS names are made of (every CSS name is a concatenation of these).
+_PIECES = """alice blue antique white aqua marine azure beige bisque black blanched almond violet brown
+burly wood cadet chartreuse chocolate coral corn flower silk crimson cyan dark golden rod gray grey green
+khaki magenta olive orange orchid red salmon sea slate turquoise deep pink sky dim dodger fire brick
+floral forest fuchsia gainsboro ghost gold honeydew hot indian indigo ivory lavender blush lawn lemon
+chiffon light lime linen maroon medium spring midnight mint cream misty rose moccasin navajo navy old lace
+drab pale papaya whip peach puff peru plum powder purple rebecca rosy royal saddle sandy shell sienna
+silver snow steel tan teal thistle tomato wheat smoke yellow""".split()
+
+
+def _split(name: str) -> str:
+    """'lightgoldenrodyellow' -> 'light golden rod yellow' (fewest pieces)."""
+    best = {0: []}
+    for end in range(1, len(name) + 1):
+        options = [best[s] + [name[s:end]] for s in range(end) if s in best and name[s:end] in _PIECES]
+        if options:
+            best[end] = min(options, key=len)
+    if len(name) not in best:
+        raise ValueError(f"cannot split CSS colour name {name!r}")
+    return " ".join(best[len(name)])
+
+
+@functools.lru_cache(maxsize=None)
+def colours() -> tuple[tuple[str, tuple[float, float, float]], ...]:
+    """The 148 CSS colours as (words, rgb in [0, 1]), sorted by CSS name."""
+    from matplotlib.colors import CSS4_COLORS, to_rgb
+
+    return tuple((_split(n), tuple(float(v) for v in to_rgb(h))) for n, h in sorted(CSS4_COLORS.items()))
+
+
+def colour_names() -> list[str]:
+    return [n for n, _ in colours()]
+
+
+def colour_table() -> torch.Tensor:
+    """(148, 3) RGB in [0, 1], rows in colour_names() order."""
+    return torch.tensor([rgb for _, rgb in colours()])
+
+
+def colour_index(name: str) -> int:
+    names = colour_names()
+    if name not in names:
+        raise ValueError(f"unknown colour {name!r}; colours are CSS names written as words, e.g. {names[:3]}")
+    return names.index(name)
+
+
+MIN_CONTRAST = 0.3  # fill and background colours are at least this far apart in RGB ([0,1], Euclidean)
+HELD_OUT_EVERY = 16  # one (fill, background) pair in 16 never appears in training: the held-out prompts
+
+
+def held_out_pair(fill: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """Deterministic mask of the (fill, background) colour pairs reserved for evaluation."""
+    return ((fill * 7919 + bg * 104729) % 1000003) % HELD_OUT_EVERY == 0
+
+
+@dataclass
+class Scenes:
+    """A batch of scene parameters; `render` turns it into images."""
+
+    kind: torch.Tensor  # (B,) index into KINDS
+    fill: torch.Tensor  # (B,) index into colours()
+    bg: torch.Tensor  # (B,) index into colours()
+    center: torch.Tensor  # (B, 2) x, y in [0, 1] (x to the right, y down)
+    radius: torch.Tensor  # (B,) in [0, 1] units of the image side
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def prompts(self) -> list[str]:
+        names = colour_names()
+        return [f"{names[f]} {KINDS[k]} with {names[b]} background"
+                for k, f, b in zip(self.kind.tolist(), self.fill.tolist(), self.bg.tolist())]
+
+    def __getitem__(self, i) -> "Scenes":
+        return Scenes(self.kind[i], self.fill[i], self.bg[i], self.center[i], self.radius[i])
+
+    def to(self, device) -> "Scenes":
+        return Scenes(*(t.to(device) for t in (self.kind, self.fill, self.bg, self.center, self.radius)))
+
+
+def sample_scenes(n: int, generator: torch.Generator, split: str = "train", kinds=KINDS,
+                  radius=(0.12, 0.3)) -> Scenes:
+    """n random scenes. split='train' never yields a held-out colour pair, 'test' only those."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    table = colour_table()
+    kind_ids = torch.tensor([KINDS.index(k) for k in kinds])
+    kind = kind_ids[torch.randint(len(kind_ids), (n,), generator=generator)]
+    fill = torch.randint(len(table), (n,), generator=generator)
+    bg = torch.randint(len(table), (n,), generator=generator)
+    for _ in range(1000):  # resample the pairs that break a rule, until none does
+        bad = (table[fill] - table[bg]).norm(dim=1) < MIN_CONTRAST
+        bad |= held_out_pair(fill, bg) if split == "train" else ~held_out_pair(fill, bg)
+        if not bad.any():
+            break
+        m = int(bad.sum())
+        fill[bad] = torch.randint(len(table), (m,), generator=generator)
+        bg[bad] = torch.randint(len(table), (m,), generator=generator)
+    r = radius[0] + (radius[1] - radius[0]) * torch.rand(n, generator=generator)
+    center = r[:, None] + (1 - 2 * r[:, None]) * torch.rand(n, 2, generator=generator)
+    return Scenes(kind, fill, bg, center, r)
+
+
+def _box(px, py, half):
+    qx, qy = px.abs() - half, py.abs() - half
+    return torch.sqrt(qx.clamp(min=0) ** 2 + qy.clamp(min=0) ** 2) + torch.maximum(qx, qy).clamp(max=0)
+
+
+def _circle(x, y, r):
+    return torch.sqrt(x**2 + y**2) - r
+
+
+def _square(x, y, r):
+    return _box(x, y, 0.8 * r)
+
+
+def _diamond(x, y, r):
+    c = math.sqrt(0.5)
+    return _box(c * (x + y), c * (y - x), 0.75 * r)
+
+
+def _triangle(x, y, r):
+    """Upright equilateral triangle of circumradius r (Inigo Quilez's sdEquilateralTriangle)."""
+    k = math.sqrt(3.0)
+    side = r * k / 2
+    tx, ty = x.abs() - side, -y + side / k
+    flip = tx + k * ty > 0
+    tx, ty = torch.where(flip, (tx - k * ty) / 2, tx), torch.where(flip, (-k * tx - ty) / 2, ty)
+    tx = tx - torch.minimum(torch.maximum(tx, -2 * side), torch.zeros_like(tx))
+    return -torch.sqrt(tx**2 + ty**2) * torch.sign(ty)
+
+
+_SDF = {"circle": _circle, "square": _square, "triangle": _triangle, "diamond": _diamond}
+
+
+def _sdf(kind: torch.Tensor, p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Signed distance (image units, negative inside) of each scene's shape, centred at 0.
+    p: (B, H, W, 2) positions relative to the centre; r: (B, 1, 1)."""
+    out = torch.empty(p.shape[:-1], device=p.device)
+    for k, name in enumerate(KINDS):  # each kind's formula only on the scenes of that kind
+        idx = (kind == k).nonzero().flatten()
+        if len(idx):
+            out[idx] = _SDF[name](p[idx, ..., 0], p[idx, ..., 1], r[idx])
+    return out
+
+
+def coverage(scenes: Scenes, size: int, outline: float | None = None) -> torch.Tensor:
+    """(B, H, W) in [0, 1]: how much of each pixel the shape covers (anti-aliased).
+    outline=w gives instead a ring of width w pixels along the shape's border."""
+    ticks = (torch.arange(size, device=scenes.center.device) + 0.5) / size
+    grid = torch.stack(torch.meshgrid(ticks, ticks, indexing="xy"), dim=-1)  # (H, W, 2) x, y
+    d = _sdf(scenes.kind, grid[None] - scenes.center[:, None, None, :], scenes.radius[:, None, None]) * size
+    if outline is not None:
+        d = d.abs() - outline / 2  # distance to the border, in pixels
+    return (0.5 - d).clamp(0, 1)
+
+
+def render(scenes: Scenes, size: int = 64) -> torch.Tensor:
+    """(B, 3, size, size) RGB images in [0, 1]."""
+    table = colour_table().to(scenes.center.device)
+    a = coverage(scenes, size)[:, None]  # (B, 1, H, W)
+    fill, bg = table[scenes.fill][:, :, None, None], table[scenes.bg][:, :, None, None]
+    return a * fill + (1 - a) * bg

@@ -1,0 +1,62 @@
+"""Small pieces the training loops share: device choice, per-step seeds, atomic checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def step_generator(seed: int, stage: str, step: int, device="cpu") -> torch.Generator:
+    """A generator that depends only on (seed, stage, step): a resumed run draws the same data
+    and noise as an uninterrupted one."""
+    salt = sum(ord(ch) * 31**i for i, ch in enumerate(stage)) % 1_000_003
+    return torch.Generator(device).manual_seed(seed * 1_000_003 * 997 + salt * 1_000_003 + step)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temp file and rename, so an interrupted save never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
+                    state: dict) -> None:
+    """modules -> model.safetensors, optimizer -> optimizer.pt, counters -> state.json (written last:
+    a checkpoint counts only once its state.json is there)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{k}": v.detach().contiguous().cpu()
+               for name, m in modules.items() for k, v in m.state_dict().items()}
+    atomic_write(folder / "model.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write(folder / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
+    atomic_write(folder / "state.json", lambda p: p.write_text(json.dumps(state, indent=2)))
+
+
+def load_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer | None) -> dict:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    for name, m in modules.items():
+        prefix = name + "."
+        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+    return json.loads((folder / "state.json").read_text())
+
+
+def has_checkpoint(folder: Path) -> bool:
+    return (Path(folder) / "state.json").is_file()
