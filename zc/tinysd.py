@@ -55,6 +55,8 @@ class TinySDConfig:
     ema_decay: float = 0.999  # the exported weights are an exponential moving average
     bf16: bool = True  # bfloat16 autocast on a GPU (ignored on the CPU)
     checkpoint_every: int = 1000  # steps between resumable checkpoints
+    init_from: str = ""  # a TinySD pipeline folder to continue from: skips stage 1, resumes stage 2 from its weights
+    time_budget_min: float = 0.0  # >0: after 100 steps, shrink `steps` so stage 2 ends within this many minutes
 
 
 # --- the parts ---------------------------------------------------------------------------------
@@ -145,11 +147,20 @@ def train(cfg: TinySDConfig, stop_after: int | None = None) -> Path:
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer()
-    vae, text_encoder, unet = build_models(len(tokenizer))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     budget = [stop_after]
-    if not _train_vae(cfg, vae, device, out / "stage1_vae", budget):
-        return None
+    if cfg.init_from:
+        from .sd import load_sd
+
+        pipe = load_sd(cfg.init_from)
+        vae, text_encoder, unet, tokenizer = pipe.vae.to(device), pipe.text_encoder, pipe.unet, pipe.tokenizer
+    else:
+        tokenizer = build_tokenizer()
+        vae, text_encoder, unet = build_models(len(tokenizer))
+        if not _train_vae(cfg, vae, device, out / "stage1_vae", budget):
+            return None
+        vae.register_to_config(scaling_factor=latent_scale(vae, cfg, device))
     if not _train_denoiser(cfg, vae, text_encoder, unet, tokenizer, device, out / "stage2_unet", budget):
         return None
     return export(vae, text_encoder, tokenizer, unet, cfg.prediction_type, out / "pipeline")
@@ -214,7 +225,6 @@ def latent_scale(vae, cfg, device) -> float:
 
 def _train_denoiser(cfg, vae, text_encoder, unet, tokenizer, device, folder: Path, budget) -> bool:
     vae.requires_grad_(False)
-    vae.register_to_config(scaling_factor=latent_scale(vae, cfg, device))
     scheduler = training_scheduler(cfg.prediction_type)
     text_encoder.to(device).train()
     unet.to(device).train()
@@ -230,14 +240,23 @@ def _train_denoiser(cfg, vae, text_encoder, unet, tokenizer, device, folder: Pat
         sched.step()
     use_bf16 = cfg.bf16 and device.type == "cuda"
     bar = tqdm(range(start, cfg.steps), desc="stage 2: UNet + text", initial=start, total=cfg.steps)
+    t_start = time.time()
     for step in bar:
+        if cfg.time_budget_min > 0 and step == start + 100:
+            rate = 100 / (time.time() - t_start)
+            cfg.steps = min(cfg.steps, step + int(rate * (cfg.time_budget_min * 60 - (time.time() - t_start))))
+            sched.lr_lambdas[0] = _lr_lambda(cfg.warmup, cfg.steps)
+            bar.total = cfg.steps
+            (folder.parent / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        if step >= cfg.steps:
+            break
         if not _spend(budget):
             save_checkpoint(folder, modules, opt, {"step": step})
             return False
         scenes, x = training_batch(cfg.seed, "unet", step, cfg.batch, cfg.image_size, device)
         g = step_generator(cfg.seed, "unet-noise", step, device)
-        with torch.no_grad():
-            latents = vae.encode(x).latent_dist.sample(generator=g) * vae.config.scaling_factor
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            latents = vae.encode(x).latent_dist.sample(generator=g).float() * vae.config.scaling_factor
         prompts = scenes.prompts()
         drop = torch.rand(len(prompts), generator=g, device=device) < cfg.empty_prompt_prob
         prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
