@@ -79,7 +79,11 @@ def build_tokenizer():
     bpe.train_from_iterator(vocabulary(), trainer)
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=MAX_TOKENS)
+    # The trainer breaks ties between equally frequent pairs in an order that varies from run to run;
+    # every word still ends up one token, so give ids in a fixed order (specials first).
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    tokens = specials + sorted(t for t in model["vocab"] if t not in specials)
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, model_max_length=MAX_TOKENS)
 
 
 def build_models(vocab_size: int):

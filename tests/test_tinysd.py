@@ -1,0 +1,106 @@
+"""TinySD: the shipped folder loads with diffusers' own pipeline and meets the quality bar;
+the pretraining script runs and resumes to the same weights."""
+import json
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+import zc
+from zc import shapes, tinysd
+from zc.sd import TINYSD
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = StableDiffusionPipeline.from_pretrained(TINYSD, safety_checker=None, feature_extractor=None,
+                                                requires_safety_checker=False)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def report(pipe):
+    return tinysd.evaluate(pipe, n=64, steps=25, guidance_scale=5.0)
+
+
+def test_shipped_folder_is_small_and_standard():
+    files = [f for f in TINYSD.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < 20 * 2**20
+    assert not any(f.suffix in (".bin", ".pt", ".pth", ".ckpt") for f in files)  # safetensors only
+    index = json.loads((TINYSD / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert {"vae", "text_encoder", "tokenizer", "unet", "scheduler"} <= set(index)
+
+
+def test_diffusers_pipeline_generates(pipe):
+    out = pipe(["red circle with blue background"], num_inference_steps=5, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
+
+
+def test_vae_reconstruction_psnr(report):
+    assert report["vae_psnr_db"] >= 30
+
+
+def test_text_controls_colour(report):
+    assert report["colour_accuracy"] >= 0.9, report["colour_accuracy"]
+
+
+def test_text_does_not_control_position(report):
+    # one prompt, 16 seeds: the shape lands in different places (uniform placement gives ~0.17)
+    assert report["position_std"] > 0.08, report["position_std"]
+
+
+def test_load_sd_default_and_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZC_SD", raising=False)
+    p = zc.load_sd()
+    assert p.unet.config.sample_size * p.vae_scale_factor == 64
+    monkeypatch.setenv("ZC_SD", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        zc.load_sd()
+    with pytest.raises(FileNotFoundError, match="no Stable Diffusion folder"):
+        zc.load_sd(str(tmp_path / "missing" / "sd"))
+
+
+def test_tokenizer_build_is_deterministic_and_whole_word(pipe):
+    a, b = tinysd.build_tokenizer(), tinysd.build_tokenizer()
+    assert a.get_vocab() == b.get_vocab()
+    assert set(a.get_vocab()) == set(pipe.tokenizer.get_vocab())  # the shipped one has the same tokens
+    for tok in (a, pipe.tokenizer):
+        for word in tinysd.vocabulary():  # every caption word, fill50k's included, is one token
+            assert tok.tokenize(word) == [word + "</w>"], word
+
+
+def test_every_caption_fits_and_is_known(pipe):
+    tok = pipe.tokenizer
+    longest = max(shapes.colour_names(), key=len)
+    ids = tok(f"{longest} triangle with {longest} background").input_ids
+    assert len(ids) <= tok.model_max_length
+
+
+def _weights(folder):
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_pretraining_runs_and_resumes_to_the_same_weights(tmp_path):
+    kw = dict(vae_steps=4, vae_batch=4, steps=4, batch=4, warmup=1, checkpoint_every=100, device="cpu",
+              prediction_type="v_prediction")
+    straight = tinysd.train(tinysd.TinySDConfig(out=str(tmp_path / "a"), **kw))
+    cfg = tinysd.TinySDConfig(out=str(tmp_path / "b"), **kw)
+    assert tinysd.train(cfg, stop_after=2) is None  # interrupted inside stage 1
+    assert tinysd.train(cfg, stop_after=4) is None  # interrupted inside stage 2
+    resumed = tinysd.train(cfg)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert {row["stage"] for row in log} == {"vae", "unet"}
+    loaded = StableDiffusionPipeline.from_pretrained(resumed, safety_checker=None, feature_extractor=None,
+                                                     requires_safety_checker=False)
+    assert loaded.scheduler.config.prediction_type == "v_prediction"
+
+
+def test_bad_prediction_type():
+    with pytest.raises(ValueError, match="prediction_type"):
+        tinysd.training_scheduler("noise")
