@@ -97,3 +97,20 @@ def test_bad_config_values():
         zc.ControlNet.from_unet(make_unet("2level"), architecture="big")
     with pytest.raises(ValueError, match="zero_conv_init"):
         zc.ControlNet.from_unet(make_unet("2level"), zero_conv_init="ones")
+
+
+def test_receptive_field_of_sd_hint_block():
+    from zc.condition_encoder import ConditionEncoder, receptive_field
+
+    # SD's 8 convs: three at stride 1 before any downsampling... computed by hand: 1+2+2+2+4+4+8+8+16 = 47
+    assert receptive_field(ConditionEncoder(320)) == 47
+    assert receptive_field(ConditionEncoder(32, block_out_channels=(16,))) == 5
+
+
+def test_default_hint_channels_follow_the_vae():
+    from zc.condition_encoder import ConditionEncoder, default_channels
+
+    assert default_channels(8) == (16, 32, 96, 256)
+    assert ConditionEncoder(32, block_out_channels=default_channels(4)).downsampling_factor == 4
+    with pytest.raises(ValueError, match="VAE factor"):
+        default_channels(6)

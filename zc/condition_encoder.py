@@ -24,6 +24,14 @@ from torch import nn
 from .zero_conv import ZeroConv
 
 
+def default_channels(vae_factor: int) -> tuple[int, ...]:
+    """SD's widths (16, 32, 96, 256), cut to log2(vae_factor) stride-2 convs: 8x -> all four, 4x -> three."""
+    steps = vae_factor.bit_length() - 1
+    if 2**steps != vae_factor or not 1 <= steps <= 3:
+        raise ValueError(f"VAE factor must be 2, 4 or 8, got {vae_factor}")
+    return (16, 32, 96, 256)[: steps + 1]
+
+
 class ConditionEncoder(nn.Module):
     def __init__(
         self,
@@ -60,3 +68,14 @@ class ConditionEncoder(nn.Module):
         for block in self.blocks:
             h = F.silu(block(h))  # every second block halves H and W
         return self.conv_out(h)  # (B, C0, H / factor, W / factor)
+
+
+def receptive_field(encoder: ConditionEncoder) -> int:
+    """Pixels of the condition image that one output feature sees: 1 + Σ (k - 1) · (product of
+    the strides before that conv), over conv_in, the blocks and conv_out."""
+    convs = [encoder.conv_in, *encoder.blocks, encoder.conv_out]
+    rf, jump = 1, 1
+    for conv in convs:
+        rf += (conv.kernel_size[0] - 1) * jump
+        jump *= conv.stride[0]
+    return rf

@@ -211,6 +211,14 @@ class ControlNet(nn.Module):
                                   tuple(conditioning_embedding_out_channels), **ablation)
         return cls.from_config(config, unet)
 
+    @classmethod
+    def for_pipeline(cls, pipe, **kwargs) -> "ControlNet":
+        """from_unet(pipe.unet) with a condition encoder that downsamples by the VAE's factor."""
+        from .condition_encoder import default_channels
+
+        kwargs.setdefault("conditioning_embedding_out_channels", default_channels(pipe.vae_scale_factor))
+        return cls.from_unet(pipe.unet, **kwargs).to(pipe.device)
+
     def check_unet(self, unet) -> None:
         """Raise ValueError when `unet` is not the kind of UNet this ControlNet was copied from."""
         theirs = copy_config(unet.config)
