@@ -35,6 +35,6 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
         raise FileNotFoundError(f"no Stable Diffusion folder at {where!r}; give a diffusers folder or a hub id "
                                 "like 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
     pipe = StableDiffusionPipeline.from_pretrained(where, safety_checker=None, feature_extractor=None,
-                                                   requires_safety_checker=False, torch_dtype=dtype)
+                                                   requires_safety_checker=False, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
