@@ -1,0 +1,128 @@
+"""zc's sampler against diffusers' ControlNet pipeline, and the training loop (resume, NaN)."""
+import pytest
+import torch
+from diffusers import ControlNetModel, DPMSolverMultistepScheduler, StableDiffusionControlNetPipeline
+
+import zc
+from zc import train as zt
+from zc.fill50k import Fill50k
+from zc.sample import sample
+from zc.zero_conv import randomize_
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+def trained_like(pipe, seed):
+    """A ControlNet whose zero convs are non-zero (as after training)."""
+    cn = zc.ControlNet.for_pipeline(pipe)
+    for i, m in enumerate((cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out)):
+        randomize_(m, std=0.05, generator=torch.Generator().manual_seed(seed + i))
+    return cn.eval()
+
+
+def diffusers_pipe(pipe, controlnets, tmp_path, scheduler=None):
+    models = []
+    for i, cn in enumerate(controlnets):
+        cn.save_pretrained(tmp_path / f"cn{i}")
+        models.append(ControlNetModel.from_pretrained(tmp_path / f"cn{i}"))
+    ref = StableDiffusionControlNetPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        controlnet=models[0] if len(models) == 1 else models, scheduler=scheduler or pipe.scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    return ref
+
+
+def conditions(n, seed):
+    ds = Fill50k.generate(n, seed=seed, split="test")
+    return ds.prompts, torch.stack([ds[i]["conditioning"] for i in range(n)])
+
+
+@pytest.mark.parametrize("kw", [{}, {"guess_mode": True},
+                                {"conditioning_scale": 0.5, "control_guidance_start": 0.2, "control_guidance_end": 0.8}])
+def test_sampler_matches_diffusers_pipeline(pipe, tmp_path, kw):
+    cn = trained_like(pipe, 0)
+    prompts, cond = conditions(2, 1)
+    ours = sample(pipe, cn, prompts, cond, num_inference_steps=8, generator=torch.Generator().manual_seed(0), **kw)
+    dkw = {("controlnet_conditioning_scale" if k == "conditioning_scale" else k): v for k, v in kw.items()}
+    theirs = diffusers_pipe(pipe, [cn], tmp_path)(prompts, image=cond, num_inference_steps=8, guidance_scale=5.0,
+                                                  generator=torch.Generator().manual_seed(0), output_type="pt", **dkw).images
+    assert (ours - theirs).abs().max() < 1e-5
+    plain = sample(pipe, None, prompts, None, num_inference_steps=8, generator=torch.Generator().manual_seed(0))
+    assert (ours - plain).abs().max() > 0.05  # the control changes the picture
+
+
+def test_two_controlnets_and_another_scheduler_match_diffusers(pipe, tmp_path):
+    a, b = trained_like(pipe, 10), trained_like(pipe, 20)
+    prompts, c1 = conditions(2, 2)
+    _, c2 = conditions(2, 3)
+    dpm = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    ours = sample(pipe, [a, b], prompts, [c1, c2], num_inference_steps=6, conditioning_scale=[1.0, 0.5],
+                  generator=torch.Generator().manual_seed(0), scheduler=dpm)
+    ref = diffusers_pipe(pipe, [a, b], tmp_path, scheduler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config))
+    theirs = ref(prompts, image=[c1, c2], num_inference_steps=6, guidance_scale=5.0, controlnet_conditioning_scale=[1.0, 0.5],
+                 generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_zero_controlnet_leaves_sampling_unchanged_and_cfg_rw_differs(pipe):
+    prompts, cond = conditions(2, 4)
+    kw = dict(num_inference_steps=6, generator=None)
+    fresh = zc.ControlNet.for_pipeline(pipe)
+    a = sample(pipe, fresh, prompts, cond, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    b = sample(pipe, None, prompts, None, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    assert torch.equal(a, b)
+    cn = trained_like(pipe, 30)
+    rw = sample(pipe, cn, prompts, cond, cfg_rw=True, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    guess = sample(pipe, cn, prompts, cond, guess_mode=True, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    assert (rw - guess).abs().max() > 1e-3
+
+
+def test_sampler_errors(pipe):
+    cn = zc.ControlNet.for_pipeline(pipe)
+    prompts, cond = conditions(2, 5)
+    with pytest.raises(ValueError, match="condition images must be"):
+        sample(pipe, cn, prompts, cond[:, :, :32, :32])
+    with pytest.raises(ValueError, match="needs condition images"):
+        sample(pipe, cn, prompts, None)
+    with pytest.raises(ValueError, match="control_guidance_start"):
+        sample(pipe, cn, prompts, cond, control_guidance_start=0.9, control_guidance_end=0.1)
+
+
+def _weights(result):
+    return {k: v.clone() for k, v in result.controlnet.state_dict().items()}
+
+
+def test_training_resumes_to_the_same_weights(pipe, tmp_path):
+    cfg = dict(steps=6, batch=2, n_train=16, eval_every=3, eval_n=2, eval_steps=2, checkpoint_every=100, device="cpu")
+    straight = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)
+    c = zt.TrainConfig(out=str(tmp_path / "b"), **cfg)
+    assert zt.train(c, stop_after=4, pipe=pipe) is None  # interrupted after 4 steps (and one evaluation)
+    resumed = zt.train(c, pipe=pipe)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in straight.history if "loss" in h] == [h["loss"] for h in resumed.history if "loss" in h]
+    assert [h["step"] for h in resumed.history if "iou" in h] == [3, 6]
+    assert not zc.zero_conv.is_zero(resumed.controlnet.controlnet_mid_block)  # it trained
+    loaded = zc.ControlNet.from_pretrained(resumed.folder)
+    assert all(torch.equal(v, b[k]) for k, v in loaded.state_dict().items())
+
+
+def test_training_stops_on_nan(pipe, tmp_path):
+    import copy
+
+    broken = copy.deepcopy(pipe)
+    broken.vae.register_to_config(scaling_factor=float("nan"))
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        zt.train(zt.TrainConfig(out=str(tmp_path), steps=2, batch=2, n_train=4, eval_every=0, device="cpu"), pipe=broken)
+
+
+def test_training_config_errors(pipe, tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        zt.TrainConfig.preset("huge")
+    Fill50k.generate(2, size=32).save(tmp_path / "data")
+    with pytest.raises(ValueError, match="32 px but this SD works at 64 px"):
+        zt.train(zt.TrainConfig(out=str(tmp_path / "o"), data=str(tmp_path / "data"), steps=1, device="cpu"), pipe=pipe)

@@ -1,0 +1,124 @@
+"""Sampling with a ControlNet: the loop of diffusers' StableDiffusionControlNetPipeline, written out.
+
+Per step, with classifier-free guidance (CFG) of weight g:
+
+    ε_u = ε_θ(z_t, t, ∅,   control?)        unconditional branch
+    ε_c = ε_θ(z_t, t, c_t, control)         conditional branch
+    ε   = ε_u + g (ε_c − ε_u)
+
+Where the control goes, and how strongly, is the whole menu of options:
+- default: the control enters both branches (original repo and diffusers), scaled by
+  `conditioning_scale` (a float, or one value per residual);
+- `guess_mode`: the control enters the conditional branch only, residual i scaled by
+  10**(-1 + i/12) (0.1 at the first skip, 1.0 at the middle: diffusers' torch.logspace(-1, 0, 13),
+  the original's 0.825**(12 - i));
+- `cfg_rw` (the paper's "CFG resolution weighting"): conditional branch only, residual i weighted
+  w_i = 64 / h_i, i.e. (first skip's size) / h_i: ×1 at the top, ×8 at SD's middle block. Taken
+  literally this over-drives the deep residuals (original issue #582); chapter 7 measures it;
+- `control_guidance_start/end`: the fraction of the steps during which the control is on.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch
+
+from .controlled_unet import MultiControlNet
+from .controlnet import ControlNet
+
+
+@torch.no_grad()
+def sample(
+    pipe,  # a StableDiffusionPipeline (zc.load_sd): vae, text_encoder, tokenizer, unet, scheduler
+    controlnet: ControlNet | MultiControlNet | Sequence[ControlNet] | None,
+    prompts: Sequence[str],
+    conditions: torch.Tensor | Sequence[torch.Tensor] | None,  # (B, 3, H, W) in [0, 1], one per ControlNet
+    num_inference_steps: int = 25,
+    guidance_scale: float = 5.0,
+    conditioning_scale: float | Sequence = 1.0,
+    guess_mode: bool = False,
+    cfg_rw: bool = False,
+    control_guidance_start: float = 0.0,
+    control_guidance_end: float = 1.0,
+    negative_prompt: str = "",
+    generator: torch.Generator | None = None,
+    scheduler=None,  # default: pipe.scheduler (DDIM for TinySD); any diffusers scheduler works
+    progress: bool = False,
+) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1]."""
+    from diffusers.utils.torch_utils import randn_tensor
+    from tqdm.auto import tqdm
+
+    if isinstance(controlnet, (list, tuple)):
+        controlnet = MultiControlNet(controlnet)
+    if not 0.0 <= control_guidance_start < control_guidance_end <= 1.0:
+        raise ValueError("need 0 <= control_guidance_start < control_guidance_end <= 1")
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    scheduler = scheduler or pipe.scheduler
+    prompts = list(prompts)
+    batch = len(prompts)
+    do_cfg = guidance_scale > 1.0
+    control_cond_only = do_cfg and (guess_mode or cfg_rw)
+    h = pipe.unet.config.sample_size
+    size = h * pipe.vae_scale_factor
+
+    if controlnet is not None:
+        if conditions is None:
+            raise ValueError("a ControlNet needs condition images")
+        controlnet.check_unet(pipe.unet)
+        conds = list(conditions) if isinstance(controlnet, MultiControlNet) else [conditions]
+        for c in conds:
+            if c.shape[0] != batch or c.shape[-2:] != (size, size):
+                raise ValueError(f"condition images must be ({batch}, C, {size}, {size}) to match {batch} prompts "
+                                 f"at {size} px, got {tuple(c.shape)}")
+        conds = [c.to(device, dtype) for c in conds]
+        if not control_cond_only and do_cfg:
+            conds = [torch.cat([c, c]) for c in conds]  # the control goes into both branches
+        cond_arg = conds if isinstance(controlnet, MultiControlNet) else conds[0]
+
+    # text: [unconditional, conditional], as the pipeline does
+    prompt_embeds, negative_embeds = pipe.encode_prompt(prompts, device, 1, do_cfg, [negative_prompt] * batch)
+    text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
+
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+    shape = (batch, pipe.unet.config.in_channels, h, h)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * scheduler.init_noise_sigma
+    step_args = inspect.signature(scheduler.step).parameters  # eta (DDIM) and generator, where taken
+    extra = {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in step_args}
+
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling")):
+        model_in = torch.cat([latents] * 2) if do_cfg else latents
+        model_in = scheduler.scale_model_input(model_in, t)
+        down = mid = None
+        on = not (i / len(timesteps) < control_guidance_start or (i + 1) / len(timesteps) > control_guidance_end)
+        if controlnet is not None:
+            if control_cond_only:
+                ctrl_in, ctrl_text = scheduler.scale_model_input(latents, t), text.chunk(2)[1]
+            else:
+                ctrl_in, ctrl_text = model_in, text
+            scale = conditioning_scale if on else _zero_like(conditioning_scale)
+            down, mid = controlnet(ctrl_in, t, ctrl_text, cond_arg, scale, guess_mode)
+            if cfg_rw:  # w_i = (size of the first skip) / h_i
+                top = down[0].shape[-1]
+                down = [d * (top / d.shape[-1]) for d in down]
+                mid = mid * (top / mid.shape[-1])
+            if control_cond_only:  # nothing for the unconditional half
+                down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+                mid = torch.cat([torch.zeros_like(mid), mid])
+        pred = pipe.unet(model_in, t, encoder_hidden_states=text, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid).sample
+        if do_cfg:
+            uncond, cond = pred.chunk(2)
+            pred = uncond + guidance_scale * (cond - uncond)
+        latents = scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
+
+    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (images / 2 + 0.5).clamp(0, 1).float()
+
+
+def _zero_like(scale):
+    if isinstance(scale, (list, tuple)):
+        return [_zero_like(s) for s in scale]
+    return 0.0

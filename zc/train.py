@@ -1,0 +1,236 @@
+"""Training a ControlNet on fill50k: one loop for TinySD on a CPU and SD 1.5 on GPUs.
+
+    L = || target − ε_θ(z_t, t, c_t, c_i) ||²      (SD's objective; the locked SD, the ControlNet learns)
+
+target is ε, v or z_0, whatever the SD predicts. Half of the prompts are replaced by "" (the paper's
+50% prompt dropout), which forces the ControlNet to read the condition itself.
+
+    python -m zc.train --preset cpu                 # TinySD, generated fill50k, 2 CPU cores
+    accelerate launch -m zc.train --preset sd15 --data /path/to/fill50k     # SD 1.5, GPUs
+
+Built on accelerate (device, mixed precision with the ControlNet kept in fp32, gradient
+accumulation, several GPUs). A run writes out/checkpoint/ atomically every `checkpoint_every`
+steps and resumes from it; data order and noise depend only on (seed, step), so a resumed run
+ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .controlled_unet import ControlledUNet
+from .controlnet import ControlNet
+from .fidelity import condition_fidelity
+from .fill50k import Fill50k
+from .sample import sample
+from .sd import load_sd
+from .training_utils import has_checkpoint, load_checkpoint, save_checkpoint, step_generator
+
+
+@dataclass
+class TrainConfig:
+    sd: str = "tinysd"  # the locked SD: "tinysd", an SD1.x diffusers folder or a hub id
+    data: str = ""  # a fill50k folder (prompt.json + source/ + target/); "" = generate in memory
+    n_train: int = 10000  # pairs to generate when data == ""
+    out: str = "runs/controlnet"  # checkpoints, log.jsonl and the final controlnet/ folder
+    seed: int = 0
+    steps: int = 3000  # optimiser steps
+    batch: int = 16  # per device, per accumulation step
+    grad_accum: int = 1  # gradient accumulation steps
+    lr: float = 2e-4  # AdamW on the ControlNet (paper at SD 1.5 scale: 1e-5)
+    max_grad_norm: float = 1.0
+    empty_prompt_prob: float = 0.5  # the paper's prompt dropout
+    sd_locked: bool = True  # False: the UNet decoder trains too (original repo's sd_locked=False)
+    decoder_lr: float = 2e-6  # its learning rate when unlocked
+    only_mid_control: bool = False  # only the middle residual reaches the UNet
+    architecture: str = "controlnet"  # "controlnet", "lite" or "direct" (ablations)
+    zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
+    gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
+    eval_every: int = 250  # steps between fidelity measurements (0: never)
+    eval_n: int = 32  # held-out outlines/prompts for the fidelity measurement
+    eval_steps: int = 20  # sampler steps for it
+    guidance_scale: float = 5.0
+    checkpoint_every: int = 500
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "TrainConfig":
+        presets = {
+            "cpu": {},  # TinySD, 64 px, CPU: the book's default
+            "tiny": dict(steps=40, batch=4, n_train=64, eval_every=20, eval_n=4, eval_steps=4, checkpoint_every=20),
+            # the original tutorial's settings on SD 1.5 (batch 4, lr 1e-5), with diffusers' memory tricks
+            "sd15": dict(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", batch=4, lr=1e-5, steps=10000,
+                         mixed_precision="fp16", gradient_checkpointing=True, eval_every=500, eval_n=16,
+                         eval_steps=20, guidance_scale=7.5, checkpoint_every=1000),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+
+@dataclass
+class TrainResult:
+    controlnet: ControlNet
+    history: list[dict]  # {"step", "loss"} rows and {"step", "iou", ...} evaluation rows
+    folder: Path  # out/controlnet, in diffusers format
+    seconds: float
+
+
+class _Encoded:
+    """The training pairs with the VAE latents and the text features computed once (SD is frozen)."""
+
+    @torch.no_grad()
+    def __init__(self, pipe, data: Fill50k, device, dtype, batch: int = 64):
+        self.conditioning = data.sources  # uint8, kept small; scaled per batch
+        latents = []
+        for i in range(0, len(data), batch):
+            x = data.targets[i:i + batch].to(device, dtype) / 127.5 - 1
+            latents.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
+        self.latents = torch.cat(latents)
+        unique = sorted(set(data.prompts)) + [""]
+        idx = {p: i for i, p in enumerate(unique)}
+        text = []
+        for i in range(0, len(unique), batch):
+            ids = pipe.tokenizer(unique[i:i + batch], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            text.append(pipe.text_encoder(ids.to(device))[0].to(dtype))
+        self.text = torch.cat(text)
+        self.prompt_ids = torch.tensor([idx[p] for p in data.prompts])
+        self.empty_id = idx[""]
+
+
+def _target(scheduler, latents, noise, t):
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> dict:
+    was_training = controlnet.training
+    controlnet.eval()
+    images = sample(pipe, controlnet, eval_set.prompts, torch.stack([eval_set[i]["conditioning"] for i in range(len(eval_set))]),
+                    num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
+                    generator=torch.Generator().manual_seed(cfg.seed))
+    controlnet.train(was_training)
+    r = condition_fidelity(images, eval_set)
+    r.pop("iou_per_item")
+    return r
+
+
+def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainResult | None:
+    """Train (or resume) a ControlNet. stop_after: stop with a checkpoint after this many steps of
+    this call (tests use it to interrupt). Returns None when stopped early."""
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+
+    t0 = time.time()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=cfg.device == "cpu")
+    device = accelerator.device
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
+    pipe.to(device)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    data = Fill50k.load(cfg.data) if cfg.data else Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed)
+    if data.size != size:
+        raise ValueError(f"fill50k images are {data.size} px but this SD works at {size} px: regenerate or resize the data")
+    eval_set = Fill50k.generate(cfg.eval_n, size=size, seed=cfg.seed + 10_000, split="test")
+    enc = _Encoded(pipe, data, device, weight_dtype)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+
+    torch.manual_seed(cfg.seed)
+    controlnet = ControlNet.for_pipeline(pipe, architecture=cfg.architecture, zero_conv_init=cfg.zero_conv_init,
+                                         only_mid_control=cfg.only_mid_control).to(device, torch.float32)
+    if cfg.gradient_checkpointing:
+        controlnet.enable_gradient_checkpointing()
+    model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
+    if not cfg.sd_locked:
+        pipe.unet.to(torch.float32)  # trained weights stay fp32
+    controlnet.train()
+    opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
+    modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
+    start, history = 0, []
+    if has_checkpoint(out / "checkpoint"):
+        state = load_checkpoint(out / "checkpoint", modules, opt)
+        start, history = state["step"], state["history"]
+    model, opt = accelerator.prepare(model, opt)
+    params = [p for g in opt.param_groups for p in g["params"]]
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
+               disable=not accelerator.is_local_main_process)
+    for step in bar:
+        if stop_after is not None and step - start >= stop_after:
+            save_checkpoint(out / "checkpoint", modules, opt, {"step": step, "history": history})
+            return None
+        g = step_generator(cfg.seed + 7919 * accelerator.process_index, "controlnet", step)
+        with accelerator.accumulate(model):
+            idx = torch.randint(len(data), (cfg.batch,), generator=g)
+            latents = enc.latents[idx]
+            cond = (enc.conditioning[idx].float() / 255).to(device, weight_dtype)
+            drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
+            text = enc.text[torch.where(drop, enc.empty_id, enc.prompt_ids[idx])]
+            noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
+            noisy = noise_scheduler.add_noise(latents, noise, t)
+            with accelerator.autocast():
+                pred = model(noisy, t, text, cond)
+            loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
+                                         "--mixed-precision no / bf16 instead of fp16")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        history.append({"step": step, "loss": loss.item()})
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            r = evaluate(pipe, accelerator.unwrap_model(model).controlnet, eval_set, cfg)
+            history.append({"step": done, **r})
+            bar.write(f"step {done}: IoU {r['iou']:.3f}  fill {r['fill_accuracy']:.3f}  bg {r['background_accuracy']:.3f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            save_checkpoint(out / "checkpoint", modules, opt, {"step": done, "history": history})
+    controlnet = accelerator.unwrap_model(model).controlnet
+    controlnet.save_pretrained(out / "controlnet")
+    with open(out / "log.jsonl", "w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in history)
+    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m zc.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu", help="cpu (TinySD), tiny (smoke test) or sd15 (paper settings)")
+    for f in dataclasses.fields(TrainConfig):
+        kw = {"action": argparse.BooleanOptionalAction} if f.type in ("bool", bool) else {"type": type(f.default)}
+        ap.add_argument("--" + f.name.replace("_", "-"), default=None, **kw)
+    args = ap.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    r = train(TrainConfig.preset(args.preset, **overrides))
+    last = [h for h in r.history if "iou" in h]
+    print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}" + (f"; final IoU {last[-1]['iou']:.3f}" if last else ""))
+
+
+if __name__ == "__main__":
+    main()
