@@ -72,7 +72,8 @@ def sample(
             if c.shape[0] != batch or c.shape[-2:] != (size, size):
                 raise ValueError(f"condition images must be ({batch}, C, {size}, {size}) to match {batch} prompts "
                                  f"at {size} px, got {tuple(c.shape)}")
-        conds = [c.to(device, dtype) for c in conds]
+        cdtype = next(controlnet.parameters()).dtype  # may differ from the UNet's (fp32 ControlNet, fp16 SD)
+        conds = [c.to(device, cdtype) for c in conds]
         if not control_cond_only and do_cfg:
             conds = [torch.cat([c, c]) for c in conds]  # the control goes into both branches
         cond_arg = conds if isinstance(controlnet, MultiControlNet) else conds[0]
@@ -99,7 +100,8 @@ def sample(
             else:
                 ctrl_in, ctrl_text = model_in, text
             scale = conditioning_scale if on else _zero_like(conditioning_scale)
-            down, mid = controlnet(ctrl_in, t, ctrl_text, cond_arg, scale, guess_mode)
+            down, mid = controlnet(ctrl_in.to(cdtype), t, ctrl_text.to(cdtype), cond_arg, scale, guess_mode)
+            down, mid = [d.to(dtype) for d in down], mid.to(dtype)
             if cfg_rw:  # w_i = (size of the first skip) / h_i
                 top = down[0].shape[-1]
                 down = [d * (top / d.shape[-1]) for d in down]

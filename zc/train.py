@@ -55,7 +55,7 @@ class TrainConfig:
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
     gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
-    eval_every: int = 250  # steps between fidelity measurements (0: never)
+    eval_every: int = 250  # steps between fidelity measurements (0: never); 10x denser before the first one
     eval_n: int = 32  # held-out outlines/prompts for the fidelity measurement
     eval_steps: int = 20  # sampler steps for it
     guidance_scale: float = 5.0
@@ -83,6 +83,7 @@ class TrainResult:
     history: list[dict]  # {"step", "loss"} rows and {"step", "iou", ...} evaluation rows
     folder: Path  # out/controlnet, in diffusers format
     seconds: float
+    snapshots: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # step -> validation images
 
 
 class _Encoded:
@@ -92,7 +93,7 @@ class _Encoded:
     def __init__(self, pipe, data: Fill50k, device, dtype, batch: int = 64):
         self.conditioning = data.sources  # uint8, kept small; scaled per batch
         latents = []
-        for i in range(0, len(data), batch):
+        for i in tqdm(range(0, len(data), batch), desc="encoding targets with the VAE", leave=False):
             x = data.targets[i:i + batch].to(device, dtype) / 127.5 - 1
             latents.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
         self.latents = torch.cat(latents)
@@ -119,7 +120,8 @@ def _target(scheduler, latents, noise, t):
     raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
-def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> dict:
+def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dict, torch.Tensor]:
+    """Condition fidelity on the held-out set, and the images it was measured on."""
     was_training = controlnet.training
     controlnet.eval()
     images = sample(pipe, controlnet, eval_set.prompts, torch.stack([eval_set[i]["conditioning"] for i in range(len(eval_set))]),
@@ -128,7 +130,16 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> dict:
     controlnet.train(was_training)
     r = condition_fidelity(images, eval_set)
     r.pop("iou_per_item")
-    return r
+    return r, images
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
+    """Validation images side by side in one PNG."""
+    from PIL import Image
+
+    n = min(len(images), columns)
+    row = (images[:n].clamp(0, 1) * 255).round().to(torch.uint8).permute(2, 0, 3, 1).reshape(images.shape[-2], -1, 3)
+    Image.fromarray(row.numpy()).save(path)
 
 
 def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainResult | None:
@@ -137,7 +148,13 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
+    from accelerate.state import AcceleratorState, GradientState
+
     t0 = time.time()
+    # accelerate keeps one process-wide state; a second run in the same process (a notebook, the
+    # ablation runner) may ask for another precision. The distributed PartialState is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                               cpu=cfg.device == "cpu")
     device = accelerator.device
@@ -147,7 +164,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
-    pipe.to(device)
+    pipe.to(device=device, dtype=weight_dtype)  # the frozen SD in the training precision
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     data = Fill50k.load(cfg.data) if cfg.data else Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed)
     if data.size != size:
@@ -167,7 +184,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     controlnet.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
-    start, history = 0, []
+    start, history, snapshots = 0, [], {}
     if has_checkpoint(out / "checkpoint"):
         state = load_checkpoint(out / "checkpoint", modules, opt)
         start, history = state["step"], state["history"]
@@ -205,9 +222,12 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
-        if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps) and accelerator.is_main_process:
-            r = evaluate(pipe, accelerator.unwrap_model(model).controlnet, eval_set, cfg)
+        early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
+        if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps) and accelerator.is_main_process:
+            r, images = evaluate(pipe, accelerator.unwrap_model(model).controlnet, eval_set, cfg)
             history.append({"step": done, **r})
+            snapshots[done] = images[:8]
+            save_grid(images, out / f"validation_{done:06d}.png")
             bar.write(f"step {done}: IoU {r['iou']:.3f}  fill {r['fill_accuracy']:.3f}  bg {r['background_accuracy']:.3f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(out / "checkpoint", modules, opt, {"step": done, "history": history})
@@ -215,7 +235,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     controlnet.save_pretrained(out / "controlnet")
     with open(out / "log.jsonl", "w") as f:
         f.writelines(json.dumps(h) + "\n" for h in history)
-    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0)
+    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, snapshots)
 
 
 def main(argv=None):

@@ -1,0 +1,71 @@
+"""The fill50k bar on the CPU default: train a ControlNet on TinySD for a fixed budget, then compare
+condition fidelity on held-out outlines/prompts with and without the ControlNet.
+
+    python benchmarks/fidelity_cpu.py --steps 3500 --out benchmarks/results/cpu
+
+Prints a table and writes history.json, the ControlNet folder and curve.png (IoU and loss
+against steps, the sudden-convergence step marked) under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+import zc  # noqa: E402
+from zc import train as zt  # noqa: E402
+from zc.fidelity import condition_fidelity, plot_history, sudden_convergence_step  # noqa: E402
+from zc.fill50k import Fill50k  # noqa: E402
+from zc.sample import sample  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3500)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--n-test", type=int, default=64, help="held-out outlines/prompts for the final table")
+    ap.add_argument("--threshold", type=float, default=0.7, help="IoU that counts as converged")
+    ap.add_argument("--out", default="benchmarks/results/cpu")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cfg = zt.TrainConfig.preset("cpu", steps=args.steps, lr=args.lr, batch=args.batch, eval_every=args.eval_every,
+                                out=str(out / "run"), checkpoint_every=500)
+    t0 = time.time()
+    result = zt.train(cfg)
+    train_s = time.time() - t0
+    pipe = zc.load_sd()
+    test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
+    cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
+    rows = {}
+    for name, cn in [("TinySD alone (no ControlNet)", None), ("TinySD + ControlNet", result.controlnet.eval())]:
+        images = sample(pipe, cn, test.prompts, cond if cn is not None else None, num_inference_steps=25,
+                        guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
+        rows[name] = condition_fidelity(images, test)
+    step = sudden_convergence_step(result.history, args.threshold)
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"training {args.steps} steps x batch {args.batch} took {train_s / 60:.1f} min (incl. evaluations)")
+    print(f"{'':30s} {'IoU':>6s} {'fill acc':>9s} {'bg acc':>7s}   ({args.n_test} held-out outlines and prompts)")
+    for name, r in rows.items():
+        print(f"{name:30s} {r['iou']:6.3f} {r['fill_accuracy']:9.3f} {r['background_accuracy']:7.3f}")
+    print(f"sudden convergence (IoU >= {args.threshold} from then on): step {step}")
+    ax = plot_history(result.history, args.threshold)
+    ax.set_title(f"ControlNet on TinySD, CPU: condition IoU and loss ({args.steps} steps, batch {args.batch})")
+    plt.tight_layout()
+    plt.savefig(out / "curve.png", dpi=90)
+    (out / "summary.json").write_text(json.dumps({
+        "steps": args.steps, "batch": args.batch, "lr": args.lr, "train_minutes": train_s / 60, "convergence_step": step,
+        **{name: {k: v for k, v in r.items() if k != "iou_per_item"} for name, r in rows.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
