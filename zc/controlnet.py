@@ -323,11 +323,13 @@ class ControlNet(nn.Module):
         """Write config.json + diffusion_pytorch_model.safetensors (diffusers' ControlNetModel layout)."""
         from safetensors.torch import save_file
 
+        from .training_utils import atomic_write
+
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic(out / self.WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-        _atomic(out / "config.json", lambda p: p.write_text(json.dumps(self.config.to_diffusers(), indent=2)))
+        atomic_write(out / self.WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(self.config.to_diffusers(), indent=2)))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, subfolder: str | None = None) -> "ControlNet":
@@ -379,13 +381,6 @@ class ControlNet(nn.Module):
         from .original_format import load_original
 
         return load_original(cls, path_or_state_dict, unet, **config_kwargs)
-
-
-def _atomic(path: Path, write) -> None:
-    """Write to a temp file next to `path`, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _load_safetensors(path: Path, load_file) -> dict:

@@ -32,6 +32,7 @@ from .fidelity import condition_fidelity
 from .fill50k import Fill50k
 from .sample import sample
 from .sd import load_sd
+from .tinysd import encode_prompts
 from .training_utils import has_checkpoint, load_checkpoint, save_checkpoint, step_generator
 
 
@@ -99,12 +100,8 @@ class _Encoded:
         self.latents = torch.cat(latents)
         unique = sorted(set(data.prompts)) + [""]
         idx = {p: i for i, p in enumerate(unique)}
-        text = []
-        for i in range(0, len(unique), batch):
-            ids = pipe.tokenizer(unique[i:i + batch], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids
-            text.append(pipe.text_encoder(ids.to(device))[0].to(dtype))
-        self.text = torch.cat(text)
+        self.text = torch.cat([encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch]).to(dtype)
+                               for i in range(0, len(unique), batch)])
         self.prompt_ids = torch.tensor([idx[p] for p in data.prompts])
         self.empty_id = idx[""]
 
