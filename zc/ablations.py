@@ -118,7 +118,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
-        iou = measure(load_sd(sd), result.controlnet.eval(), test, seed)
+        iou = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
         losses = [h["loss"] for h in result.history if "loss" in h]
         row = {"name": run.name, "group": run.group, "seed": seed, "steps": cfg.steps, "train_seconds": round(seconds, 1),
                "sec_per_step": round(seconds / cfg.steps, 4), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 5),

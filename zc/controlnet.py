@@ -339,7 +339,9 @@ class ControlNet(nn.Module):
 
         path = Path(name_or_path)
         if not path.exists():
-            if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/", "~")):
+            from .sd import looks_like_hub_id
+
+            if not looks_like_hub_id(str(name_or_path)):
                 raise FileNotFoundError(f"no ControlNet folder at {str(name_or_path)!r}")
             from huggingface_hub import snapshot_download
 

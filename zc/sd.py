@@ -23,6 +23,11 @@ def sd_location(name_or_path: str | os.PathLike | None = None) -> str:
     return str(TINYSD) if str(name) == "tinysd" else str(name)
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """'owner/name' with no path prefix: something to fetch from the hub rather than a local path."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
 def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
             dtype: torch.dtype = torch.float32):
     from diffusers import StableDiffusionPipeline
@@ -31,7 +36,7 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
     local = Path(where).expanduser()
     if local.exists() and not (local / "model_index.json").is_file():
         raise FileNotFoundError(f"{local} is not a diffusers Stable Diffusion folder (no model_index.json)")
-    if not local.exists() and (where.count("/") != 1 or where.startswith((".", "/", "~"))):
+    if not local.exists() and not looks_like_hub_id(where):
         raise FileNotFoundError(f"no Stable Diffusion folder at {where!r}; give a diffusers folder or a hub id "
                                 "like 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
     pipe = StableDiffusionPipeline.from_pretrained(where, safety_checker=None, feature_extractor=None,
