@@ -10,10 +10,16 @@ Fidelity here must not depend on the prompt naming the colours, so the shape reg
 without them: pixels that differ from the image's border colour (its background) by more than
 metrics.NEAR. IoU against the disc the outline implies.
 
-    python -m zc.ablations --preset ci        # minutes on a CPU (the book runs it)
-    python -m zc.ablations --preset cpu       # the full table on a CPU (about an hour)
+    python -m zc.ablations --preset ci                  # minutes on a CPU (the book runs it)
+    python -m zc.ablations --preset cpu --seeds 0 1 2   # the full table on a CPU (~40 min a seed)
 
-Results are appended to <out>/results.csv one run at a time: a rerun skips the finished ones.
+Results are appended to <out>/results.csv (one row per run) and <out>/curves.csv (fidelity during
+training) one run at a time: a rerun skips the finished ones, so an interrupted sweep loses at
+most the run it was in. The figures are written beside them.
+
+Two more tables need no training of their own, only the shipped fill50k ControlNet:
+guidance_table (CFG vs CFG-RW vs guess mode) and transfer_table (the ControlNet applied
+unchanged to a fine-tuned TinySD, the paper's community-model transfer).
 """
 from __future__ import annotations
 
@@ -56,29 +62,42 @@ def shape_regions(images: torch.Tensor, near: float = metrics.NEAR) -> torch.Ten
     return (x - bg[:, None, None]).norm(dim=-1) > near
 
 
+def outline_score(images: torch.Tensor, sources: torch.Tensor, dark: float = 0.25) -> torch.Tensor:
+    """Per image: the fraction of the condition's outline pixels drawn dark (mean RGB < `dark`).
+    High for a model whose style draws contours where the ControlNet puts the shape's border."""
+    ring = sources.float().mean(1) > 0.5 * (255.0 if sources.dtype == torch.uint8 else 1.0)  # (B, H, W)
+    is_dark = images.float().cpu().mean(1) < dark  # (B, H, W)
+    return (is_dark & ring).flatten(1).sum(1) / ring.flatten(1).sum(1).clamp(min=1)
+
+
 @dataclass
 class Run:
     name: str  # row label in the table
-    group: str  # which table it belongs to
+    group: str  # which question it answers
     overrides: dict  # TrainConfig fields that differ from the preset's base
 
 
+PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure each finished run
+    "ci": (dict(steps=400, batch=16, n_train=1000, eval_every=100, eval_n=8), 16),
+    "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
+}
+
+
 def runs_for(preset: str) -> tuple[dict, list[Run]]:
-    """(base TrainConfig fields, runs) of a preset."""
-    base = {"ci": dict(steps=400, batch=16, n_train=1000, eval_every=0, eval_n=8),
-            "cpu": dict(steps=1500, batch=16, n_train=5000, eval_every=250, eval_n=16)}
-    if preset not in base:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(base)}")
-    runs = [Run("ControlNet", "architecture", {}),
+    """(base TrainConfig fields, runs) of a preset. "ControlNet" is the reference every group compares with."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    runs = [Run("ControlNet", "reference", {}),
             Run("ControlNet-lite", "architecture", {"architecture": "lite"}),
             Run("Gaussian-init convs", "zero convolution", {"zero_conv_init": "gaussian"})]
     if preset == "cpu":
         runs += [Run("condition added directly", "architecture", {"architecture": "direct"}),
                  Run("prompt dropout 0%", "prompt dropout", {"empty_prompt_prob": 0.0}),
                  Run("1k pairs", "dataset size", {"n_train": 1000}),
+                 Run("50k pairs", "dataset size", {"n_train": 50000}),
                  Run("only_mid_control", "speed", {"only_mid_control": True}),
                  Run("sd_locked=False", "speed", {"sd_locked": False})]
-    return base[preset], runs
+    return PRESETS[preset][0], runs
 
 
 def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sample_kw) -> dict[str, float]:
@@ -93,23 +112,41 @@ def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sampl
     return out
 
 
+def _append(path: Path, fields: list[str], rows: list[dict]) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of a results/curves CSV with numbers as floats."""
+    def num(v):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    with open(path) as f:
+        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, ...] = (0,), sd: str | None = None,
-            n_test: int = 16) -> Path:
-    """Train and measure every run of `preset` for each seed; append rows to out/results.csv."""
+            n_test: int | None = None) -> Path:
+    """Train and measure every run of `preset` for each seed; append to out/results.csv and out/curves.csv."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = out_dir / "results.csv"
-    done = set()
-    if table.is_file():
-        with open(table) as f:
-            done = {(r["name"], int(r["seed"])) for r in csv.DictReader(f)}
+    table, curves = out_dir / "results.csv", out_dir / "curves.csv"
+    done = {(r["name"], int(r["seed"])) for r in read_csv(table)} if table.is_file() else set()
     base, runs = runs_for(preset)
+    n_test = n_test or PRESETS.get(preset, (None, 16))[1]
     pipe = load_sd(sd)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = Fill50k.generate(n_test, size=size, seed=777, split="test")
-    fields = ["name", "group", "seed", "steps", "train_seconds", "sec_per_step", "final_loss", *PROMPTS, "machine"]
+    fields = ["name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step", "final_loss", *PROMPTS, "machine"]
     todo = [(r, s) for r in runs for s in seeds if (r.name, s) not in done]
     for run, seed in tqdm(todo, desc=f"ablations ({preset})"):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
@@ -120,28 +157,149 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         seconds = time.time() - t0
         iou = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
         losses = [h["loss"] for h in result.history if "loss" in h]
-        row = {"name": run.name, "group": run.group, "seed": seed, "steps": cfg.steps, "train_seconds": round(seconds, 1),
-               "sec_per_step": round(seconds / cfg.steps, 4), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 5),
-               **{k: round(v, 4) for k, v in iou.items()},
-               "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
-        new = not table.is_file()
-        with open(table, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        _append(curves, ["name", "seed", "step", "iou", "fill_accuracy"],
+                [{"name": run.name, "seed": seed, "step": h["step"], "iou": round(h["iou"], 4),
+                  "fill_accuracy": round(h["fill_accuracy"], 4)} for h in result.history if "iou" in h])
+        _append(table, fields, [{
+            "name": run.name, "group": run.group, "seed": seed, "steps": cfg.steps, "n_train": cfg.n_train,
+            "train_seconds": round(seconds, 1), "sec_per_step": round(result.step_seconds / cfg.steps, 4),
+            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 5), **{k: round(v, 4) for k, v in iou.items()},
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}])
     return table
+
+
+# --- summaries and figures ---------------------------------------------------------------------
+def summarize(rows: list[dict], columns=PROMPTS + ("sec_per_step",)) -> list[dict]:
+    """One row per run name, in first-seen order: mean and std over seeds of each column."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["name"], {"name": r["name"], "group": r["group"], "values": []})["values"].append(r)
+    summary = []
+    for s in out.values():
+        vals = s.pop("values")
+        s["seeds"] = len(vals)
+        for c in columns:
+            x = torch.tensor([float(v[c]) for v in vals])
+            s[c], s[c + "_std"] = x.mean().item(), (x.std().item() if len(x) > 1 else 0.0)
+        summary.append(s)
+    return summary
+
+
+def format_table(summary: list[dict], columns=PROMPTS) -> str:
+    """Plain-text table: mean ± std over seeds."""
+    lines = [f"{'run':26s}{'seeds':>6s}" + "".join(f"{c:>16s}" for c in columns) + f"{'s/step':>9s}"]
+    for s in summary:
+        lines.append(f"{s['name']:26s}{s['seeds']:6d}" + "".join(f"{s[c]:10.3f} ±{s[c + '_std']:4.2f}" for c in columns)
+                     + f"{s['sec_per_step']:9.3f}")
+    return "\n".join(lines)
+
+
+def plot_settings(summary: list[dict], title: str = "", ax=None):
+    """Grouped bars: condition IoU per prompt setting, one bar per run, std over seeds as error bars."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3.4))
+    w = 0.8 / len(summary)
+    for i, s in enumerate(summary):
+        ax.bar([j + i * w for j in range(len(PROMPTS))], [s[p] for p in PROMPTS], w, label=s["name"],
+               yerr=[s[p + "_std"] for p in PROMPTS] if s["seeds"] > 1 else None, capsize=2)
+    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(PROMPTS))], [f"{p} prompt" for p in PROMPTS])
+    ax.set_ylabel("condition IoU (held-out)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(title)
+    return ax
+
+
+def plot_curves(curves: list[dict], names=None, ax=None):
+    """Held-out IoU (perfect prompt) against training steps: a thin line per seed, a thick mean."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    names = names or list(dict.fromkeys(r["name"] for r in curves))
+    for i, name in enumerate(names):
+        rows = [r for r in curves if r["name"] == name]
+        seeds = sorted({r["seed"] for r in rows})
+        for s in seeds:
+            pts = sorted((r["step"], r["iou"]) for r in rows if r["seed"] == s)
+            ax.plot(*zip(*pts), color=f"C{i}", lw=0.6, alpha=0.5)
+        steps = sorted({r["step"] for r in rows})
+        mean = [sum(r["iou"] for r in rows if r["step"] == st) / sum(r["step"] == st for r in rows) for st in steps]
+        ax.plot(steps, mean, "o-", color=f"C{i}", ms=3, label=f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("condition IoU (held-out)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return ax
+
+
+# --- tables that reuse one trained ControlNet -----------------------------------------------------
+GUIDANCE = {"CFG": {}, "CFG-RW": {"cfg_rw": True}, "guess mode": {"guess_mode": True}}
+
+
+def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int = 20, guidance_scale: float = 5.0):
+    """CFG vs CFG-RW vs guess mode with no prompt and the full prompt: IoU and (full prompt) fill
+    colour accuracy, mean and std over sampling seeds."""
+    from .fidelity import condition_fidelity
+
+    cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
+    discs = disc_masks(test.sources)
+    rows = []
+    for mode, kw in GUIDANCE.items():
+        for setting in ("none", "perfect"):
+            ious, fills = [], []
+            for seed in seeds:
+                images = sample(pipe, controlnet, prompt_setting(test.prompts, setting), cond, num_inference_steps=steps,
+                                guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed), **kw)
+                ious.append(metrics.iou(shape_regions(images), discs).mean().item())
+                if setting == "perfect":
+                    fills.append(condition_fidelity(images, test)["fill_accuracy"])
+            x = torch.tensor(ious)
+            rows.append({"mode": mode, "prompt": setting, "seeds": len(seeds), "iou": x.mean().item(),
+                         "iou_std": x.std().item() if len(x) > 1 else 0.0,
+                         "fill_accuracy": sum(fills) / len(fills) if fills else float("nan")})
+    return rows
+
+
+def transfer_table(pipes: dict, controlnet, test: Fill50k, seed: int = 0, steps: int = 20):
+    """The same ControlNet on several SDs (e.g. TinySD and its fine-tuned variant), full prompt.
+    Returns (rows, images): IoU, fill accuracy and outline score with and without the ControlNet."""
+    from .fidelity import condition_fidelity
+
+    cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
+    discs = disc_masks(test.sources)
+    rows, images = [], {}
+    for sd_name, pipe in pipes.items():
+        for cn_name, cn in (("none", None), ("ControlNet", controlnet)):
+            x = sample(pipe, cn, test.prompts, cond if cn is not None else None, num_inference_steps=steps,
+                       generator=torch.Generator().manual_seed(seed))
+            images[sd_name, cn_name] = x
+            rows.append({"sd": sd_name, "controlnet": cn_name,
+                         "iou": metrics.iou(shape_regions(x), discs).mean().item(),
+                         "fill_accuracy": condition_fidelity(x, test)["fill_accuracy"],
+                         "outline": outline_score(x, test.sources).mean().item()})
+    return rows, images
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m zc.ablations", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="ci", choices=["ci", "cpu"])
+    ap.add_argument("--preset", default="ci", choices=sorted(PRESETS))
     ap.add_argument("--out", default="runs/ablations")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--sd", default=None, help="SD to control (default: $ZC_SD or TinySD)")
     args = ap.parse_args(argv)
-    print(run_all(args.preset, args.out, tuple(args.seeds), args.sd).read_text())
+    table = run_all(args.preset, args.out, tuple(args.seeds), args.sd)
+    import matplotlib
+    matplotlib.use("Agg")
+    summary = summarize(read_csv(table))
+    print(format_table(summary))
+    plot_settings(summary, f"preset {args.preset}").figure.savefig(Path(args.out) / "settings.png", dpi=120, bbox_inches="tight")
+    curves = Path(args.out) / "curves.csv"
+    if curves.is_file():
+        plot_curves(read_csv(curves)).figure.savefig(Path(args.out) / "curves.png", dpi=120, bbox_inches="tight")
 
 
 if __name__ == "__main__":

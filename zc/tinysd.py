@@ -55,6 +55,7 @@ class TinySDConfig:
     ema_decay: float = 0.999  # the exported weights are an exponential moving average
     bf16: bool = True  # bfloat16 autocast on a GPU (ignored on the CPU)
     checkpoint_every: int = 1000  # steps between resumable checkpoints
+    style: str = "flat"  # how scenes are drawn (shapes.STYLES); "outlined" + init_from makes the fine-tuned variant
     init_from: str = ""  # a TinySD pipeline folder to continue from: skips stage 1, resumes stage 2 from its weights
     time_budget_min: float = 0.0  # >0: after 100 steps, shrink `steps` so stage 2 ends within this many minutes
 
@@ -121,10 +122,10 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
-def training_batch(seed: int, stage: str, step: int, batch: int, size: int, device):
+def training_batch(seed: int, stage: str, step: int, batch: int, size: int, device, style: str = "flat"):
     """Scenes and their images in [-1, 1] for one step; depends only on (seed, stage, step)."""
     scenes = shapes.sample_scenes(batch, step_generator(seed, stage, step), split="train")
-    images = shapes.render(scenes.to(device), size) * 2 - 1
+    images = shapes.render(scenes.to(device), size, style) * 2 - 1
     return scenes, images
 
 
@@ -257,7 +258,7 @@ def _train_denoiser(cfg, vae, text_encoder, unet, tokenizer, device, folder: Pat
         if not _spend(budget):
             save_checkpoint(folder, modules, opt, {"step": step})
             return False
-        scenes, x = training_batch(cfg.seed, "unet", step, cfg.batch, cfg.image_size, device)
+        scenes, x = training_batch(cfg.seed, "unet", step, cfg.batch, cfg.image_size, device, cfg.style)
         g = step_generator(cfg.seed, "unet-noise", step, device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             latents = vae.encode(x).latent_dist.sample(generator=g).float() * vae.config.scaling_factor

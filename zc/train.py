@@ -83,7 +83,8 @@ class TrainResult:
     controlnet: ControlNet
     history: list[dict]  # {"step", "loss"} rows and {"step", "iou", ...} evaluation rows
     folder: Path  # out/controlnet, in diffusers format
-    seconds: float
+    seconds: float  # the whole call: data encoding, training and evaluations
+    step_seconds: float = 0.0  # of which the optimiser steps alone (what a speed comparison wants)
     snapshots: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # step -> validation images
 
 
@@ -190,7 +191,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
                disable=not accelerator.is_local_main_process)
+    step_seconds = 0.0
     for step in bar:
+        tick = time.perf_counter()
         if stop_after is not None and step - start >= stop_after:
             save_checkpoint(out / "checkpoint", modules, opt, {"step": step, "history": history})
             return None
@@ -216,6 +219,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             opt.step()
             opt.zero_grad(set_to_none=True)
         history.append({"step": step, "loss": loss.item()})
+        step_seconds += time.perf_counter() - tick
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
@@ -232,7 +236,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     controlnet.save_pretrained(out / "controlnet")
     with open(out / "log.jsonl", "w") as f:
         f.writelines(json.dumps(h) + "\n" for h in history)
-    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, snapshots)
+    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots)
 
 
 def main(argv=None):
