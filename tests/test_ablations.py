@@ -5,7 +5,7 @@ import torch
 
 from zc import ablations
 from zc.fill50k import Fill50k, disc_masks
-from zc import metrics
+from zc import metrics, shapes
 
 
 def test_prompt_settings():
@@ -39,10 +39,58 @@ def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):
     assert [r["name"] for r in rows] == ["ControlNet", "lite"]
     assert all(0 <= float(r[s]) <= 1 for r in rows for s in ablations.PROMPTS)
     ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2)  # seed 0 is done: only seed 1 trains
-    assert calls == ["controlnet", "lite", "controlnet", "lite"]
+    assert calls == ["controlnet", "lite", "controlnet", "lite"]  # seed 0's two runs, then seed 1's
     assert len(list(csv.DictReader(open(table)))) == 4
 
 
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
         ablations.runs_for("gpu")
+
+
+def test_runner_writes_fidelity_curves(tmp_path, monkeypatch):
+    micro = (dict(steps=2, batch=2, n_train=8, eval_every=2, eval_n=2, eval_steps=2, checkpoint_every=100, device="cpu"),
+             [ablations.Run("ControlNet", "reference", {})])
+    monkeypatch.setattr(ablations, "runs_for", lambda preset: micro)
+    ablations.run_all("ci", str(tmp_path), seeds=(3,), n_test=2)
+    curves = ablations.read_csv(tmp_path / "curves.csv")
+    assert [(c["name"], c["seed"], c["step"]) for c in curves] == [("ControlNet", 3, 2)]
+    row = ablations.read_csv(tmp_path / "results.csv")[0]
+    assert 0 < row["sec_per_step"] * row["steps"] <= row["train_seconds"]  # steps alone, without encoding/evals
+
+
+def test_shading_score_sees_the_shaded_style():
+    ds = Fill50k.generate(32, seed=4, split="test")
+    flat = shapes.render(ds.scenes, ds.size)
+    shaded = shapes.render(ds.scenes, ds.size, style="shaded")
+    assert ablations.shading_score(shaded).mean() > 0.25
+    assert ablations.shading_score(flat).abs().mean() < 0.03
+    assert ablations.shading_score(shaded.flip(2)).mean() < -0.25  # lit from below
+    with pytest.raises(ValueError, match="style"):
+        shapes.render(ds.scenes, ds.size, style="sketchy")
+
+
+def test_summarize_means_and_stds_over_seeds():
+    rows = [{"name": "a", "group": "g", "seed": s, "none": v, "insufficient": v, "conflicting": v, "perfect": 2 * v,
+             "sec_per_step": 1.0} for s, v in ((0, 0.2), (1, 0.4), (2, 0.9))]
+    (s,) = ablations.summarize(rows)
+    assert s["seeds"] == 3
+    assert s["none"] == pytest.approx(0.5) and s["perfect"] == pytest.approx(1.0)
+    assert s["none_std"] == pytest.approx(torch.tensor([0.2, 0.4, 0.9]).std().item())
+    assert "a" in ablations.format_table([s])
+
+
+def test_guidance_and_transfer_tables(tmp_path):
+    import zc
+
+    pipe = zc.load_sd("tinysd")
+    cn = zc.ControlNet.for_pipeline(pipe).eval()  # zero convolutions: no effect yet
+    test = Fill50k.generate(2, seed=5, split="test")
+    rows = ablations.guidance_table(pipe, cn, test, seeds=(0, 1), steps=2)
+    assert {(r["mode"], r["prompt"]) for r in rows} == {(m, p) for m in ablations.GUIDANCE for p in ("none", "perfect")}
+    assert all(0 <= r["iou"] <= 1 and r["seeds"] == 2 for r in rows)
+    rows, images = ablations.transfer_table({"a": pipe}, cn, test, steps=2)
+    without, with_ = rows
+    assert (without["controlnet"], with_["controlnet"]) == ("none", "ControlNet")
+    assert torch.equal(images["a", "none"], images["a", "ControlNet"])  # an untrained ControlNet changes nothing
+    assert without["iou"] == with_["iou"] and without["shading"] == with_["shading"]

@@ -104,3 +104,21 @@ def test_pretraining_runs_and_resumes_to_the_same_weights(tmp_path):
 def test_bad_prediction_type():
     with pytest.raises(ValueError, match="prediction_type"):
         tinysd.training_scheduler("noise")
+
+
+def test_shipped_variant_is_tinysd_fine_tuned_to_shade():
+    """tinysd-shaded (chapter 8's community model) loads offline like TinySD and draws its shapes
+    darker at the bottom, which TinySD does not."""
+    import zc
+    from zc import ablations
+
+    base, variant = zc.load_sd("tinysd"), zc.load_sd("tinysd-shaded")
+    assert {k: v for k, v in variant.unet.config.items() if not k.startswith("_")} == \
+        {k: v for k, v in base.unet.config.items() if not k.startswith("_")}
+    prompts = shapes.sample_scenes(16, torch.Generator().manual_seed(3), split="test").prompts()
+    score = {}
+    for name, pipe in (("base", base), ("variant", variant)):
+        images = pipe(prompts, num_inference_steps=20, guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
+                      output_type="pt").images
+        score[name] = ablations.shading_score(images).mean().item()
+    assert abs(score["base"]) < 0.05 and score["variant"] > score["base"] + 0.08, score

@@ -1,6 +1,7 @@
 """Load a Stable Diffusion: the shipped TinySD by default, or any SD1.x diffusers folder / hub id.
 
     pipe = zc.load_sd()                                   # TinySD, offline, CPU
+    pipe = zc.load_sd("tinysd-shaded")                    # its fine-tuned variant (a "community model")
     pipe = zc.load_sd("stable-diffusion-v1-5/stable-diffusion-v1-5", device="cuda", dtype=torch.float16)
     ZC_SD=/path/to/sd15 jupyter lab                       # every chapter switches with one variable
 
@@ -14,13 +15,19 @@ from pathlib import Path
 
 import torch
 
-TINYSD = Path(__file__).parent / "weights" / "tinysd"
+WEIGHTS = Path(__file__).parent / "weights"
+TINYSD = WEIGHTS / "tinysd"
+SHIPPED = {  # names that load a folder shipped with zc
+    "tinysd": TINYSD,  # pretrained on the shapes world by scripts/train_tinysd.sh
+    "tinysd-shaded": WEIGHTS / "tinysd-shaded",  # TinySD fine-tuned to shade its shapes (scripts/train_tinysd.sh)
+}
+FILL50K_CONTROLNET = WEIGHTS / "fill50k-controlnet"  # a ControlNet trained on TinySD by benchmarks/fidelity_cpu.py
 
 
 def sd_location(name_or_path: str | os.PathLike | None = None) -> str:
     """`name_or_path`, else $ZC_SD, else the shipped TinySD folder."""
-    name = name_or_path or os.environ.get("ZC_SD") or "tinysd"
-    return str(TINYSD) if str(name) == "tinysd" else str(name)
+    name = str(name_or_path or os.environ.get("ZC_SD") or "tinysd")
+    return str(SHIPPED.get(name, name))
 
 
 def looks_like_hub_id(name: str) -> bool:

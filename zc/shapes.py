@@ -176,8 +176,8 @@ def coverage(scenes: Scenes, size: int, outline: float | None = None) -> torch.T
     return (0.5 - d).clamp(0, 1)
 
 
-STYLES = ("flat", "outlined")  # "outlined": a dark contour, the style of TinySD's fine-tuned variant
-OUTLINE_RGB = (0.08, 0.08, 0.08)
+STYLES = ("flat", "shaded")  # "shaded": lit from above, the style of TinySD's fine-tuned variant
+SHADE = 0.6  # "shaded": the fill darkens by this fraction from the top of the shape to its bottom
 
 
 def render(scenes: Scenes, size: int = 64, style: str = "flat") -> torch.Tensor:
@@ -187,8 +187,8 @@ def render(scenes: Scenes, size: int = 64, style: str = "flat") -> torch.Tensor:
     table = colour_table().to(scenes.center.device)
     a = coverage(scenes, size)[:, None]  # (B, 1, H, W)
     fill, bg = table[scenes.fill][:, :, None, None], table[scenes.bg][:, :, None, None]
-    image = a * fill + (1 - a) * bg
-    if style == "outlined":  # a contour 3/64 of the image wide over the shape's border
-        ring = coverage(scenes, size, outline=3 * size / 64)[:, None]
-        image = ring * torch.tensor(OUTLINE_RGB, device=image.device)[:, None, None] + (1 - ring) * image
-    return image
+    if style == "shaded":  # brightness falls linearly down the shape's height
+        y = ((torch.arange(size, device=a.device) + 0.5) / size)[None, None, :, None]  # (1, 1, H, 1)
+        top, height = (scenes.center[:, 1] - scenes.radius), 2 * scenes.radius
+        fill = fill * (1 - SHADE * ((y - top[:, None, None, None]) / height[:, None, None, None]).clamp(0, 1))
+    return a * fill + (1 - a) * bg

@@ -55,7 +55,7 @@ class TinySDConfig:
     ema_decay: float = 0.999  # the exported weights are an exponential moving average
     bf16: bool = True  # bfloat16 autocast on a GPU (ignored on the CPU)
     checkpoint_every: int = 1000  # steps between resumable checkpoints
-    style: str = "flat"  # how scenes are drawn (shapes.STYLES); "outlined" + init_from makes the fine-tuned variant
+    style: str = "flat"  # how scenes are drawn (shapes.STYLES); "shaded" + init_from makes the fine-tuned variant
     init_from: str = ""  # a TinySD pipeline folder to continue from: skips stage 1, resumes stage 2 from its weights
     time_budget_min: float = 0.0  # >0: after 100 steps, shrink `steps` so stage 2 ends within this many minutes
 
