@@ -1,5 +1,6 @@
-"""Training-step time and memory: zc vs diffusers' ControlNetModel, and ControlNet training vs
-plain fine-tuning of the UNet (the paper's "+23% memory, +34% time" on one A100).
+"""Training-step time and memory: zc vs diffusers' ControlNetModel, ControlNet training vs
+plain fine-tuning of the UNet (the paper's "+23% memory, +34% time" on one A100), and the
+original repo's two training options, only_mid_control and sd_locked=False (chapter 8).
 
     python benchmarks/train_step.py                      # tiny configs, CPU
     python benchmarks/train_step.py --config sd15 --device cuda --batch 4   # SD1.5 shape, GPU
@@ -70,6 +71,17 @@ def build(method: str, cfg: dict, device, dtype):
 
         def forward(x, t, e, c):
             return unet(x, t, encoder_hidden_states=e).sample
+    elif method.startswith("zc ControlNet, "):  # the options, through the training wrapper zc.train uses
+        option = method.split(", ")[1]
+        cn = zc.ControlNet.from_unet(unet, conditioning_embedding_out_channels=cfg["hint"],
+                                     only_mid_control=option == "only_mid_control")
+        model = zc.ControlledUNet(unet, cn.to(device), sd_locked=option != "sd_locked=False").train()
+        if dtype != torch.float32:
+            model.to(dtype)
+        groups = model.param_groups(1e-5, 1e-6)
+        params = [p for g in groups for p in g["params"]]
+        opt = torch.optim.AdamW(groups)
+        return (lambda x, t, e, c: model(x, t, e, c)), params, opt
     else:
         unet.requires_grad_(False)
         if method == "zc ControlNet":
@@ -100,7 +112,8 @@ def run(config: str, batch: int, steps: int, warmup: int, device: str, dtype) ->
     c = torch.rand(batch, 3, cfg["latent"] * cfg["factor"], cfg["latent"] * cfg["factor"], generator=g).to(device, dtype)
     t = torch.randint(0, 1000, (batch,), generator=g).to(device)
     noise = torch.randn_like(x)
-    methods = ["plain fine-tune", "zc ControlNet", "diffusers ControlNetModel"]
+    methods = ["plain fine-tune", "zc ControlNet", "diffusers ControlNetModel",
+               "zc ControlNet, only_mid_control", "zc ControlNet, sd_locked=False"]
     built = {m: build(m, cfg, device, dtype) for m in methods}
     times = {m: [] for m in methods}
     result = {m: {} for m in methods}
@@ -158,7 +171,7 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {args.dtype}; median of {args.steps} steps\n")
-    head = f"{'config':10} {'method':26} {'trainable':>11} {'step ms':>9} {'x plain':>8} {'x diffusers':>12} {'train MB':>9} {'x plain':>8}"
+    head = f"{'config':10} {'method':32} {'trainable':>11} {'step ms':>9} {'x plain':>8} {'x diffusers':>12} {'train MB':>9} {'x plain':>8}"
     if args.device.startswith("cuda"):
         head += f" {'peak MB':>9} {'x plain':>8}"
     print(head)
@@ -167,7 +180,7 @@ def main(argv=None):
         rows = run(config, args.batch, args.steps, args.warmup, args.device, dtype)
         plain, ref = rows[0], rows[2]
         for r in rows:
-            line = (f"{r['config']:10} {r['method']:26} {r['trainable']:>11,} {r['ms']:>9.1f} {r['ms'] / plain['ms']:>8.2f} "
+            line = (f"{r['config']:10} {r['method']:32} {r['trainable']:>11,} {r['ms']:>9.1f} {r['ms'] / plain['ms']:>8.2f} "
                     f"{r['ms'] / ref['ms']:>12.3f} {r['train_bytes'] / 2**20:>9.1f} {r['train_bytes'] / plain['train_bytes']:>8.2f}")
             if "peak" in r:
                 line += f" {r['peak'] / 2**20:>9.0f} {r['peak'] / plain['peak']:>8.2f}"
