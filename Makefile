@@ -16,7 +16,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests --nbmake notebooks -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest tests --nbmake notebooks --nbmake-timeout=900 -q -p no:cacheprovider --durations=15
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -q

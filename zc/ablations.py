@@ -84,7 +84,7 @@ class Run:
 
 
 PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure each finished run
-    "ci": (dict(steps=400, batch=16, n_train=1000, eval_every=100, eval_n=8), 16),
+    "ci": (dict(steps=300, batch=16, n_train=1000, eval_every=100, eval_n=8), 16),
     "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
 }
 
