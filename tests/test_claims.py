@@ -35,6 +35,9 @@ def test_verdicts_follow_the_numbers(tmp_path):
                      "1k pairs": ("dataset size", (0.1, 0.1, 0.1, 0.2))})
     rows = claims.paper_claims(bad, results=tmp_path)
     assert verdict(rows, "zero convs") == "not reproduced"  # better in 1 of 4
+    tie = summary(**{"ControlNet": ("reference", (0.8, 0.8, 0.8, 0.8)),
+                     "Gaussian-init convs": ("zero convolution", (0.795, 0.795, 0.7, 0.7))})
+    assert verdict(claims.paper_claims(tie, results=tmp_path), "zero convs") == "partly"  # 2 wins, 2 ties
     assert verdict(rows, "ControlNet-lite") == "not reproduced"
     assert verdict(rows, "training does not collapse") == "not reproduced"
     assert verdict(rows, "50% prompt dropout") == "not tested"
