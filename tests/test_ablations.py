@@ -54,7 +54,7 @@ def test_runner_writes_fidelity_curves(tmp_path, monkeypatch):
     monkeypatch.setattr(ablations, "runs_for", lambda preset: micro)
     ablations.run_all("ci", str(tmp_path), seeds=(3,), n_test=2)
     curves = ablations.read_csv(tmp_path / "curves.csv")
-    assert [(c["name"], c["seed"], c["step"]) for c in curves] == [("ControlNet", 3, 2)]
+    assert [(c["name"], c["seed"], c["step"]) for c in curves] == [("ControlNet", 3, 1), ("ControlNet", 3, 2)]  # early + regular
     row = ablations.read_csv(tmp_path / "results.csv")[0]
     assert 0 < row["sec_per_step"] * row["steps"] <= row["train_seconds"]  # steps alone, without encoding/evals
 
