@@ -108,7 +108,7 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
 
 def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sample_kw) -> dict[str, float]:
     """IoU (colour-agnostic) under each prompt setting."""
-    cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
+    cond = test.conditions()
     discs = disc_masks(test.sources)
     out = {}
     for setting in PROMPTS:
@@ -250,7 +250,7 @@ def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int 
     colour accuracy, mean and std over sampling seeds."""
     from .fidelity import condition_fidelity
 
-    cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
+    cond = test.conditions()
     discs = disc_masks(test.sources)
     rows = []
     for mode, kw in GUIDANCE.items():
@@ -274,7 +274,7 @@ def transfer_table(pipes: dict, controlnet, test: Fill50k, seed: int = 0, steps:
     Returns (rows, images): IoU, fill accuracy and shading score with and without the ControlNet."""
     from .fidelity import condition_fidelity
 
-    cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
+    cond = test.conditions()
     discs = disc_masks(test.sources)
     rows, images = [], {}
     for sd_name, pipe in pipes.items():

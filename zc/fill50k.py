@@ -46,6 +46,10 @@ class Fill50k(torch.utils.data.Dataset):
         return {"pixel_values": self.targets[i].float() / 127.5 - 1, "conditioning": self.sources[i].float() / 255,
                 "prompt": self.prompts[i]}
 
+    def conditions(self) -> torch.Tensor:
+        """(N, 3, H, W) every item's conditioning in [0, 1]: the batch a sampler takes."""
+        return self.sources.float() / 255
+
     @property
     def size(self) -> int:
         return self.targets.shape[-1]

@@ -122,7 +122,7 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
     """Condition fidelity on the held-out set, and the images it was measured on."""
     was_training = controlnet.training
     controlnet.eval()
-    images = sample(pipe, controlnet, eval_set.prompts, torch.stack([eval_set[i]["conditioning"] for i in range(len(eval_set))]),
+    images = sample(pipe, controlnet, eval_set.prompts, eval_set.conditions(),
                     num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                     generator=torch.Generator().manual_seed(cfg.seed))
     controlnet.train(was_training)
