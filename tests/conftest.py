@@ -35,3 +35,12 @@ def inputs(batch=2, latent=8, factor=8, seed=1):
                 timestep=torch.tensor([10, 500][:batch]),
                 encoder_hidden_states=torch.randn(batch, 7, 32, generator=g),
                 controlnet_cond=torch.rand(batch, 3, latent * factor, latent * factor, generator=g))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_notebooks: runs after every notebook (nbmake) item")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked after_notebooks go last, behind nbmake's notebook items (the book test reads their outputs)."""
+    items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)

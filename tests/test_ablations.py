@@ -3,9 +3,9 @@ import csv
 import pytest
 import torch
 
-from zc import ablations
+from zc import ablations, metrics, shapes
+from zc.fidelity import shape_regions
 from zc.fill50k import Fill50k, disc_masks
-from zc import metrics, shapes
 
 
 def test_prompt_settings():
@@ -21,10 +21,10 @@ def test_prompt_settings():
 def test_shape_regions_need_no_colour_names():
     ds = Fill50k.generate(16, seed=2, split="test")
     truth = ds.targets.float() / 255
-    iou = metrics.iou(ablations.shape_regions(truth), disc_masks(ds.sources))
+    iou = metrics.iou(shape_regions(truth), disc_masks(ds.sources))
     assert iou.mean() > 0.9
     blank = torch.ones_like(truth) * 0.5
-    assert metrics.iou(ablations.shape_regions(blank), disc_masks(ds.sources)).max() == 0
+    assert metrics.iou(shape_regions(blank), disc_masks(ds.sources)).max() == 0
 
 
 def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):

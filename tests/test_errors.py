@@ -114,3 +114,13 @@ def test_default_hint_channels_follow_the_vae():
     assert ConditionEncoder(32, block_out_channels=default_channels(4)).downsampling_factor == 4
     with pytest.raises(ValueError, match="VAE factor"):
         default_channels(6)
+
+
+def test_malformed_config_json_names_the_file(cn, tmp_path):
+    cn.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"block_out_channels": [32, 64],')  # cut off
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        zc.ControlNet.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a ControlNet config"):
+        zc.ControlNet.from_pretrained(tmp_path)

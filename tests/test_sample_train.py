@@ -92,6 +92,23 @@ def test_sampler_errors(pipe):
         sample(pipe, cn, prompts, cond, control_guidance_start=0.9, control_guidance_end=0.1)
 
 
+@pytest.mark.parametrize("guidance", [1.0, 5.0])  # 5.0: the batch is doubled for CFG inside; the error is not
+def test_bad_condition_values_are_refused(pipe, guidance):
+    cn = zc.ControlNet.for_pipeline(pipe)
+    prompts, cond = conditions(2, 5)
+    kw = dict(num_inference_steps=2, guidance_scale=guidance)
+    with pytest.raises(ValueError, match=r"must be \(2, 3, 64, 64\).*3 channels.*got \(2, 1, 64, 64\)"):
+        sample(pipe, cn, prompts, cond[:, :1], **kw)
+    nan = cond.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sample(pipe, cn, prompts, nan, **kw)
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*divide by 255"):
+        sample(pipe, cn, prompts, cond * 255, **kw)
+    with pytest.raises(ValueError, match=r"2 ControlNets need 2 condition batches"):
+        sample(pipe, [cn, cn], prompts, [cond], **kw)
+
+
 def _weights(result):
     return {k: v.clone() for k, v in result.controlnet.state_dict().items()}
 
@@ -137,3 +154,18 @@ def test_training_config_errors(pipe, tmp_path):
     Fill50k.generate(2, size=32).save(tmp_path / "data")
     with pytest.raises(ValueError, match="32 px but this SD works at 64 px"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "o"), data=str(tmp_path / "data"), steps=1, device="cpu"), pipe=pipe)
+
+
+def test_report_to_tensorboard_logs_loss_and_fidelity(pipe, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = zt.TrainConfig(out=str(tmp_path), steps=2, batch=2, n_train=4, eval_every=2, eval_n=2, eval_steps=2,
+                         device="cpu", report_to="tensorboard")
+    zt.train(cfg, pipe=pipe)
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert events, "no tensorboard event file in the run folder"
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert [e.step for e in acc.Scalars("loss")] == [0, 1]
+    assert [e.step for e in acc.Scalars("eval/iou")] == [1, 2]
+    with pytest.raises(ValueError, match="unknown tracker"):
+        zt.train(zt.TrainConfig(out=str(tmp_path / "x"), steps=1, device="cpu", report_to="tensorbored"), pipe=pipe)

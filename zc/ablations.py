@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from . import metrics
+from .fidelity import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
 from .sd import load_sd
@@ -52,14 +53,6 @@ def prompt_setting(prompts: list[str], setting: str) -> list[str]:
     if setting == "perfect":
         return list(prompts)
     raise ValueError(f"prompt setting must be one of {PROMPTS}, got {setting!r}")
-
-
-def shape_regions(images: torch.Tensor, near: float = metrics.NEAR) -> torch.Tensor:
-    """(B, H, W) bool: pixels unlike the image's border colour (its median), whatever the colours."""
-    x = images.float().cpu().permute(0, 2, 3, 1)  # (B, H, W, 3)
-    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], dim=1)  # (B, 4W, 3)
-    bg = border.median(dim=1).values  # (B, 3)
-    return (x - bg[:, None, None]).norm(dim=-1) > near
 
 
 def shading_score(images: torch.Tensor) -> torch.Tensor:

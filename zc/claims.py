@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from .fidelity import sudden_convergence_step
+from .resources import RESULTS
 
-RESULTS = Path(__file__).parent.parent / "benchmarks" / "results"
 TIE = 0.01  # IoU differences below this count as ties, not wins
 
 

@@ -356,7 +356,15 @@ class ControlNet(nn.Module):
                 f"{path} has no {cls.WEIGHTS_NAME}; zc loads safetensors only (never pickles). Convert with "
                 "diffusers.ControlNetModel.from_pretrained(path).save_pretrained(path, safe_serialization=True)"
             )
-        config = ControlNetConfig.from_diffusers(json.loads((path / "config.json").read_text()))
+        try:
+            raw = json.loads((path / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path / 'config.json'} is not valid JSON ({e}): restore it, or save the ControlNet "
+                             "again with save_pretrained") from e
+        if not isinstance(raw, dict) or "block_out_channels" not in raw:
+            raise ValueError(f"{path / 'config.json'} is not a ControlNet config (no block_out_channels): is this "
+                             "the config.json of a diffusers ControlNetModel?")
+        config = ControlNetConfig.from_diffusers(raw)
         state = _load_safetensors(path / cls.WEIGHTS_NAME, load_file)
         with init_empty_weights():
             model = cls.from_config(config)

@@ -34,13 +34,30 @@ def fill_regions(images: torch.Tensor, fill_rgb: torch.Tensor, bg_rgb: torch.Ten
     return (x - fill_rgb[:, None, None]).norm(dim=-1) < (x - bg_rgb[:, None, None]).norm(dim=-1)
 
 
+def shape_regions(images: torch.Tensor, near: float = metrics.NEAR) -> torch.Tensor:
+    """(B, H, W) bool: pixels unlike the image's border colour (its median), whatever the colours.
+
+    Needs no prompt, so it measures "is the shape where the condition says" under an empty or a
+    conflicting prompt too."""
+    x = images.float().cpu().permute(0, 2, 3, 1)  # (B, H, W, 3)
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], dim=1)  # (B, 4W, 3)
+    bg = border.median(dim=1).values  # (B, 3)
+    return (x - bg[:, None, None]).norm(dim=-1) > near
+
+
 def condition_fidelity(images: torch.Tensor, data: Fill50k) -> dict:
-    """Mean IoU and colour accuracies of generated `images` against the outlines and prompts of `data`."""
+    """Fidelity of generated `images` to the outlines and prompts of `data`, means over the batch:
+
+    - shape_iou: colour-free IoU of shape_regions against the disc the outline implies;
+    - iou: IoU of the pixels nearer the prompt's fill colour than its background colour (needs
+      the prompt's colours; the metric of the stored training runs);
+    - fill_accuracy / background_accuracy: metrics.colour_accuracy with the prompt's colours."""
     fill, bg = prompt_colours(data.prompts)
-    iou = metrics.iou(fill_regions(images, fill, bg), disc_masks(data.sources))
+    discs = disc_masks(data.sources)
+    iou = metrics.iou(fill_regions(images, fill, bg), discs)
     fill_acc, bg_acc = metrics.colour_accuracy(images.cpu(), fill, bg)
-    return {"iou": iou.mean().item(), "fill_accuracy": fill_acc.mean().item(),
-            "background_accuracy": bg_acc.mean().item(), "iou_per_item": iou}
+    return {"iou": iou.mean().item(), "shape_iou": metrics.iou(shape_regions(images), discs).mean().item(),
+            "fill_accuracy": fill_acc.mean().item(), "background_accuracy": bg_acc.mean().item(), "iou_per_item": iou}
 
 
 def sudden_convergence_step(history: list[dict], threshold: float = 0.7) -> int | None:

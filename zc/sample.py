@@ -67,11 +67,13 @@ def sample(
         if conditions is None:
             raise ValueError("a ControlNet needs condition images")
         controlnet.check_unet(pipe.unet)
+        nets = list(controlnet.nets) if isinstance(controlnet, MultiControlNet) else [controlnet]
         conds = list(conditions) if isinstance(controlnet, MultiControlNet) else [conditions]
-        for c in conds:
-            if c.shape[0] != batch or c.shape[-2:] != (size, size):
-                raise ValueError(f"condition images must be ({batch}, C, {size}, {size}) to match {batch} prompts "
-                                 f"at {size} px, got {tuple(c.shape)}")
+        if len(conds) != len(nets):
+            raise ValueError(f"{len(nets)} ControlNets need {len(nets)} condition batches, got {len(conds)}")
+        for i, (net, c) in enumerate(zip(nets, conds)):
+            check_condition(c, (batch, net.config.conditioning_channels, size, size),
+                            f"condition images{f' [{i}]' if len(nets) > 1 else ''}")
         cdtype = next(controlnet.parameters()).dtype  # may differ from the UNet's (fp32 ControlNet, fp16 SD)
         conds = [c.to(device, cdtype) for c in conds]
         if not control_cond_only and do_cfg:
@@ -118,6 +120,23 @@ def sample(
 
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1).float()
+
+
+def check_condition(c: torch.Tensor, shape: tuple[int, ...], name: str = "condition images") -> None:
+    """ValueError unless `c` is a finite (B, C, H, W) tensor of the expected shape with values in [0, 1]."""
+    if not torch.is_tensor(c):
+        raise ValueError(f"{name} must be a torch tensor {shape} in [0, 1], got {type(c).__name__}")
+    if tuple(c.shape) != tuple(shape):
+        b, ch, h, w = shape
+        raise ValueError(f"{name} must be ({b}, {ch}, {h}, {w}): {b} to match the prompts, {ch} channels for this "
+                         f"ControlNet, {h} px for this SD; got {tuple(c.shape)}")
+    if not torch.isfinite(c).all():
+        raise ValueError(f"{name} contain NaN or inf ({int((~torch.isfinite(c)).sum())} values): "
+                         "a condition must be a finite image in [0, 1]")
+    lo, hi = c.min().item(), c.max().item()
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        hint = " (0..255 pixels? divide by 255)" if hi > 1.5 else ""
+        raise ValueError(f"{name} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
 
 
 def _zero_like(scale):

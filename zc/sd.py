@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-WEIGHTS = Path(__file__).parent / "weights"
+from .resources import WEIGHTS
+
 TINYSD = WEIGHTS / "tinysd"
 SHIPPED = {  # names that load a folder shipped with zc
     "tinysd": TINYSD,  # pretrained on the shapes world by scripts/train_tinysd.sh

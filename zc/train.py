@@ -33,7 +33,7 @@ from .fill50k import Fill50k
 from .sample import sample
 from .sd import load_sd
 from .tinysd import encode_prompts
-from .training_utils import has_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from .training_utils import atomic_write, has_checkpoint, load_checkpoint, save_checkpoint, step_generator
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     guidance_scale: float = 5.0
     checkpoint_every: int = 500
     device: str = "auto"  # "auto", "cpu" or "cuda"
+    report_to: str = ""  # "tensorboard" (or another accelerate tracker): loss and fidelity, logged in out/
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
@@ -141,25 +142,30 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
 
 
 def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainResult | None:
-    """Train (or resume) a ControlNet. stop_after: stop with a checkpoint after this many steps of
-    this call (tests use it to interrupt). Returns None when stopped early."""
-    from accelerate import Accelerator
-    from diffusers import DDPMScheduler
+    """Train (or resume) a ControlNet. stop_after: stop with a checkpoint after this many optimiser
+    steps of this call (to test resume, or to split a run into time slots). Returns None when stopped
+    early.
 
+    Under several processes (`accelerate launch`), each draws its own batches; only the main process
+    evaluates and writes the checkpoint, the log and the final ControlNet, and the logged loss is the
+    mean over processes."""
+    from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
+    from diffusers import DDPMScheduler
 
     t0 = time.time()
     # accelerate keeps one process-wide state; a second run in the same process (a notebook, the
     # ablation runner) may ask for another precision. The distributed PartialState is kept.
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                              cpu=cfg.device == "cpu")
-    device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=cfg.device == "cpu", log_with=_trackers(cfg.report_to), project_dir=str(out))
+    device, main = accelerator.device, accelerator.is_main_process
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
     pipe.to(device=device, dtype=weight_dtype)  # the frozen SD in the training precision
@@ -188,69 +194,131 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         start, history = state["step"], state["history"]
     model, opt = accelerator.prepare(model, opt)
     params = [p for g in opt.param_groups for p in g["params"]]
+    if cfg.report_to:
+        accelerator.init_trackers("zc-controlnet", config={k: v for k, v in dataclasses.asdict(cfg).items()
+                                                           if isinstance(v, (int, float, str, bool))})
+
+    def save(step):
+        if main:
+            save_checkpoint(out / "checkpoint", modules, opt, {"step": step, "history": history})
+        accelerator.wait_for_everyone()
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
                disable=not accelerator.is_local_main_process)
-    step_seconds = 0.0
+    step_seconds, last_eval = 0.0, {}
     for step in bar:
         tick = time.perf_counter()
         if stop_after is not None and step - start >= stop_after:
-            save_checkpoint(out / "checkpoint", modules, opt, {"step": step, "history": history})
+            save(step)
+            accelerator.end_training()
             return None
-        g = step_generator(cfg.seed + 7919 * accelerator.process_index, "controlnet", step)
-        with accelerator.accumulate(model):
-            idx = torch.randint(len(data), (cfg.batch,), generator=g)
-            latents = enc.latents[idx]
-            cond = (enc.conditioning[idx].float() / 255).to(device, weight_dtype)
-            drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
-            text = enc.text[torch.where(drop, enc.empty_id, enc.prompt_ids[idx])]
-            noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-            with accelerator.autocast():
-                pred = model(noisy, t, text, cond)
-            loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
-                                         "--mixed-precision no / bf16 instead of fp16")
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        history.append({"step": step, "loss": loss.item()})
+        losses = []
+        for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum batches per process
+            g = step_generator(cfg.seed + 7919 * accelerator.process_index, "controlnet", step * cfg.grad_accum + micro)
+            with accelerator.accumulate(model):
+                idx = torch.randint(len(data), (cfg.batch,), generator=g)
+                latents = enc.latents[idx]
+                cond = (enc.conditioning[idx].float() / 255).to(device, weight_dtype)
+                drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
+                text = enc.text[torch.where(drop, enc.empty_id, enc.prompt_ids[idx])]
+                noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
+                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
+                noisy = noise_scheduler.add_noise(latents, noise, t)
+                with accelerator.autocast():
+                    pred = model(noisy, t, text, cond)
+                loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
+                                             "--mixed-precision no / bf16 instead of fp16")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()  # over processes
+        history.append({"step": step, "loss": mean_loss})
+        accelerator.log({"loss": mean_loss}, step=step)
         step_seconds += time.perf_counter() - tick
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
         early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
-        if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps) and accelerator.is_main_process:
-            r, images = evaluate(pipe, accelerator.unwrap_model(model).controlnet, eval_set, cfg)
-            history.append({"step": done, **r})
-            snapshots[done] = images[:8]
-            save_grid(images, out / f"validation_{done:06d}.png")
-            bar.write(f"step {done}: IoU {r['iou']:.3f}  fill {r['fill_accuracy']:.3f}  bg {r['background_accuracy']:.3f}")
+        if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
+            if main:
+                last_eval, images = evaluate(pipe, accelerator.unwrap_model(model).controlnet, eval_set, cfg)
+                history.append({"step": done, **last_eval})
+                accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
+                snapshots[done] = images[:8]
+                save_grid(images, out / f"validation_{done:06d}.png")
+            accelerator.wait_for_everyone()
+        if step % 10 == 0 or done == cfg.steps:
+            bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == "iou"})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save_checkpoint(out / "checkpoint", modules, opt, {"step": done, "history": history})
+            save(done)
     controlnet = accelerator.unwrap_model(model).controlnet
-    controlnet.save_pretrained(out / "controlnet")
-    with open(out / "log.jsonl", "w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in history)
+    if main:
+        controlnet.save_pretrained(out / "controlnet")
+        atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots)
+
+
+def _trackers(report_to: str) -> list[str] | None:
+    """accelerate trackers from "--report-to tensorboard" (comma-separated; "" = none)."""
+    from accelerate.utils import LoggerType
+
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    known = sorted(t.value for t in LoggerType)
+    for n in names:
+        if n not in known:
+            raise ValueError(f"--report-to {n!r}: unknown tracker; accelerate knows {known}")
+    if "tensorboard" in names:
+        from accelerate.utils import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise ValueError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    return names or None
+
+
+def format_history(history: list[dict]) -> str:
+    """The evaluations of a run as one compact table: step, mean training loss since the last
+    evaluation, and each fidelity measure."""
+    evals = [h for h in history if "loss" not in h]
+    if not evals:
+        return "(no evaluations)"
+    keys = [k for k in evals[0] if k != "step"]
+    lines = [f"{'step':>6s} {'loss':>8s} " + " ".join(f"{k:>20s}" for k in keys)]
+    prev = -1
+    for e in evals:
+        window = [h["loss"] for h in history if "loss" in h and prev < h["step"] < e["step"]]
+        loss = f"{sum(window) / len(window):8.4f}" if window else f"{'':8s}"
+        lines.append(f"{e['step']:6d} {loss} " + " ".join(f"{e[k]:20.3f}" for k in keys))
+        prev = e["step"] - 1
+    return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m zc.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu", help="cpu (TinySD), tiny (smoke test) or sd15 (paper settings)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop with a checkpoint after this many steps; the same command later resumes")
     for f in dataclasses.fields(TrainConfig):
         kw = {"action": argparse.BooleanOptionalAction} if f.type in ("bool", bool) else {"type": type(f.default)}
         ap.add_argument("--" + f.name.replace("_", "-"), default=None, **kw)
     args = ap.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-    r = train(TrainConfig.preset(args.preset, **overrides))
-    last = [h for h in r.history if "iou" in h]
-    print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}" + (f"; final IoU {last[-1]['iou']:.3f}" if last else ""))
+    cfg = TrainConfig.preset(args.preset, **overrides)
+    r = train(cfg, stop_after=args.stop_after)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    if r is None:
+        print(f"stopped after {args.stop_after} steps; checkpoint in {Path(cfg.out) / 'checkpoint'} (rerun to resume)")
+        return
+    print(format_history(r.history))
+    print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -23,11 +24,17 @@ def step_generator(seed: int, stage: str, step: int, device="cpu") -> torch.Gene
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through a temp file and rename, so an interrupted save never leaves half a file."""
+    """Write through a temp file and rename, so an interrupted save never leaves half a file.
+
+    The temp name is unique per call (process id + random suffix): two writers of the same file
+    (two processes, two threads) never rename each other's half-written file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left over when write() failed
 
 
 def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,

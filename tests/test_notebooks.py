@@ -1,0 +1,40 @@
+"""The chapters as files: committed without outputs, formatted to the book's width, parameters first."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+WIDTH = 88  # characters of code the book's page shows without cutting (notebooks/ruff.toml)
+
+
+def cells(path, kind="code"):
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == kind]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+    dirty = [i for i, c in enumerate(cells(path)) if c.get("outputs") or c.get("execution_count") is not None]
+    assert not dirty, f"{path.name}: code cells {dirty} carry outputs; run `make clean-notebooks`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_fits_the_page(path):
+    long = [line for c in cells(path) for line in "".join(c["source"]).splitlines() if len(line) > WIDTH]
+    assert not long, f"{path.name}: {len(long)} code lines over {WIDTH} characters, e.g. {long[0]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_comes_first(path):
+    first = cells(path)[0]
+    assert "parameters" in first.get("metadata", {}).get("tags", []), f"{path.name}: first code cell is not tagged"
+    assert "os.environ" in "".join(first["source"]), f"{path.name}: the parameters cell reads no environment variable"
+
+
+def test_ruff_format_is_clean():
+    ruff = Path(sys.executable).with_name("ruff")  # installed by requirements.txt beside this Python
+    r = subprocess.run([str(ruff), "format", "--check", str(ROOT / "notebooks")], capture_output=True, text=True)
+    assert r.returncode == 0, f"run `make format`:\n{r.stdout}{r.stderr}"
