@@ -6,7 +6,8 @@ STAMP   := $(VENV)/.installed
 # CPU torch from the local wheel store unless a torch is already there (a GPU user's CUDA build).
 TORCH   ?= torch==2.13.0
 # make test executes copies of the notebooks here (outputs kept); the book test builds from them
-EXECUTED := _build/executed
+# (not under _build/: nbmake skips every path containing "_build")
+EXECUTED := _executed
 
 .PHONY: book test unit notebooks format clean-notebooks bench clean
 
@@ -44,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 
 clean:
-	rm -rf _build
+	rm -rf _build _executed

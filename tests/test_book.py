@@ -1,5 +1,6 @@
 """The book builds offline with warnings as errors, from the notebooks `make test` executed, and
 every chapter page shows its figures and renders its formulas without a network."""
+import json
 import os
 import re
 import shutil
@@ -40,7 +41,11 @@ def test_book_builds_with_every_chapter_and_figure(tmp_path):
     (src / "_config.yml").write_text(yaml.safe_dump(config))
     (src / "notebooks").mkdir()
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
-        shutil.copy(Path(EXECUTED) / nb.name, src / "notebooks" / nb.name)
+        executed = Path(EXECUTED) / nb.name
+        assert executed.is_file(), f"no executed copy of {nb.name} in {EXECUTED}"
+        code = [c for c in json.loads(executed.read_text())["cells"] if c["cell_type"] == "code"]
+        assert all(c.get("execution_count") for c in code), f"{executed} was not executed (did nbmake run it?)"
+        shutil.copy(executed, src / "notebooks" / nb.name)
     jb = Path(sys.executable).with_name("jupyter-book")
     r = subprocess.run([str(jb), "build", str(src), "-W", "--keep-going"], capture_output=True, text=True,
                        timeout=900)

@@ -1,0 +1,52 @@
+"""`pip install` of the built wheel, into a fresh virtual environment that already holds torch (as a GPU
+student's environment holds its CUDA torch): the dependencies come with it, the shipped weights and
+stored results are found from the installed package, and a chapter runs there under nbmake."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd, cwd, timeout=900):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZC_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    r = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def test_wheel_installs_with_its_dependencies_and_runs_a_chapter(tmp_path):
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ROOT], cwd=tmp_path)
+    wheel = next((tmp_path / "dist").glob("zc-*.whl"))
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
+    py = venv / "bin" / "python"
+    torch_version = torch.__version__.split("+")[0]
+    run([py, "-m", "pip", "install", "-q", f"torch=={torch_version}"], cwd=tmp_path)  # the torch already there
+    run([py, "-m", "pip", "install", "-q", wheel, "nbmake"], cwd=tmp_path)
+    assert run([py, "-c", "import torch; print(torch.__version__)"], cwd=tmp_path).strip() == torch.__version__
+
+    probe = (
+        "import torch, zc\n"
+        "from zc.fill50k import Fill50k\n"
+        "from zc.resources import RESULTS\n"
+        "from zc.sample import sample\n"
+        "pipe = zc.load_sd()\n"
+        "cn = zc.ControlNet.from_pretrained(zc.sd.FILL50K_CONTROLNET)\n"
+        "test = Fill50k.generate(2, seed=1, split='test')\n"
+        "x = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=4,\n"
+        "           generator=torch.Generator().manual_seed(0))\n"
+        "print(zc.__file__, RESULTS, list(x.shape), float(x.std()), sep='|')\n"
+    )
+    where, results, shape, spread = run([py, "-c", probe], cwd=tmp_path).strip().split("|")
+    assert Path(where).is_relative_to(venv) and Path(results).is_relative_to(venv), (where, results)
+    assert shape == "[2, 3, 64, 64]" and float(spread) > 0.05  # images, not blanks
+
+    chapter = tmp_path / "chapter"
+    chapter.mkdir()
+    shutil.copy(ROOT / "notebooks" / "09_full_scale.ipynb", chapter)  # reads stored benchmark results
+    run([py, "-m", "pytest", "--nbmake", chapter, "-q", "-p", "no:cacheprovider"], cwd=chapter)
