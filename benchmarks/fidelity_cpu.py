@@ -54,17 +54,17 @@ def main(argv=None):
     step = sudden_convergence_step(result.history, args.threshold)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
           f"training {args.steps} steps x batch {args.batch} took {train_s / 60:.1f} min (incl. evaluations)")
-    print(f"{'':30s} {'IoU':>6s} {'fill acc':>9s} {'bg acc':>7s}   ({args.n_test} held-out outlines and prompts)")
+    print(f"{'':30s} {'shape IoU':>9s} {'fill acc':>9s} {'bg acc':>7s}   ({args.n_test} held-out outlines and prompts)")
     for name, r in rows.items():
-        print(f"{name:30s} {r['iou']:6.3f} {r['fill_accuracy']:9.3f} {r['background_accuracy']:7.3f}")
-    print(f"sudden convergence (IoU >= {args.threshold} from then on): step {step}")
+        print(f"{name:30s} {r['shape_iou']:9.3f} {r['fill_accuracy']:9.3f} {r['background_accuracy']:7.3f}")
+    print(f"sudden convergence (shape IoU >= {args.threshold} from then on): step {step}")
     ax = plot_history(result.history, args.threshold)
-    ax.set_title(f"ControlNet on TinySD, CPU: condition IoU and loss ({args.steps} steps, batch {args.batch})")
+    ax.set_title(f"ControlNet on TinySD, CPU: shape IoU and loss ({args.steps} steps, batch {args.batch})")
     plt.tight_layout()
     plt.savefig(out / "curve.png", dpi=90)
     (out / "summary.json").write_text(json.dumps({
         "steps": args.steps, "batch": args.batch, "lr": args.lr, "train_minutes": train_s / 60, "convergence_step": step,
-        **{name: {k: v for k, v in r.items() if k != "iou_per_item"} for name, r in rows.items()}}, indent=2))
+        **rows}, indent=2))
 
 
 if __name__ == "__main__":

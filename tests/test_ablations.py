@@ -88,9 +88,9 @@ def test_guidance_and_transfer_tables(tmp_path):
     test = Fill50k.generate(2, seed=5, split="test")
     rows = ablations.guidance_table(pipe, cn, test, seeds=(0, 1), steps=2)
     assert {(r["mode"], r["prompt"]) for r in rows} == {(m, p) for m in ablations.GUIDANCE for p in ("none", "perfect")}
-    assert all(0 <= r["iou"] <= 1 and r["seeds"] == 2 for r in rows)
+    assert all(0 <= r["shape_iou"] <= 1 and r["seeds"] == 2 for r in rows)
     rows, images = ablations.transfer_table({"a": pipe}, cn, test, steps=2)
     without, with_ = rows
     assert (without["controlnet"], with_["controlnet"]) == ("none", "ControlNet")
     assert torch.equal(images["a", "none"], images["a", "ControlNet"])  # an untrained ControlNet changes nothing
-    assert without["iou"] == with_["iou"] and without["shading"] == with_["shading"]
+    assert without["shape_iou"] == with_["shape_iou"] and without["shading"] == with_["shading"]

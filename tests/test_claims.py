@@ -48,10 +48,10 @@ def test_convergence_and_transfer_rules(tmp_path):
     curves += [{"name": "ControlNet", "seed": 1, "step": s, "iou": v} for s, v in ((100, 0.2), (200, 0.3), (300, 0.4))]
     row = claims.convergence(curves, tmp_path)
     assert row["verdict"] == "partly" and "step 200" in row["measured"] and "never" in row["measured"]
-    transfer = [{"sd": "base", "controlnet": "none", "iou": 0.1, "shading": 0.0},
-                {"sd": "base", "controlnet": "ControlNet", "iou": 0.9, "shading": 0.0},
-                {"sd": "variant", "controlnet": "none", "iou": 0.1, "shading": 0.3},
-                {"sd": "variant", "controlnet": "ControlNet", "iou": 0.85, "shading": 0.25}]
+    transfer = [{"sd": "base", "controlnet": "none", "shape_iou": 0.1, "shading": 0.0},
+                {"sd": "base", "controlnet": "ControlNet", "shape_iou": 0.9, "shading": 0.0},
+                {"sd": "variant", "controlnet": "none", "shape_iou": 0.1, "shading": 0.3},
+                {"sd": "variant", "controlnet": "ControlNet", "shape_iou": 0.85, "shading": 0.25}]
     rows = claims.paper_claims([], transfer=transfer, results=tmp_path)
     assert verdict(rows, "a ControlNet transfers") == "reproduced"
     transfer[3]["shading"] = 0.15  # half the style is lost under control
@@ -62,7 +62,7 @@ def test_convergence_and_transfer_rules(tmp_path):
 
 def test_guidance_rule():
     def g(rw_none):
-        return [{"mode": m, "prompt": p, "iou": v, "fill_accuracy": 0.9} for m, p, v in
+        return [{"mode": m, "prompt": p, "shape_iou": v, "fill_accuracy": 0.9} for m, p, v in
                 (("CFG", "none", 0.8), ("CFG", "perfect", 0.9), ("CFG-RW", "none", rw_none), ("CFG-RW", "perfect", 0.6),
                  ("guess mode", "none", 0.85), ("guess mode", "perfect", 0.8))]
     assert verdict(claims.paper_claims([], guidance=g(0.4), results=RESULTS_NONE), "CFG resolution") == "not reproduced"

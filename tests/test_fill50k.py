@@ -67,9 +67,9 @@ def test_fidelity_of_ground_truth_and_of_misplaced_circles():
     ds = Fill50k.generate(16, seed=6, split="test")
     truth = (ds.targets.float() / 255)
     good = condition_fidelity(truth, ds)
-    assert good["iou"] > 0.9 and good["background_accuracy"] > 0.99
+    assert good["shape_iou"] > 0.9 and good["background_accuracy"] > 0.99
     moved = condition_fidelity(truth.flip(-1).flip(-2), ds)  # right colours, wrong place
-    assert moved["iou"] < 0.5 and moved["fill_accuracy"] > 0.85
+    assert moved["shape_iou"] < 0.5 and moved["fill_accuracy"] > 0.85
 
 
 def test_prompt_colours():
@@ -83,6 +83,6 @@ def test_prompt_colours():
 
 
 def test_sudden_convergence_step():
-    h = [{"step": s, "iou": v} for s, v in [(100, 0.1), (200, 0.75), (300, 0.5), (400, 0.8), (500, 0.9)]]
+    h = [{"step": s, "shape_iou": v} for s, v in [(100, 0.1), (200, 0.75), (300, 0.5), (400, 0.8), (500, 0.9)]]
     assert sudden_convergence_step(h, 0.7) == 400
     assert sudden_convergence_step(h, 0.95) is None

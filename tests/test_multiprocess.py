@@ -43,7 +43,7 @@ def test_two_processes_write_once_and_resume(tmp_path, data):
     launch("--data", str(data), "--out", str(a))
     rows = log(a)
     assert [r["step"] for r in rows if "loss" in r] == [0, 1, 2, 3]  # one row per step, not one per process
-    assert [r["step"] for r in rows if "iou" in r] == [1, 2, 4]  # evaluated once per evaluation step
+    assert [r["step"] for r in rows if "shape_iou" in r] == [1, 2, 4]  # evaluated once per evaluation step
     assert not list(tmp_path.rglob("*.tmp"))
     straight = zc.ControlNet.from_pretrained(a / "controlnet").state_dict()
 

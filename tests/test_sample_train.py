@@ -122,7 +122,7 @@ def test_training_resumes_to_the_same_weights(pipe, tmp_path):
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["loss"] for h in straight.history if "loss" in h] == [h["loss"] for h in resumed.history if "loss" in h]
-    assert [h["step"] for h in resumed.history if "iou" in h] == [1, 2, 3, 6]  # dense before the first eval_every
+    assert [h["step"] for h in resumed.history if "shape_iou" in h] == [1, 2, 3, 6]  # dense before the first eval_every
     assert not zc.zero_conv.is_zero(resumed.controlnet.controlnet_mid_block)  # it trained
     loaded = zc.ControlNet.from_pretrained(resumed.folder)
     assert all(torch.equal(v, b[k]) for k, v in loaded.state_dict().items())
@@ -136,7 +136,7 @@ def test_mixed_precision_checkpointing_and_accumulation_run(pipe, tmp_path):
     r = zt.train(cfg, pipe=copy.deepcopy(pipe))
     assert all(p.dtype == torch.float32 for p in r.controlnet.parameters())  # the ControlNet stays fp32
     assert all(m.gradient_checkpointing for m in r.controlnet.modules() if hasattr(m, "gradient_checkpointing"))
-    assert len([h for h in r.history if "loss" in h]) == 2 and any("iou" in h for h in r.history)
+    assert len([h for h in r.history if "loss" in h]) == 2 and any("shape_iou" in h for h in r.history)
 
 
 def test_training_stops_on_nan(pipe, tmp_path):
@@ -166,6 +166,6 @@ def test_report_to_tensorboard_logs_loss_and_fidelity(pipe, tmp_path):
     assert events, "no tensorboard event file in the run folder"
     acc = EventAccumulator(str(events[0].parent)).Reload()
     assert [e.step for e in acc.Scalars("loss")] == [0, 1]
-    assert [e.step for e in acc.Scalars("eval/iou")] == [1, 2]
+    assert [e.step for e in acc.Scalars("eval/shape_iou")] == [1, 2]
     with pytest.raises(ValueError, match="unknown tracker"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "x"), steps=1, device="cpu", report_to="tensorbored"), pipe=pipe)

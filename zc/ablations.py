@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from . import metrics
-from .fidelity import shape_regions
+from .conditions import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
 from .sd import load_sd
@@ -156,9 +156,9 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         seconds = time.time() - t0
         iou = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
         losses = [h["loss"] for h in result.history if "loss" in h]
-        _append(curves, ["name", "seed", "step", "iou", "fill_accuracy"],
-                [{"name": run.name, "seed": seed, "step": h["step"], "iou": round(h["iou"], 4),
-                  "fill_accuracy": round(h["fill_accuracy"], 4)} for h in result.history if "iou" in h])
+        _append(curves, ["name", "seed", "step", "shape_iou", "fill_accuracy"],
+                [{"name": run.name, "seed": seed, "step": h["step"], "shape_iou": round(h["shape_iou"], 4),
+                  "fill_accuracy": round(h["fill_accuracy"], 4)} for h in result.history if "shape_iou" in h])
         _append(table, fields, [{
             "name": run.name, "group": run.group, "seed": seed, "steps": cfg.steps, "n_train": cfg.n_train,
             "train_seconds": round(seconds, 1), "sec_per_step": round(result.step_seconds / cfg.steps, 4),
@@ -211,24 +211,31 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
     return ax
 
 
+def curve_key(curves: list[dict]) -> str:
+    """The fidelity column of a curves CSV: shape_iou; sweeps stored before it existed have the
+    fill-colour IoU as "iou"."""
+    return "shape_iou" if curves and "shape_iou" in curves[0] else "iou"
+
+
 def plot_curves(curves: list[dict], names=None, ax=None):
-    """Held-out IoU (perfect prompt) against training steps: a thin line per seed, a thick mean."""
+    """Held-out fidelity (perfect prompt) against training steps: a thin line per seed, a thick mean."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.2))
     names = names or list(dict.fromkeys(r["name"] for r in curves))
+    key = curve_key(curves)
     for i, name in enumerate(names):
         rows = [r for r in curves if r["name"] == name]
         seeds = sorted({r["seed"] for r in rows})
         for s in seeds:
-            pts = sorted((r["step"], r["iou"]) for r in rows if r["seed"] == s)
+            pts = sorted((r["step"], r[key]) for r in rows if r["seed"] == s)
             ax.plot(*zip(*pts), color=f"C{i}", lw=0.6, alpha=0.5)
         steps = sorted({r["step"] for r in rows})
-        mean = [sum(r["iou"] for r in rows if r["step"] == st) / sum(r["step"] == st for r in rows) for st in steps]
+        mean = [sum(r[key] for r in rows if r["step"] == st) / sum(r["step"] == st for r in rows) for st in steps]
         ax.plot(steps, mean, "o-", color=f"C{i}", ms=3, label=f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
     ax.set_xlabel("training step")
-    ax.set_ylabel("condition IoU (held-out)")
+    ax.set_ylabel({"shape_iou": "shape IoU", "iou": "fill-colour IoU"}[key] + " (held-out)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     return ax
@@ -256,8 +263,8 @@ def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int 
                 if setting == "perfect":
                     fills.append(condition_fidelity(images, test)["fill_accuracy"])
             x = torch.tensor(ious)
-            rows.append({"mode": mode, "prompt": setting, "seeds": len(seeds), "iou": x.mean().item(),
-                         "iou_std": x.std().item() if len(x) > 1 else 0.0,
+            rows.append({"mode": mode, "prompt": setting, "seeds": len(seeds), "shape_iou": x.mean().item(),
+                         "shape_iou_std": x.std().item() if len(x) > 1 else 0.0,
                          "fill_accuracy": sum(fills) / len(fills) if fills else float("nan")})
     return rows
 
@@ -276,7 +283,7 @@ def transfer_table(pipes: dict, controlnet, test: Fill50k, seed: int = 0, steps:
                        generator=torch.Generator().manual_seed(seed))
             images[sd_name, cn_name] = x
             rows.append({"sd": sd_name, "controlnet": cn_name,
-                         "iou": metrics.iou(shape_regions(x), discs).mean().item(),
+                         "shape_iou": metrics.iou(shape_regions(x), discs).mean().item(),
                          "fill_accuracy": condition_fidelity(x, test)["fill_accuracy"],
                          "shading": shading_score(x).mean().item()})
     return rows, images

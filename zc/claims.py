@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .ablations import curve_key
 from .fidelity import sudden_convergence_step
 from .resources import RESULTS
 
@@ -33,11 +34,12 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS) -> dict:
         steps.append(s["convergence_step"])
         parts.append(f"IoU >= 0.7 for good from step {s['convergence_step']} (stored CPU run, batch {s['batch']})")
     runs = {}
+    key = curve_key(curves or [])
     for r in curves or []:
         if r["name"] == "ControlNet":
-            runs.setdefault(r["seed"], []).append({"step": r["step"], "iou": r["iou"]})
+            runs.setdefault(r["seed"], []).append({"step": r["step"], key: r[key]})
     if runs:
-        found = [sudden_convergence_step(sorted(h, key=lambda x: x["step"])) for h in runs.values()]
+        found = [sudden_convergence_step(sorted(h, key=lambda x: x["step"]), key=key) for h in runs.values()]
         steps += found
         parts.append("ablation runs: " + ", ".join("never" if f is None else f"step {int(f)}" for f in found))
     if not steps:
@@ -112,10 +114,10 @@ def paper_claims(summary: list[dict], curves: list[dict] | None = None, transfer
         t = {(r["sd"], r["controlnet"]): r for r in transfer}
         base, variant = [sd for sd in dict.fromkeys(r["sd"] for r in transfer)][:2]
         b0, b, v0, v = t[base, "none"], t[base, "ControlNet"], t[variant, "none"], t[variant, "ControlNet"]
-        shape_kept = v["iou"] >= b["iou"] - 0.1
+        shape_kept = v["shape_iou"] >= b["shape_iou"] - 0.1
         style = (v["shading"] - b["shading"]) / max(v0["shading"] - b0["shading"], 1e-6)  # share of the variant's style kept
         rows.append(_row("a ControlNet transfers to fine-tuned community models",
-                         f"IoU on {variant} {v['iou']:.2f} (without ControlNet {v0['iou']:.2f}) vs {b['iou']:.2f} on {base}; "
+                         f"IoU on {variant} {v['shape_iou']:.2f} (without ControlNet {v0['shape_iou']:.2f}) vs {b['shape_iou']:.2f} on {base}; "
                          f"the variant's style (shading) under control {v['shading']:.2f} vs {v0['shading']:.2f} alone "
                          f"({base}: {b['shading']:.2f}): {max(style, 0):.0%} of it kept",
                          "reproduced" if shape_kept and style >= 0.75 else
@@ -128,10 +130,10 @@ def paper_claims(summary: list[dict], curves: list[dict] | None = None, transfer
         rw, cfg, guess = gr["CFG-RW", "none"], gr["CFG", "none"], gr["guess mode", "none"]
         rwp, cfgp = gr["CFG-RW", "perfect"], gr["CFG", "perfect"]
         rows.append(_row("CFG resolution weighting (w_i = 64/h_i) improves on CFG without a prompt",
-                         f"no prompt: IoU CFG-RW {rw['iou']:.2f} vs CFG {cfg['iou']:.2f} (guess mode {guess['iou']:.2f}); "
-                         f"full prompt: IoU {rwp['iou']:.2f} vs {cfgp['iou']:.2f}, fill accuracy {rwp['fill_accuracy']:.2f} "
+                         f"no prompt: IoU CFG-RW {rw['shape_iou']:.2f} vs CFG {cfg['shape_iou']:.2f} (guess mode {guess['shape_iou']:.2f}); "
+                         f"full prompt: IoU {rwp['shape_iou']:.2f} vs {cfgp['shape_iou']:.2f}, fill accuracy {rwp['fill_accuracy']:.2f} "
                          f"vs {cfgp['fill_accuracy']:.2f} (weights taken literally, x8 at the middle: original issue #582)",
-                         "reproduced" if rw["iou"] >= cfg["iou"] else "not reproduced"))
+                         "reproduced" if rw["shape_iou"] >= cfg["shape_iou"] else "not reproduced"))
     return rows
 
 

@@ -83,9 +83,18 @@ class Scenes:
     bg: torch.Tensor  # (B,) index into colours()
     center: torch.Tensor  # (B, 2) x, y in [0, 1] (x to the right, y down)
     radius: torch.Tensor  # (B,) in [0, 1] units of the image side
+    seed: torch.Tensor | None = None  # (B,) int64 per-scene seed for randomly drawn conditions (scribbles)
 
     def __len__(self) -> int:
         return len(self.kind)
+
+    def item_seeds(self) -> torch.Tensor:
+        """(B,) per-scene seeds: `seed` when set, else a hash of the scene's own numbers (deterministic)."""
+        if self.seed is not None:
+            return self.seed
+        q = lambda x: (x.double() * 1e6).round().long()  # noqa: E731
+        return (self.kind * 7 + self.fill * 7919 + self.bg * 104729 + q(self.center[:, 0]) * 31
+                + q(self.center[:, 1]) * 17 + q(self.radius)) % (2**31)
 
     def prompts(self) -> list[str]:
         names = colour_names()
@@ -93,10 +102,12 @@ class Scenes:
                 for k, f, b in zip(self.kind.tolist(), self.fill.tolist(), self.bg.tolist())]
 
     def __getitem__(self, i) -> "Scenes":
-        return Scenes(self.kind[i], self.fill[i], self.bg[i], self.center[i], self.radius[i])
+        return Scenes(self.kind[i], self.fill[i], self.bg[i], self.center[i], self.radius[i],
+                      None if self.seed is None else self.seed[i])
 
     def to(self, device) -> "Scenes":
-        return Scenes(*(t.to(device) for t in (self.kind, self.fill, self.bg, self.center, self.radius)))
+        return Scenes(*(t.to(device) for t in (self.kind, self.fill, self.bg, self.center, self.radius)),
+                      None if self.seed is None else self.seed.to(device))
 
 
 def sample_scenes(n: int, generator: torch.Generator, split: str = "train", kinds=KINDS,
@@ -152,6 +163,28 @@ def _triangle(x, y, r):
 
 
 _SDF = {"circle": _circle, "square": _square, "triangle": _triangle, "diamond": _diamond}
+
+# Each kind's border as a closed polygon around its centre, in units of the radius (y down); the
+# circle as a 64-gon. These are the shapes _SDF draws: square half-side 0.8 r, diamond half-diagonal
+# 0.75 r * sqrt(2), triangle of circumradius r with its apex up.
+_D = 0.75 * math.sqrt(2)
+POLYGONS = {
+    "circle": [(math.cos(2 * math.pi * i / 64), math.sin(2 * math.pi * i / 64)) for i in range(64)],
+    "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
+    "triangle": [(0.0, -1.0), (math.sqrt(3) / 2, 0.5), (-math.sqrt(3) / 2, 0.5)],
+    "diamond": [(0.0, -_D), (_D, 0.0), (0.0, _D), (-_D, 0.0)],
+}
+TOP = {k: -min(y for _, y in pts) for k, pts in POLYGONS.items()}  # the topmost point is TOP[kind] * r above the centre
+
+
+def border_points(kind: int, n: int) -> torch.Tensor:
+    """(n, 2) points evenly spaced by arc length along the border of KINDS[kind] (unit radius, centre 0)."""
+    v = torch.tensor(POLYGONS[KINDS[kind]] + POLYGONS[KINDS[kind]][:1], dtype=torch.float64)  # closed
+    seg = (v[1:] - v[:-1]).norm(dim=1)
+    at = torch.cat([torch.zeros(1, dtype=torch.float64), seg.cumsum(0)])  # arc length at each vertex
+    u = torch.arange(n, dtype=torch.float64) / n * at[-1]
+    i = (torch.searchsorted(at, u, right=True) - 1).clamp(max=len(seg) - 1)
+    return (v[i] + (v[i + 1] - v[i]) * ((u - at[i]) / seg[i])[:, None]).float()
 
 
 def _sdf(kind: torch.Tensor, p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

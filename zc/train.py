@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import conditions
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
-from .fidelity import condition_fidelity
 from .fill50k import Fill50k
+from .latent_cache import LatentCache
 from .sample import sample
 from .sd import load_sd
 from .tinysd import encode_prompts
@@ -39,8 +40,13 @@ from .training_utils import atomic_write, has_checkpoint, load_checkpoint, save_
 @dataclass
 class TrainConfig:
     sd: str = "tinysd"  # the locked SD: "tinysd", an SD1.x diffusers folder or a hub id
-    data: str = ""  # a fill50k folder (prompt.json + source/ + target/); "" = generate in memory
+    data: str = ""  # a fill50k-style folder (prompt.json + source/ + target/); "" = generate pairs
     n_train: int = 10000  # pairs to generate when data == ""
+    condition: str = "outline"  # what the ControlNet learns to follow (conditions.py); outline = fill50k
+    kinds: str = ""  # comma-separated shape kinds to generate; "" = the condition's default
+    encode: str = "cache"  # "cache": VAE latents + text features once, on disk; "fly": every batch (diffusers)
+    cache: str = ""  # the cache folder ("" = out/cache): give later runs on the same data the same folder
+    num_workers: int = 0  # DataLoader workers reading each batch's images (helps for folders on a GPU box)
     out: str = "runs/controlnet"  # checkpoints, log.jsonl and the final controlnet/ folder
     seed: int = 0
     steps: int = 3000  # optimiser steps
@@ -82,30 +88,43 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     controlnet: ControlNet
-    history: list[dict]  # {"step", "loss"} rows and {"step", "iou", ...} evaluation rows
+    history: list[dict]  # {"step", "loss"} rows and {"step", "shape_iou", ...} rows (conditions.measure)
     folder: Path  # out/controlnet, in diffusers format
     seconds: float  # the whole call: data encoding, training and evaluations
     step_seconds: float = 0.0  # of which the optimiser steps alone (what a speed comparison wants)
     snapshots: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # step -> validation images
 
 
-class _Encoded:
-    """The training pairs with the VAE latents and the text features computed once (SD is frozen)."""
+class StepBatches(torch.utils.data.Sampler):
+    """Index batches by step: batch k depends only on (seed, k), so a resumed run reads the same pairs."""
 
-    @torch.no_grad()
-    def __init__(self, pipe, data: Fill50k, device, dtype, batch: int = 64):
-        self.conditioning = data.sources  # uint8, kept small; scaled per batch
-        latents = []
-        for i in tqdm(range(0, len(data), batch), desc="encoding targets with the VAE", leave=False):
-            x = data.targets[i:i + batch].to(device, dtype) / 127.5 - 1
-            latents.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
-        self.latents = torch.cat(latents)
-        unique = sorted(set(data.prompts)) + [""]
-        idx = {p: i for i, p in enumerate(unique)}
-        self.text = torch.cat([encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch]).to(dtype)
-                               for i in range(0, len(unique), batch)])
-        self.prompt_ids = torch.tensor([idx[p] for p in data.prompts])
-        self.empty_id = idx[""]
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int):
+        self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
+
+    def __iter__(self):
+        for k in range(self.start, self.stop):
+            yield torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, "data", k)).tolist()
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _as_is(batch):
+    return batch  # _Reader already returns whole batches
+
+
+class _Reader(torch.utils.data.Dataset):
+    """What one step reads from the data: the pairs' condition images (and their targets when
+    encoding on the fly), fetched per batch: memory O(batch)."""
+
+    def __init__(self, data: Fill50k, targets: bool):
+        self.data, self.targets = data, targets
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, idx):
+        return {**self.data.batch(idx, targets=self.targets), "idx": torch.tensor(idx)}
 
 
 def _target(scheduler, latents, noise, t):
@@ -120,16 +139,14 @@ def _target(scheduler, latents, noise, t):
 
 
 def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dict, torch.Tensor]:
-    """Condition fidelity on the held-out set, and the images it was measured on."""
+    """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured on."""
     was_training = controlnet.training
     controlnet.eval()
     images = sample(pipe, controlnet, eval_set.prompts, eval_set.conditions(),
                     num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                     generator=torch.Generator().manual_seed(cfg.seed))
     controlnet.train(was_training)
-    r = condition_fidelity(images, eval_set)
-    r.pop("iou_per_item")
-    return r, images
+    return conditions.measure(images, eval_set.scenes), images
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
@@ -170,11 +187,23 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
     pipe.to(device=device, dtype=weight_dtype)  # the frozen SD in the training precision
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    data = Fill50k.load(cfg.data) if cfg.data else Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed)
+    kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()] or None
+    data = (Fill50k.load(cfg.data) if cfg.data else
+            Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed, condition=cfg.condition, kinds=kinds))
     if data.size != size:
         raise ValueError(f"fill50k images are {data.size} px but this SD works at {size} px: regenerate or resize the data")
-    eval_set = Fill50k.generate(cfg.eval_n, size=size, seed=cfg.seed + 10_000, split="test")
-    enc = _Encoded(pipe, data, device, weight_dtype)
+    eval_set = Fill50k.generate(cfg.eval_n, size=size, seed=cfg.seed + 10_000, split="test", condition=cfg.condition,
+                                kinds=kinds)
+    if cfg.encode not in ("cache", "fly"):
+        raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
+    cache = None
+    if cfg.encode == "cache":  # the main process encodes; the others then open the finished cache
+        folder = Path(cfg.cache) if cfg.cache else out / "cache"
+        if main:
+            cache = LatentCache(folder, data, pipe, device, weight_dtype)
+        accelerator.wait_for_everyone()
+        if not main:
+            cache = LatentCache(folder, data, pipe, device, weight_dtype)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     torch.manual_seed(cfg.seed)
@@ -203,6 +232,11 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             save_checkpoint(out / "checkpoint", modules, opt, {"step": step, "history": history})
         accelerator.wait_for_everyone()
 
+    rank_seed = cfg.seed + 7919 * accelerator.process_index  # each process draws its own batches
+    loader = iter(torch.utils.data.DataLoader(
+        _Reader(data, targets=cache is None), collate_fn=_as_is, num_workers=cfg.num_workers,
+        batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum)))
+    score = conditions.get(cfg.condition).score
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
                disable=not accelerator.is_local_main_process)
     step_seconds, last_eval = 0.0, {}
@@ -214,13 +248,20 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             return None
         losses = []
         for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum batches per process
-            g = step_generator(cfg.seed + 7919 * accelerator.process_index, "controlnet", step * cfg.grad_accum + micro)
+            g = step_generator(rank_seed, "controlnet", step * cfg.grad_accum + micro)
+            b = next(loader)
             with accelerator.accumulate(model):
-                idx = torch.randint(len(data), (cfg.batch,), generator=g)
-                latents = enc.latents[idx]
-                cond = (enc.conditioning[idx].float() / 255).to(device, weight_dtype)
+                cond = (b["sources"].float() / 255).to(device, weight_dtype)
                 drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
-                text = enc.text[torch.where(drop, enc.empty_id, enc.prompt_ids[idx])]
+                if cache is not None:
+                    latents = cache.latents_for(b["idx"], device)
+                    text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
+                else:
+                    with torch.no_grad():
+                        x = b["targets"].to(device, weight_dtype) / 127.5 - 1
+                        latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+                        prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
+                        text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(weight_dtype)
                 noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
                 t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
                 noisy = noise_scheduler.add_noise(latents, noise, t)
@@ -251,7 +292,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                 save_grid(images, out / f"validation_{done:06d}.png")
             accelerator.wait_for_everyone()
         if step % 10 == 0 or done == cfg.steps:
-            bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == "iou"})
+            bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == score})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save(done)
     controlnet = accelerator.unwrap_model(model).controlnet
@@ -280,19 +321,19 @@ def _trackers(report_to: str) -> list[str] | None:
     return names or None
 
 
-def format_history(history: list[dict]) -> str:
+def format_history(history: list[dict], keys=conditions.SCORES) -> str:
     """The evaluations of a run as one compact table: step, mean training loss since the last
-    evaluation, and each fidelity measure."""
+    evaluation, and the fidelity scores (conditions.measure)."""
     evals = [h for h in history if "loss" not in h]
     if not evals:
         return "(no evaluations)"
-    keys = [k for k in evals[0] if k != "step"]
-    lines = [f"{'step':>6s} {'loss':>8s} " + " ".join(f"{k:>20s}" for k in keys)]
+    keys = [k for k in keys if k in evals[0]]
+    lines = [f"{'step':>6s} {'loss':>8s} " + " ".join(f"{k:>17s}" for k in keys)]
     prev = -1
     for e in evals:
         window = [h["loss"] for h in history if "loss" in h and prev < h["step"] < e["step"]]
         loss = f"{sum(window) / len(window):8.4f}" if window else f"{'':8s}"
-        lines.append(f"{e['step']:6d} {loss} " + " ".join(f"{e[k]:20.3f}" for k in keys))
+        lines.append(f"{e['step']:6d} {loss} " + " ".join(f"{e[k]:17.3f}" for k in keys))
         prev = e["step"] - 1
     return "\n".join(lines)
 

@@ -1,0 +1,129 @@
+"""The data path at any scale: pairs made or read per batch (memory O(batch)), and the frozen SD's
+encodings cached once on disk, refused when they belong to other data or another model."""
+import json
+import resource
+
+import pytest
+import torch
+from PIL import Image
+
+import zc
+from zc import train as zt
+from zc.fill50k import Fill50k
+from zc.latent_cache import LatentCache
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+def test_a_large_generated_set_costs_nothing_until_read():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    big = Fill50k.generate(50_000, size=512, seed=0)  # the real fill50k's size: 78.6 GB if held as pixels
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert len(big) == 50_000 and grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
+    b = big.batch([3, 49_999])
+    assert b["targets"].shape == b["sources"].shape == (2, 3, 512, 512) and b["targets"].dtype == torch.uint8
+    again = Fill50k.generate(50_000, size=512, seed=0).batch([49_999])  # deterministic by (seed, index)
+    assert torch.equal(again["sources"][0], b["sources"][1]) and again["prompts"][0] == b["prompts"][1]
+    with pytest.raises(ValueError, match="too many to stack"):
+        big.targets
+
+
+def test_batches_equal_items_and_the_dataloader_reads_whole_batches():
+    ds = Fill50k.generate(10, seed=2)
+    b = ds.batch([4, 1])
+    item = ds[1]
+    assert torch.equal(b["sources"][1].float() / 255, item["conditioning"]) and b["prompts"][1] == item["prompt"]
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=lambda x: x)
+    first = next(iter(loader))  # __getitems__: one call per batch
+    assert first["targets"].shape == (4, 3, 64, 64)
+
+
+def test_a_folder_is_read_lazily(tmp_path, monkeypatch):
+    Fill50k.generate(40, seed=3).save(tmp_path)
+    import zc.fill50k as f
+
+    reads = []
+    original = f._rgb
+    monkeypatch.setattr(f, "_rgb", lambda x: reads.append(x) or original(x))
+    ds = Fill50k.load(tmp_path)
+    assert len(ds) == 40 and len(reads) == 2  # only the first pair, for its size
+    ds.batch([7, 8], targets=False)
+    assert len(reads) == 4 and all("source" in str(r) for r in reads[2:])
+
+
+def test_datasets_library_dataset_is_indexed_not_copied():
+    datasets = pytest.importorskip("datasets")
+    src = Fill50k.generate(6, seed=4)
+    hf = datasets.Dataset.from_dict({
+        "image": [Image.fromarray(t.permute(1, 2, 0).numpy()) for t in src.targets],
+        "conditioning_image": [Image.fromarray(s.permute(1, 2, 0).numpy()) for s in src.sources],
+        "text": src.prompts}).cast_column("image", datasets.Image()).cast_column("conditioning_image", datasets.Image())
+    ds = Fill50k.from_columns(hf)
+    assert ds.rows is hf and ds.prompts == src.prompts
+    assert torch.equal(ds.batch([5, 0])["targets"], src.targets[[5, 0]])
+    assert ds.fingerprint()["columns"] == hf._fingerprint
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_cache_builds_once_resumes_and_refuses_other_data_or_models(pipe, tmp_path):
+    data = Fill50k.generate(12, seed=5)
+    whole = LatentCache(tmp_path / "whole", data, pipe, "cpu", torch.float32, batch=4)
+
+    class Flaky:  # dies on the second batch of targets, like a killed job
+        def __init__(self):
+            self.calls = 0
+
+        def __getattr__(self, name):
+            return getattr(data, name)
+
+        def __len__(self):
+            return len(data)
+
+        def batch(self, idx, **kw):
+            self.calls += 1
+            if self.calls == 2:
+                raise Interrupted
+            return data.batch(idx, **kw)
+
+    with pytest.raises(Interrupted):
+        LatentCache(tmp_path / "cut", Flaky(), pipe, "cpu", torch.float32, batch=4)
+    assert json.loads((tmp_path / "cut" / "progress.json").read_text())["done"] == 4
+    resumed = LatentCache(tmp_path / "cut", data, pipe, "cpu", torch.float32, batch=4)
+    idx = list(range(12))
+    assert torch.equal(resumed.latents_for(idx, "cpu"), whole.latents_for(idx, "cpu"))
+    with torch.no_grad():
+        direct = pipe.vae.encode(data.targets.float() / 127.5 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+    torch.testing.assert_close(whole.latents_for(idx, "cpu"), direct, rtol=1e-5, atol=1e-5)
+    ids = whole.prompt_ids[[0, 1]]
+    text = zc.tinysd.encode_prompts(pipe.tokenizer, pipe.text_encoder, data.prompts[:2])
+    torch.testing.assert_close(whole.text_for(ids, "cpu"), text.detach(), rtol=1e-5, atol=1e-5)
+
+    with pytest.raises(ValueError, match="made from other data"):
+        LatentCache(tmp_path / "whole", Fill50k.generate(12, seed=6), pipe, "cpu", torch.float32)
+    with pytest.raises(ValueError, match="made from other model"):
+        LatentCache(tmp_path / "whole", data, zc.load_sd("tinysd-shaded"), "cpu", torch.float32)
+
+
+def test_training_on_the_fly_matches_the_cache(pipe, tmp_path):
+    kw = dict(steps=3, batch=2, n_train=8, eval_every=0, device="cpu")
+    cached = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **kw), pipe=pipe)
+    fly = zt.train(zt.TrainConfig(out=str(tmp_path / "b"), encode="fly", **kw), pipe=pipe)
+    assert (tmp_path / "a" / "cache" / "latents.npy").is_file() and not (tmp_path / "b" / "cache").exists()
+    a = [h["loss"] for h in cached.history if "loss" in h]
+    b = [h["loss"] for h in fly.history if "loss" in h]
+    assert a == pytest.approx(b, rel=1e-4)
+    reuse = zt.train(zt.TrainConfig(out=str(tmp_path / "c"), cache=str(tmp_path / "a" / "cache"), **kw), pipe=pipe)
+    assert [h["loss"] for h in reuse.history if "loss" in h] == a and not (tmp_path / "c" / "cache").exists()
+
+
+def test_training_on_a_folder(pipe, tmp_path):
+    Fill50k.generate(8, seed=7).save(tmp_path / "data")
+    r = zt.train(zt.TrainConfig(out=str(tmp_path / "o"), data=str(tmp_path / "data"), steps=2, batch=2,
+                                eval_every=2, eval_n=2, eval_steps=2, device="cpu"), pipe=pipe)
+    assert len([h for h in r.history if "loss" in h]) == 2 and (tmp_path / "o" / "controlnet").is_dir()

@@ -1,0 +1,142 @@
+"""The frozen SD's encodings of a training set, computed once and kept on disk.
+
+SD is locked, so the VAE latent of each target image and the text features of each prompt never
+change during ControlNet training: zc encodes them once (diffusers' train_controlnet.py encodes every
+batch again, every step) and reads them back per batch. The cache lives on disk, not in RAM:
+
+    folder/meta.json        what it was made from: the data's fingerprint and the model's
+    folder/latents.npy      (N, 4, h, w) VAE latents x scaling_factor, one row per pair
+    folder/text.npy         (U, L, D) text features of the U distinct prompts ("" included)
+    folder/prompt_ids.npy   (N,) row of text.npy for each pair
+    folder/progress.json    pairs encoded so far (an interrupted encoding continues from there)
+
+Rows are read with one positioned read each (os.pread), never memory-mapped whole, so a training
+step costs O(batch) memory whatever N is. A cache made from other data or another model is refused
+with the difference named.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .tinysd import encode_prompts
+from .training_utils import atomic_write
+
+FILES = ("meta.json", "latents.npy", "text.npy", "prompt_ids.npy")
+
+
+def model_fingerprint(pipe, dtype: torch.dtype) -> dict:
+    """What identifies the encoders: their configs and a checksum of some of their weights."""
+    def checksum(module):
+        ps = list(module.parameters())
+        return round(float(sum(p.detach().double().abs().sum() for p in ps[:2] + ps[-2:])), 4)
+
+    return {"vae": dict(pipe.vae.config.items()) | {"checksum": checksum(pipe.vae.encoder)},
+            "text_encoder": {"hidden_size": pipe.text_encoder.config.hidden_size,
+                             "checksum": checksum(pipe.text_encoder)},
+            "max_tokens": pipe.tokenizer.model_max_length, "dtype": str(dtype).removeprefix("torch.")}
+
+
+def _plain(x):
+    return json.loads(json.dumps(x, default=str))  # tuples -> lists etc., as meta.json stores them
+
+
+class LatentCache:
+    """Open (or build, or finish building) the cache of `data` under `pipe` in `folder`."""
+
+    def __init__(self, folder: str | Path, data, pipe, device, dtype: torch.dtype, batch: int = 64):
+        from tqdm.auto import tqdm
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype)})
+        meta_path = self.folder / "meta.json"
+        if meta_path.is_file():
+            theirs = json.loads(meta_path.read_text())
+            for part in ("data", "model"):
+                if theirs.get(part) != meta[part]:
+                    diff = {k: (theirs.get(part, {}).get(k), v) for k, v in meta[part].items()
+                            if theirs.get(part, {}).get(k) != v}
+                    raise ValueError(
+                        f"latent cache {self.folder} was made from other {part} (cached vs now: {diff}); "
+                        "delete that folder or give the run another --cache folder")
+        else:
+            atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
+
+        n = len(data)
+        h = pipe.unet.config.sample_size
+        self.np_dtype = np.float32 if dtype == torch.float32 else np.float16  # bf16: stored as fp16 (numpy)
+        self.dtype = dtype
+        unique = sorted(set(data.prompts) | {""})
+        ids = {p: i for i, p in enumerate(unique)}
+        self.empty_id = ids[""]
+        self.prompt_ids = torch.tensor([ids[p] for p in data.prompts])
+        progress = self.folder / "progress.json"
+        done = json.loads(progress.read_text())["done"] if progress.is_file() else -1
+        if done < 0:  # a new cache: the text features first (one row per distinct prompt), then the latents
+            np.save(self.folder / "prompt_ids.npy", self.prompt_ids.numpy())
+            shape = (len(unique), pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
+            _create(self.folder / "text.npy", shape, self.np_dtype)
+            self.text = _Rows(self.folder / "text.npy")
+            for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False,
+                          disable=len(unique) <= batch):
+                with torch.no_grad():
+                    t = encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch])
+                self.text.write(i, t.float().cpu().numpy())
+            _create(self.folder / "latents.npy", (n, 4, h, h), self.np_dtype)
+            done = 0
+        self.latents = _Rows(self.folder / "latents.npy")
+        self.text = _Rows(self.folder / "text.npy")
+        if done < n:
+            bar = tqdm(range(done, n, batch), desc="encoding targets with the VAE (once)", leave=False)
+            for i in bar:
+                idx = range(i, min(i + batch, n))
+                x = data.batch(idx, sources=False)["targets"].to(device, dtype) / 127.5 - 1
+                with torch.no_grad():
+                    z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+                self.latents.write(i, z.float().cpu().numpy().astype(self.np_dtype))
+                atomic_write(progress, lambda p, k=idx.stop: p.write_text(json.dumps({"done": k})))
+        self.size = n
+
+    def latents_for(self, idx, device) -> torch.Tensor:
+        return torch.from_numpy(self.latents.read(idx)).to(device, self.dtype)
+
+    def text_for(self, prompt_ids: torch.Tensor, device) -> torch.Tensor:
+        return torch.from_numpy(self.text.read(prompt_ids.tolist())).to(device, self.dtype)
+
+
+def _create(path: Path, shape, dtype) -> None:
+    """An .npy file of `shape`, its data zero-filled lazily (a sparse file): rows are written later."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+
+
+class _Rows:
+    """Row access to an .npy file by positioned reads and writes (no mapping, no whole-file load)."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            self.offset = f.tell()
+        self.path, self.shape, self.dtype = path, shape, dtype
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+
+    def read(self, idx) -> np.ndarray:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            rows = [os.pread(fd, self.row_bytes, self.offset + int(i) * self.row_bytes) for i in idx]
+        finally:
+            os.close(fd)
+        return np.frombuffer(b"".join(rows), dtype=self.dtype).reshape(len(rows), *self.shape[1:]).copy()
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        with open(self.path, "r+b") as f:
+            f.seek(self.offset + start * self.row_bytes)
+            f.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
