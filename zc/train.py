@@ -64,6 +64,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
     eval_every: int = 250  # steps between fidelity measurements (0: never); 10x denser before the first one
     eval_n: int = 32  # held-out outlines/prompts for the fidelity measurement
+    eval_prompts: str = "full"  # "full": held-out captions; "empty": "" (what the condition alone achieves)
     eval_steps: int = 20  # sampler steps for it
     guidance_scale: float = 5.0
     checkpoint_every: int = 500
@@ -142,7 +143,10 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
     """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured on."""
     was_training = controlnet.training
     controlnet.eval()
-    images = sample(pipe, controlnet, eval_set.prompts, eval_set.conditions(),
+    if cfg.eval_prompts not in ("full", "empty"):
+        raise ValueError(f"eval_prompts must be 'full' or 'empty', got {cfg.eval_prompts!r}")
+    prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
+    images = sample(pipe, controlnet, prompts, eval_set.conditions(),
                     num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                     generator=torch.Generator().manual_seed(cfg.seed))
     controlnet.train(was_training)

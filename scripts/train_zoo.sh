@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The recipe of the ControlNets shipped in zc/weights/<condition>-controlnet: one command each, on the
+# shipped TinySD, 2 CPU cores (each about 10 minutes; see benchmarks/results/cpu/zoo/README.md).
+#   scripts/train_zoo.sh                 # every condition of the zoo
+#   scripts/train_zoo.sh scribble        # one
+# Evaluations use empty prompts: the curve shows what the condition alone controls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+for c in ${@:-outline silhouette lowres scribble keypoints palette}; do
+  kinds=circle,square,triangle,diamond  # every kind of the shapes world (fill50k itself is circles only)
+  $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps 4000 --batch 16 --n-train 10000 \
+      --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 --out "runs/zoo/$c"
+  mkdir -p "benchmarks/results/cpu/zoo/$c"
+  cp "runs/zoo/$c/log.jsonl" "runs/zoo/$c/config.json" "benchmarks/results/cpu/zoo/$c/"
+  rm -rf "zc/weights/$c-controlnet" && cp -r "runs/zoo/$c/controlnet" "zc/weights/$c-controlnet"
+done
