@@ -169,3 +169,19 @@ def test_report_to_tensorboard_logs_loss_and_fidelity(pipe, tmp_path):
     assert [e.step for e in acc.Scalars("eval/shape_iou")] == [1, 2]
     with pytest.raises(ValueError, match="unknown tracker"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "x"), steps=1, device="cpu", report_to="tensorbored"), pipe=pipe)
+
+
+def test_cfg_rw_weights_literal_and_normalised(pipe):
+    from zc.sample import cfg_rw_weights
+
+    sd15 = [64] * 4 + [32] * 3 + [16] * 3 + [8] * 3  # SD 1.5's 12 skips + middle, latent sides
+    assert cfg_rw_weights(sd15) == [1.0] * 4 + [2.0] * 3 + [4.0] * 3 + [8.0] * 3  # x8 at the middle
+    assert cfg_rw_weights(sd15, "normalised")[0] == 1 / 8 and cfg_rw_weights(sd15, "normalised")[-1] == 1.0
+    cn = trained_like(pipe, 40)
+    prompts, cond = conditions(2, 6)
+    run = lambda **kw: sample(pipe, cn, prompts, cond, num_inference_steps=4,  # noqa: E731
+                              generator=torch.Generator().manual_seed(0), **kw)
+    literal, normalised = run(cfg_rw=True), run(cfg_rw="normalised")
+    assert torch.equal(literal, run(cfg_rw="literal")) and (literal - normalised).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="cfg_rw must be"):
+        run(cfg_rw="loud")

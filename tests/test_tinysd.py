@@ -107,7 +107,7 @@ def test_bad_prediction_type():
 
 
 def test_shipped_variant_is_tinysd_fine_tuned_to_shade():
-    """tinysd-shaded (chapter 8's community model) loads offline like TinySD and draws its shapes
+    """tinysd-shaded (chapter 9's community model) loads offline like TinySD and draws its shapes
     darker at the bottom, which TinySD does not."""
     import zc
     from zc import ablations

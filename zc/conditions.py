@@ -177,8 +177,8 @@ def measure(images: torch.Tensor, scenes: shapes.Scenes, per_item: bool = False)
 
     shape_iou          IoU of the drawn shape (shape_regions: colour-free) and the scene's shape
     kind_accuracy      the drawn shape overlaps the scene's kind best among the 4 kinds at its place
-    fill_accuracy      pixels of the drawn blob near the scene's fill colour (metrics.colour_accuracy)
-    background_accuracy  the other pixels near the background colour
+    fill_accuracy      pixels of the drawn shape near the scene's fill colour (metrics.colour_accuracy)
+    background_accuracy  the other pixels near the background colour (so swapped colours score ~0)
     colour_accuracy    the mean of the two
     centre_error       pixels between the drawn shape's centroid and the scene's centre
     top_error          pixels between the drawn shape's topmost point and the scene's
@@ -192,7 +192,7 @@ def measure(images: torch.Tensor, scenes: shapes.Scenes, per_item: bool = False)
         torch.full_like(scenes.kind, k), scenes.fill, scenes.bg, scenes.center, scenes.radius), size) > 0.5)
         for k in range(len(shapes.KINDS))], dim=1)  # (B, 4)
     table = shapes.colour_table()
-    fill_acc, bg_acc = metrics.colour_accuracy(images.float().cpu(), table[scenes.fill], table[scenes.bg])
+    fill_acc, bg_acc = metrics.colour_accuracy(images.float().cpu(), table[scenes.fill], table[scenes.bg], blob=drawn)
     centre, top = keypoint_positions(scenes)
     found_centre = metrics.centroids(drawn)  # NaN where nothing is drawn
     rows = torch.arange(size).float()[None, :, None]

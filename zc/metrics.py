@@ -36,14 +36,18 @@ def shape_masks(images: torch.Tensor, fill_rgb: torch.Tensor, bg_rgb: torch.Tens
     return torch.from_numpy(np.stack([_largest_component(m) for m in masks]))
 
 
-def colour_accuracy(images: torch.Tensor, fill_rgb: torch.Tensor, bg_rgb: torch.Tensor, near: float = NEAR):
+def colour_accuracy(images: torch.Tensor, fill_rgb: torch.Tensor, bg_rgb: torch.Tensor, near: float = NEAR,
+                    blob: torch.Tensor | None = None):
     """Per image: (fraction of the blob's pixels near the fill colour,
     fraction of the other pixels near the background colour).
+
+    blob: (B, H, W) bool, where the shape is; default: shape_masks (the largest region nearer the
+    fill colour than the background's), which cannot tell fill and background swapped.
 
     The ceiling is below 1: on perfect 64 px renders the fill score is ~0.93, because the
     anti-aliased pixels along the edge belong to the blob but are near neither colour."""
     x = images.float().permute(0, 2, 3, 1).cpu()
-    blob = shape_masks(images, fill_rgb, bg_rgb)
+    blob = shape_masks(images, fill_rgb, bg_rgb) if blob is None else blob.cpu()
     near_fill = (x - fill_rgb[:, None, None, :].cpu()).norm(dim=-1) < near
     near_bg = (x - bg_rgb[:, None, None, :].cpu()).norm(dim=-1) < near
     fill_acc = (near_fill & blob).flatten(1).sum(1) / blob.flatten(1).sum(1).clamp(min=1)

@@ -14,7 +14,9 @@ Where the control goes, and how strongly, is the whole menu of options:
   the original's 0.825**(12 - i));
 - `cfg_rw` (the paper's "CFG resolution weighting"): conditional branch only, residual i weighted
   w_i = 64 / h_i, i.e. (first skip's size) / h_i: ×1 at the top, ×8 at SD's middle block. Taken
-  literally this over-drives the deep residuals (original issue #582); chapter 7 measures it;
+  literally (`cfg_rw=True` or "literal") this over-drives the deep residuals far beyond anything
+  seen in training (original issue #582); `cfg_rw="normalised"` divides the weights by their
+  largest, so they rise from 1/8 to 1 like guess mode's; chapter 7 measures both;
 - `control_guidance_start/end`: the fraction of the steps during which the control is on.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ def sample(
     guidance_scale: float = 5.0,
     conditioning_scale: float | Sequence = 1.0,
     guess_mode: bool = False,
-    cfg_rw: bool = False,
+    cfg_rw: bool | str = False,  # False, True / "literal" (w_i = 64/h_i), or "normalised" (w_i / max w)
     control_guidance_start: float = 0.0,
     control_guidance_end: float = 1.0,
     negative_prompt: str = "",
@@ -52,6 +54,8 @@ def sample(
 
     if isinstance(controlnet, (list, tuple)):
         controlnet = MultiControlNet(controlnet)
+    if cfg_rw not in (False, True, "literal", "normalised"):
+        raise ValueError(f"cfg_rw must be False, True / 'literal' or 'normalised', got {cfg_rw!r}")
     if not 0.0 <= control_guidance_start < control_guidance_end <= 1.0:
         raise ValueError("need 0 <= control_guidance_start < control_guidance_end <= 1")
     device, dtype = pipe.unet.device, pipe.unet.dtype
@@ -104,10 +108,10 @@ def sample(
             scale = conditioning_scale if on else _zero_like(conditioning_scale)
             down, mid = controlnet(ctrl_in.to(cdtype), t, ctrl_text.to(cdtype), cond_arg, scale, guess_mode)
             down, mid = [d.to(dtype) for d in down], mid.to(dtype)
-            if cfg_rw:  # w_i = (size of the first skip) / h_i
-                top = down[0].shape[-1]
-                down = [d * (top / d.shape[-1]) for d in down]
-                mid = mid * (top / mid.shape[-1])
+            if cfg_rw:  # w_i = (size of the first skip) / h_i, or that over its largest
+                *w_down, w_mid = cfg_rw_weights([d.shape[-1] for d in down] + [mid.shape[-1]], cfg_rw)
+                down = [d * w for d, w in zip(down, w_down)]
+                mid = mid * w_mid
             if control_cond_only:  # nothing for the unconditional half
                 down = [torch.cat([torch.zeros_like(d), d]) for d in down]
                 mid = torch.cat([torch.zeros_like(mid), mid])
@@ -120,6 +124,13 @@ def sample(
 
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1).float()
+
+
+def cfg_rw_weights(sizes: Sequence[int], mode: bool | str = "literal") -> list[float]:
+    """The paper's CFG resolution weights w_i = (first residual's size) / h_i for residuals of sides
+    `sizes` (12 skips then the middle); "normalised": divided by the largest, so at most 1."""
+    w = [sizes[0] / h for h in sizes]
+    return [x / max(w) for x in w] if mode == "normalised" else w
 
 
 def check_condition(c: torch.Tensor, shape: tuple[int, ...], name: str = "condition images") -> None:

@@ -51,3 +51,51 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
                                                    requires_safety_checker=False, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+# SD 1.5's configs (stable-diffusion-v1-5: unet/, vae/, text_encoder/ config.json), written out so the
+# stand-in below needs no download.
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768, attention_head_dim=8,
+                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, norm_num_groups=32)
+SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215)
+SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+
+
+def build_sd15_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.float16, seed: int = 0,
+                       scale: str = "sd15") -> Path:
+    """A Stable Diffusion 1.5 *stand-in*: SD 1.5's exact configs (UNet 860M, VAE factor 8, a CLIP
+    ViT-L-shaped text encoder, 512 px, 77 tokens) with random weights, built offline and saved as a
+    diffusers folder that `load_sd` / ZC_SD accept. For dress rehearsals of the GPU path (memory,
+    speed, shapes): its images are noise, so fidelity numbers mean nothing. The tokenizer is TinySD's
+    (the real CLIP vocabulary is a download), padded to 77 tokens. About 2 GB on disk in fp16.
+
+    scale="tiny8": the same layout at toy widths (a VAE of factor 8 at 512 px, a small UNet and text
+    encoder): the data side of SD 1.5 without its compute, for benchmarks of the data path."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    if scale not in ("sd15", "tiny8"):
+        raise ValueError(f"scale must be 'sd15' or 'tiny8', got {scale!r}")
+    unet_cfg, vae_cfg, text_cfg = dict(SD15_UNET), dict(SD15_VAE), dict(SD15_TEXT)
+    if scale == "tiny8":
+        unet_cfg.update(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64, norm_num_groups=8,
+                        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+        vae_cfg.update(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8)
+        text_cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                        projection_dim=64)
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(TINYSD / "tokenizer", model_max_length=77)
+    text_cfg.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(**vae_cfg), text_encoder=CLIPTextModel(CLIPTextConfig(**text_cfg)), tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet_cfg), scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False).to(dtype=dtype)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)

@@ -303,6 +303,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     if main:
         controlnet.save_pretrained(out / "controlnet")
         atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
+        seconds = {"seconds": round(time.time() - t0, 1), "step_seconds": round(step_seconds, 1),
+                   "steps_this_call": cfg.steps - start}  # of this call (a resumed run: since the resume)
+        atomic_write(out / "time.json", lambda p: p.write_text(json.dumps(seconds)))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots)

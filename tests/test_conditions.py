@@ -1,0 +1,144 @@
+"""The condition zoo: each condition drawn deterministically, each measure able to tell the truth from a
+wrong image, each shipped ControlNet beating TinySD alone, and two ControlNets composed."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import zc
+from zc import conditions, shapes, zoo
+from zc.fill50k import Fill50k
+
+NAMES = list(conditions.CONDITIONS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_condition_is_deterministic_and_in_range(name):
+    a = Fill50k.generate(6, seed=1, condition=name, split="test")
+    b = Fill50k.generate(6, seed=1, condition=name, split="test")
+    assert torch.equal(a.sources, b.sources)
+    c = a.conditions()
+    assert c.shape == (6, 3, 64, 64) and c.min() >= 0 and c.max() <= 1 and c.max() > 0.5
+    assert not torch.equal(c, Fill50k.generate(6, seed=2, condition=name, split="test").conditions())
+    assert conditions.draw(name, a.scenes, 128).shape == (6, 3, 128, 128)  # any size
+
+
+def test_condition_names_are_checked():
+    with pytest.raises(ValueError, match="unknown condition 'canny'.*scribble"):
+        Fill50k.generate(2, condition="canny")
+
+
+def test_outline_is_fill50k_unchanged():
+    ds = Fill50k.generate(8, seed=3)  # the default: outline of circles
+    ring = shapes.coverage(ds.scenes, 64, outline=2.0)[:, None].expand(-1, 3, -1, -1)
+    assert (ds.scenes.kind == shapes.KINDS.index("circle")).all()
+    assert torch.equal(ds.sources, (ring * 255).round().to(torch.uint8))
+
+
+def test_sparse_conditions_draw_less_than_the_shape():
+    ds = Fill50k.generate(16, seed=4, condition="scribble", split="test")
+    ring = shapes.coverage(ds.scenes, 64, outline=2.0)
+    share = (ds.conditions()[:, 0] > 0.5).flatten(1).sum(1) / (ring > 0.5).flatten(1).sum(1)
+    assert ((share > 0.2) & (share < 0.95)).all()  # part of the border, not all of it
+    kp = Fill50k.generate(16, seed=4, condition="keypoints", split="test").conditions()
+    assert ((kp.amax(1) > 0.5).flatten(1).sum(1) < 60).all()  # two small dots
+    pal = Fill50k.generate(4, seed=4, condition="palette", split="test")
+    table = shapes.colour_table()
+    torch.testing.assert_close(pal.conditions()[:, :, 10, 5], table[pal.scenes.fill], atol=1 / 255, rtol=0)
+    torch.testing.assert_close(pal.conditions()[:, :, 10, 60], table[pal.scenes.bg], atol=1 / 255, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_measure_scores_the_truth_high_and_a_wrong_image_low(name):
+    ds = Fill50k.generate(32, seed=5, condition=name, split="test")
+    key = conditions.get(name).score
+    truth = ds.targets.float() / 255
+    assert conditions.measure(truth, ds.scenes)[key] > 0.9
+    other = Fill50k.generate(32, seed=6, condition=name, split="test").targets.float() / 255  # other places, colours
+    assert conditions.measure(other, ds.scenes)[key] < 0.3
+    if key != "colour_accuracy":  # where: the shape moved
+        assert conditions.measure(truth.flip(-1).flip(-2), ds.scenes)[key] < 0.3
+    else:  # which colours: fill and background swapped
+        swapped = shapes.render(shapes.Scenes(ds.scenes.kind, ds.scenes.bg, ds.scenes.fill, ds.scenes.center,
+                                              ds.scenes.radius), 64)
+        assert conditions.measure(swapped, ds.scenes)[key] < 0.3
+
+
+def test_keypoint_errors_are_in_pixels():
+    ds = Fill50k.generate(8, seed=7, condition="keypoints", split="test")
+    truth = ds.targets.float() / 255
+    shifted = torch.roll(truth, shifts=5, dims=-1)  # 5 px to the right (backgrounds are plain)
+    m = conditions.measure(shifted, ds.scenes, per_item=True)
+    assert all(4 <= e <= 6 for e in m["centre_error"]) and m["keypoint_accuracy"] == [0.0] * 8
+    blank = torch.ones_like(truth)
+    assert conditions.measure(blank, ds.scenes)["keypoint_accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_any_condition_round_trips_both_on_disk_layouts(name, tmp_path):
+    ds = Fill50k.generate(4, seed=8, condition=name)
+    back = Fill50k.load(ds.save(tmp_path))
+    assert json.loads((tmp_path / "prompt.json").read_text().splitlines()[0])["source"] == "source/0.png"
+    assert torch.equal(back.sources, ds.sources) and torch.equal(back.targets, ds.targets)
+    rows = [{"image": Image.fromarray(t.permute(1, 2, 0).numpy()), "text": p,
+             "conditioning_image": Image.fromarray(s.permute(1, 2, 0).numpy())}
+            for s, t, p in zip(ds.sources, ds.targets, ds.prompts)]
+    cols = Fill50k.from_columns(rows)
+    assert torch.equal(cols.sources, ds.sources) and cols.prompts == ds.prompts
+
+
+# --- the shipped ControlNets -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+MARGIN = 0.25  # each shipped ControlNet beats TinySD alone by at least this much on its own score
+
+
+def test_every_condition_has_a_shipped_controlnet():
+    assert zoo.shipped() == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_controlnet_loads_everywhere_and_controls(pipe, name, tmp_path):
+    from diffusers import ControlNetModel
+
+    cn = zoo.load(name)
+    ref = ControlNetModel.from_pretrained(zoo.folder(name))
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in cn.state_dict().items())
+    assert sum(v.numel() * v.element_size() for v in cn.state_dict().values()) <= 6e6  # <= 6 MB
+    test = zoo.test_set(name, 12)
+    key = conditions.get(name).score
+    empty = [""] * len(test)
+    kw = dict(num_inference_steps=10, generator=None)
+    alone = zc.sample.sample(pipe, None, empty, None, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    with_cn = zc.sample.sample(pipe, cn, empty, test.conditions(), **{**kw, "generator": torch.Generator().manual_seed(0)})
+    a, b = conditions.measure(alone, test.scenes)[key], conditions.measure(with_cn, test.scenes)[key]
+    assert b > a + MARGIN, f"{name}: {key} {a:.2f} alone vs {b:.2f} with its ControlNet"
+
+
+def test_composition_satisfies_both_conditions(pipe):
+    rows = {r["run"]: r for r in zoo.composition(pipe, n=12, steps=10)}
+    kp, pal, both = rows["keypoints only"], rows["palette only"], rows["keypoints + palette"]
+    assert both["keypoint_accuracy"] > pal["keypoint_accuracy"] + MARGIN  # where: from the keypoints
+    assert both["colour_accuracy"] > kp["colour_accuracy"] + MARGIN  # which colours: from the palette
+    assert both["keypoint_accuracy"] > kp["keypoint_accuracy"] - 0.15 and both["colour_accuracy"] > pal["colour_accuracy"] - 0.15
+
+
+def test_composition_equals_diffusers_pipeline_with_a_list_of_controlnets(pipe):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    test = zoo.test_set("keypoints", 2)
+    conds = [test.conditions(), conditions.draw("palette", test.scenes, 64)]
+    nets = [zoo.load("keypoints"), zoo.load("palette")]
+    ours = zc.sample.sample(pipe, nets, ["", ""], conds, num_inference_steps=6, generator=torch.Generator().manual_seed(0))
+    ref = StableDiffusionControlNetPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        controlnet=[ControlNetModel.from_pretrained(zoo.folder(n)) for n in ("keypoints", "palette")],
+        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    theirs = ref(["", ""], image=conds, num_inference_steps=6, guidance_scale=5.0,
+                 generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert (ours - theirs).abs().max() < 1e-5

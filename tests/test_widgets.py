@@ -1,0 +1,75 @@
+"""The drawing widget without a browser: strokes become the condition, release generates, and bad
+canvases get a message instead of a traceback."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import zc
+from zc import metrics, shapes
+from zc.conditions import shape_regions
+from zc.widgets import SCALE, DrawCondition, condition_from_canvas
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+def circle(cx, cy, r, n=40):
+    return [(cx + r * math.cos(2 * math.pi * i / n), cy + r * math.sin(2 * math.pi * i / n)) for i in range(n + 1)]
+
+
+def disc(cx, cy, r, size=64):
+    scene = shapes.Scenes(torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), torch.tensor([[cx, cy]]),
+                          torch.tensor([r]))
+    return shapes.coverage(scene, size) > 0.5
+
+
+def test_condition_from_canvas_checks_its_input():
+    with pytest.raises(ValueError, match="nothing is drawn"):
+        condition_from_canvas(np.zeros((320, 320, 4), np.uint8), 64)
+    with pytest.raises(ValueError, match="320x200 px.*square canvas"):
+        condition_from_canvas(np.full((200, 320, 4), 255, np.uint8), 64)
+    with pytest.raises(ValueError, match="no image"):
+        condition_from_canvas(None, 64)
+    img = np.zeros((320, 320, 4), np.uint8)
+    img[:160, :, :] = 255  # top half white, opaque
+    c = condition_from_canvas(img, 64)
+    assert c.shape == (1, 3, 64, 64) and c[0, :, :32].min() == 1 and c[0, :, 32:].max() == 0
+
+
+def test_drawing_an_outline_fills_it(pipe):
+    w = DrawCondition(pipe, prompt="red circle with white background")
+    w.run()  # nothing drawn yet: a message, no exception
+    assert "nothing is drawn" in w.status.value and w.images is None
+    px = 64 * SCALE
+    pts = [(x * px, y * px) for x, y in circle(0.45, 0.55, 0.25)]
+    w._on_down(*pts[0])
+    for p in pts[1:]:
+        w._on_move(*p)
+    w._on_up(*pts[-1])  # release: generates
+    assert w.images is not None and w.images.shape == (2, 3, 64, 64) and "done in" in w.status.value
+    cond = condition_from_canvas(np.asarray(w.pixels), 64)
+    assert (cond[0].mean(0) > 0.5).sum() > 100  # the drawn ring
+    target = disc(0.45, 0.55, 0.25)
+    off, on = (metrics.iou(shape_regions(x[None]), target[None]).item() for x in w.images)
+    assert on > 0.6 and on > off + 0.3, (off, on)
+    red = torch.tensor([[1.0, 0.0, 0.0]])
+    fill, _ = metrics.colour_accuracy(w.images[1:], red, torch.ones(1, 3), blob=target[None])
+    assert fill.item() > 0.5  # filled in the prompt's colour
+
+
+def test_keypoints_take_two_clicks(pipe):
+    w = DrawCondition(pipe)
+    w.kind.value = "keypoints"
+    px = 64 * SCALE
+    w._on_down(0.5 * px, 0.5 * px)
+    w._on_up(0.5 * px, 0.5 * px)
+    assert w.images is None  # one point is not a condition yet
+    w._on_down(0.5 * px, 0.3 * px)
+    w._on_up(0.5 * px, 0.3 * px)
+    assert w.images is not None
+    c = condition_from_canvas(np.asarray(w.pixels), 64)[0]
+    assert c[0, 32, 32] > 0.9 and c[1, 32, 32] < 0.1 and c[1, 19, 32] > 0.9  # red centre, green top

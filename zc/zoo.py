@@ -1,0 +1,142 @@
+"""The zoo's trained ControlNets: one per condition of conditions.py, trained on TinySD by
+scripts/train_zoo.sh and shipped in zc/weights/<condition>-controlnet, and the measurements made with
+them (benchmarks/zoo.py stores them; the conditions chapter computes them live).
+
+    cn = zoo.load("scribble")                           # a zc.ControlNet
+    row = zoo.benchmark(pipe, "scribble", n=32)         # its score without / with control, ceiling
+    rows, images = zoo.composition(pipe, n=16)          # keypoints (where) + palette (colours), no prompt
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from . import conditions, shapes
+from .controlnet import ControlNet
+from .fill50k import Fill50k
+from .resources import WEIGHTS
+from .sample import sample
+
+TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
+
+
+def folder(name: str) -> Path:
+    """zc/weights/<name>-controlnet, or <$ZC_ZOO>/<name>-controlnet: ControlNets trained on another SD
+    (python -m zc.train --sd <that SD> --condition <name> ...), for the chapters run with ZC_SD."""
+    conditions.get(name)
+    return Path(os.environ.get("ZC_ZOO") or WEIGHTS) / f"{name}-controlnet"
+
+
+def shipped() -> list[str]:
+    """The conditions with a shipped ControlNet, in the registry's order (dense to sparse)."""
+    return [n for n in conditions.CONDITIONS if (folder(n) / "config.json").is_file()]
+
+
+def load(name: str, device="cpu") -> ControlNet:
+    if not (folder(name) / "config.json").is_file():
+        raise FileNotFoundError(f"no shipped ControlNet for {name!r} in {folder(name)}: train it with "
+                                f"scripts/train_zoo.sh {name} (shipped: {shipped()})")
+    return ControlNet.from_pretrained(folder(name)).to(device).eval()
+
+
+def test_set(name: str, n: int, size: int = 64, seed: int = TEST_SEED) -> Fill50k:
+    """Held-out scenes of every kind (colour pairs never trained on) with `name`'s condition."""
+    return Fill50k.generate(n, size=size, seed=seed, split="test", condition=name, kinds=shapes.KINDS)
+
+
+def _sample(pipe, cn, prompts, cond, steps, seed=0):
+    return sample(pipe, cn, prompts, cond if cn is not None else None, num_inference_steps=steps,
+                  generator=torch.Generator().manual_seed(seed))
+
+
+def benchmark(pipe, name: str, n: int = 64, steps: int = 20, seed: int = 0) -> dict:
+    """`name`'s score (and every measure) on n held-out scenes: TinySD alone and with the ControlNet,
+    each under an empty and the full prompt, and the ground truth's (the ceiling)."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    test, cn = test_set(name, n, size), load(name, pipe.device)
+    key = conditions.get(name).score
+    row = {"condition": name, "score": key, "about": conditions.get(name).about, "n": n, "measures": {}}
+    for prompt in ("empty", "full"):
+        prompts = [""] * n if prompt == "empty" else test.prompts
+        for who, net in (("none", None), ("control", cn)):
+            m = conditions.measure(_sample(pipe, net, prompts, test.conditions(), steps, seed), test.scenes)
+            row["measures"][f"{who}_{prompt}"] = m
+            row[f"{who}_{prompt}"] = m[key]
+    row["measures"]["ceiling"] = conditions.measure(test.targets.float() / 255, test.scenes)
+    row["ceiling"] = row["measures"]["ceiling"][key]
+    return row
+
+
+def convergence_step(history: list[dict], key: str, chance: float, final: float | None = None,
+                     fraction: float = 0.7) -> int | None:
+    """First evaluated step from which the score stays at or above chance + fraction x (final - chance),
+    final = the run's last evaluation. None when the run never rose 0.1 above chance."""
+    evals = [h for h in history if key in h]
+    if not evals:
+        return None
+    final = evals[-1][key] if final is None else final
+    if final - chance < 0.1:
+        return None
+    bar = chance + fraction * (final - chance)
+    for i, h in enumerate(evals):
+        if all(e[key] >= bar for e in evals[i:]):
+            return h["step"]
+    return None
+
+
+def train_minutes(run: Path) -> float | None:
+    """Minutes of a stored training run: time.json (written by zc.train), else the time between its
+    config.json (written first) and log.jsonl (written last)."""
+    run = Path(run)
+    if (run / "time.json").is_file():
+        return json.loads((run / "time.json").read_text())["seconds"] / 60
+    if (run / "config.json").is_file() and (run / "log.jsonl").is_file():
+        return ((run / "log.jsonl").stat().st_mtime - (run / "config.json").stat().st_mtime) / 60
+    return None
+
+
+def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = "keypoints",
+                colours: str = "palette", return_images: bool = False):
+    """Paper §3.4: two ControlNets trained separately, used together with an empty prompt. `where`
+    fixes position and size, `colours` the fill and background colours. Rows: TinySD alone, each
+    ControlNet alone, both (their residuals summed)."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    test = test_set(where, n, size)
+    c_where, c_col = test.conditions(), conditions.draw(colours, test.scenes, size)
+    a, b = load(where, pipe.device), load(colours, pipe.device)
+    empty = [""] * n
+    runs = {"TinySD alone": (None, None), f"{where} only": (a, c_where), f"{colours} only": (b, c_col),
+            f"{where} + {colours}": ([a, b], [c_where, c_col])}
+    rows, images = [], {}
+    for label, (nets, cond) in runs.items():
+        x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
+        images[label] = x
+        m = conditions.measure(x, test.scenes)
+        rows.append({"run": label, **{k: m[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
+                                                          "fill_accuracy", "background_accuracy", "shape_iou")}})
+    return (rows, images, test) if return_images else rows
+
+
+def format_table(rows: list[dict], header: bool = True) -> str:
+    head = (f"{'condition':11s} {'judged by':18s} {'alone':>6s} {'+CN':>6s} {'alone':>6s} {'+CN':>6s} {'truth':>6s}"
+            f" {'converged':>9s} {'train':>6s}\n{'':31s}{'(empty prompt)':>14s} {'(full prompt)':>13s}"
+            f" {'':6s} {'at step':>9s} {'min':>6s}")
+    lines = [head] if header else []
+    for r in rows:
+        conv = r.get("convergence_step")
+        minutes = r.get("train_minutes")
+        lines.append(f"{r['condition']:11s} {r['score']:18s} {r['none_empty']:6.3f} {r['control_empty']:6.3f} "
+                     f"{r['none_full']:6.3f} {r['control_full']:6.3f} {r['ceiling']:6.3f} "
+                     f"{('never' if conv is None else str(conv)) if 'convergence_step' in r else '-':>9s} "
+                     f"{(f'{minutes:6.1f}' if minutes else '     -')}")
+    return "\n".join(lines)
+
+
+def format_composition(rows: list[dict]) -> str:
+    lines = [f"{'empty prompt':26s} {'keypoint acc.':>13s} {'centre err px':>13s} {'colour acc.':>11s}"]
+    for r in rows:
+        lines.append(f"{r['run']:26s} {r['keypoint_accuracy']:13.3f} {r['centre_error']:13.1f} {r['colour_accuracy']:11.3f}")
+    return "\n".join(lines)
