@@ -84,7 +84,8 @@ def build_sd15_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.flo
         unet_cfg.update(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64, norm_num_groups=8,
                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-        vae_cfg.update(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8)
+        vae_cfg.update(block_out_channels=(4, 4, 8, 8), layers_per_block=1, norm_num_groups=4,
+                       mid_block_add_attention=False)  # attention over 64x64 latents would dominate
         text_cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                         projection_dim=64)
     torch.manual_seed(seed)

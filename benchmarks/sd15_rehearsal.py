@@ -1,0 +1,103 @@
+"""Dress rehearsal of the GPU path on the CPU: SD 1.5's exact shapes with random weights (the stand-in
+of zc.sd.build_sd15_standin: UNet 860M, VAE factor 8, CLIP ViT-L-shaped text encoder, 512 px), run
+through the code chapters 6 and 9 use: zc.train (data, latent cache, a few optimiser steps, one
+evaluation) and the sampler. Reports time and peak memory of each stage.
+
+    python benchmarks/sd15_rehearsal.py --out benchmarks/results/cpu/sd15_rehearsal.txt
+
+Fidelity numbers are meaningless with random weights and are not reported. Each stage runs in a
+fresh process, so each peak RSS is that stage's own.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+STAGES = ("load", "train", "sample")
+
+
+def stage(name: str, sd: str, args) -> dict:
+    import zc
+    from zc import train as zt
+    from zc.fill50k import Fill50k
+    from zc.sample import sample
+
+    t0 = time.time()
+    out = {"stage": name}
+    if name == "load":
+        pipe = zc.load_sd(sd)
+        cn = zc.ControlNet.for_pipeline(pipe)
+        count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+        out.update(unet_m=round(count(pipe.unet)), controlnet_m=round(count(cn)), vae_factor=pipe.vae_scale_factor,
+                   size=pipe.unet.config.sample_size * pipe.vae_scale_factor, residuals=cn.num_residuals)
+    elif name == "train":
+        with tempfile.TemporaryDirectory() as run:
+            cfg = zt.TrainConfig.preset("sd15", sd=sd, n_train=args.pairs, steps=args.train_steps, batch=args.batch,
+                                        eval_every=args.train_steps, eval_n=1, eval_steps=2, checkpoint_every=10_000,
+                                        mixed_precision="no", device="cpu", out=run)
+            r = zt.train(cfg)
+        out.update(steps=args.train_steps, batch=args.batch, s_per_step=round(r.step_seconds / args.train_steps, 1),
+                   gradient_checkpointing=cfg.gradient_checkpointing)
+    else:
+        pipe = zc.load_sd(sd)
+        cn = zc.ControlNet.for_pipeline(pipe).eval()
+        test = Fill50k.generate(1, size=512, seed=0, split="test")
+        t1 = time.time()
+        sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=args.sample_steps,
+               generator=torch.Generator().manual_seed(0))
+        out.update(steps=args.sample_steps, s_per_step=round((time.time() - t1) / args.sample_steps, 1))
+    out.update(seconds=round(time.time() - t0, 1), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=8, help="generated fill50k pairs at 512 px")
+    ap.add_argument("--train-steps", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--sample-steps", type=int, default=2)
+    ap.add_argument("--sd", default="", help="an existing stand-in folder (default: build one in a temp folder)")
+    ap.add_argument("--out", default="benchmarks/results/cpu/sd15_rehearsal.txt")
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.stage:
+        print(json.dumps(stage(args.stage, args.sd, args)))
+        return
+    from zc.sd import build_sd15_standin
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        sd = args.sd or str(build_sd15_standin(Path(tmp) / "sd15-standin"))
+        built = time.time() - t0
+        rows = []
+        for name in STAGES:
+            cmd = [sys.executable, __file__, "--stage", name, "--sd", sd, "--pairs", str(args.pairs), "--train-steps",
+                   str(args.train_steps), "--batch", str(args.batch), "--sample-steps", str(args.sample_steps)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(r.stderr[-3000:])
+            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    lines = [f"$ python benchmarks/sd15_rehearsal.py --pairs {args.pairs} --train-steps {args.train_steps} "
+             f"--batch {args.batch} --sample-steps {args.sample_steps}",
+             f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"SD 1.5 stand-in (random weights, fp16 on disk, run in fp32), built in {built:.0f} s", ""]
+    lines += [json.dumps(r) for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
