@@ -1,69 +1,106 @@
+"""Each verdict rule of zc/claims.py flips with the numbers, both ways."""
+import pytest
+
 from zc import claims
 
-from pathlib import Path
-
 SETTINGS = ("none", "insufficient", "conflicting", "perfect")
-RESULTS_NONE = Path("/nonexistent")  # no stored benchmarks
 
 
-def summary(**runs):
-    return [{"name": n, "group": g, "seeds": 2, **dict(zip(SETTINGS, v))} for n, (g, v) in runs.items()]
+def rows(condition="scribble", **runs):
+    """Ablation rows: runs = {name: [(none, insufficient, conflicting, perfect) per seed]}."""
+    return [{"condition": condition, "name": n, "group": "g", "seed": s, **dict(zip(SETTINGS, v))}
+            for n, seeds in runs.items() for s, v in enumerate(seeds)]
 
 
-def verdict(rows, start):
-    return next(r["verdict"] for r in rows if r["claim"].startswith(start))
+def verdict(table, start, condition=None):
+    return next(r["verdict"] for r in table if r["claim"].startswith(start) and (condition is None or r["condition"] == condition))
 
 
-def test_verdicts_follow_the_numbers(tmp_path):
-    good = summary(**{"ControlNet": ("reference", (0.8, 0.8, 0.7, 0.9)),
-                      "Gaussian-init convs": ("zero convolution", (0.3, 0.3, 0.3, 0.6)),
-                      "ControlNet-lite": ("architecture", (0.2, 0.3, 0.4, 0.8)),
-                      "prompt dropout 0%": ("prompt dropout", (0.4, 0.5, 0.6, 0.9)),
-                      "1k pairs": ("dataset size", (0.8, 0.8, 0.7, 0.85))})
-    rows = claims.paper_claims(good, results=tmp_path)  # tmp_path: no stored benchmarks
-    assert verdict(rows, "zero convs") == "reproduced"
-    assert verdict(rows, "ControlNet-lite") == "reproduced"
-    assert verdict(rows, "50% prompt dropout") == "reproduced"
-    assert verdict(rows, "training does not collapse") == "reproduced"
-    assert verdict(rows, "sudden convergence") == "not tested"
-    assert verdict(rows, "training costs") == "not tested"
-    assert verdict(rows, "a ControlNet transfers") == "not tested"
-
-    bad = summary(**{"ControlNet": ("reference", (0.3, 0.3, 0.3, 0.6)),
-                     "Gaussian-init convs": ("zero convolution", (0.8, 0.8, 0.7, 0.5)),
-                     "ControlNet-lite": ("architecture", (0.35, 0.3, 0.4, 0.8)),
-                     "1k pairs": ("dataset size", (0.1, 0.1, 0.1, 0.2))})
-    rows = claims.paper_claims(bad, results=tmp_path)
-    assert verdict(rows, "zero convs") == "not reproduced"  # better in 1 of 4
-    tie = summary(**{"ControlNet": ("reference", (0.8, 0.8, 0.8, 0.8)),
-                     "Gaussian-init convs": ("zero convolution", (0.795, 0.795, 0.7, 0.7))})
-    assert verdict(claims.paper_claims(tie, results=tmp_path), "zero convs") == "partly"  # 2 wins, 2 ties
-    assert verdict(rows, "ControlNet-lite") == "not reproduced"
-    assert verdict(rows, "training does not collapse") == "not reproduced"
-    assert verdict(rows, "50% prompt dropout") == "not tested"
+REF = [(0.80, 0.80, 0.70, 0.90), (0.82, 0.79, 0.72, 0.91), (0.78, 0.81, 0.69, 0.89)]
 
 
-def test_convergence_and_transfer_rules(tmp_path):
-    curves = [{"name": "ControlNet", "seed": 0, "step": s, "iou": v} for s, v in ((100, 0.2), (200, 0.75), (300, 0.8))]
-    curves += [{"name": "ControlNet", "seed": 1, "step": s, "iou": v} for s, v in ((100, 0.2), (200, 0.3), (300, 0.4))]
-    row = claims.convergence(curves, tmp_path)
-    assert row["verdict"] == "partly" and "step 200" in row["measured"] and "never" in row["measured"]
+def shifted(by, ref=REF):
+    return [tuple(v - by + 0.01 * (i % 2) for v in r) for i, r in enumerate(ref)]
+
+
+def test_interval_rules_reproduced_not_reproduced_and_inconclusive(tmp_path):
+    clear_gap = claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": shifted(0.3),
+                                            "ControlNet-lite": shifted(0.3), "condition added directly": shifted(0.3),
+                                            "prompt dropout 0%": shifted(0.3)}), results=tmp_path)
+    for claim in ("zero convs", "ControlNet-lite", "adding the condition", "50% prompt dropout"):
+        assert verdict(clear_gap, claim, "scribble") == "reproduced", claim
+    same = claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": shifted(0.0)}), results=tmp_path)
+    assert verdict(same, "zero convs") == "not reproduced"  # the interval sits inside +-TIE: no difference
+    noisy = [(0.2, 0.9, 0.2, 0.9), (0.9, 0.2, 0.9, 0.2), (0.5, 0.5, 0.5, 0.5)]
+    unclear = claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": noisy}), results=tmp_path)
+    assert verdict(unclear, "zero convs") == "inconclusive"
+    one_seed = claims.paper_claims(rows(**{"ControlNet": REF[:1], "Gaussian-init convs": shifted(0.3)[:1]}),
+                                   results=tmp_path)
+    assert verdict(one_seed, "zero convs") == "inconclusive"  # no interval from one seed
+    partly = [tuple(v - (0.3 if j < 2 else 0.0) for j, v in enumerate(r)) for r in REF]
+    assert verdict(claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": partly}), results=tmp_path),
+                   "zero convs") == "partly"
+    assert verdict(same, "adding the condition") == "not tested"
+
+
+def test_verdicts_are_per_condition(tmp_path):
+    both = rows("outline", **{"ControlNet": REF, "ControlNet-lite": shifted(0.0)})
+    both += rows("keypoints", **{"ControlNet": REF, "ControlNet-lite": shifted(0.4)})
+    table = claims.paper_claims(both, results=tmp_path)
+    assert verdict(table, "ControlNet-lite", "outline") == "not reproduced"
+    assert verdict(table, "ControlNet-lite", "keypoints") == "reproduced"
+
+
+def test_dataset_size_rule(tmp_path):
+    ok = claims.paper_claims(rows(**{"ControlNet": REF, "1k pairs": shifted(0.02)}), results=tmp_path)
+    assert verdict(ok, "training does not collapse") == "reproduced"
+    bad = claims.paper_claims(rows(**{"ControlNet": REF, "1k pairs": shifted(0.5)}), results=tmp_path)
+    assert verdict(bad, "training does not collapse") == "not reproduced"
+
+
+def test_suddenness_tells_a_jump_from_a_slope():
+    sudden = [(s, 0.1) for s in range(0, 200, 25)] + [(225, 0.5), (250, 0.75), (500, 0.8), (1000, 0.85)]
+    gradual = [(s, 0.1 + 0.75 * s / 1000) for s in range(0, 1001, 50)]
+    assert claims.suddenness(sudden, window=100) > 0.7
+    assert claims.suddenness(gradual, window=100) < 0.15
+    assert claims.suddenness([(0, 0.3), (1000, 0.32)], window=100) == 0.0  # never learned
+
+
+def test_convergence_rule_reads_the_curves(tmp_path):
+    def curve(seed, points):
+        return [{"condition": "outline", "name": "ControlNet", "seed": seed, "step": s, "score": v} for s, v in points]
+
+    jump = [(25, 0.1), (50, 0.1), (75, 0.12), (100, 0.6), (125, 0.8), (250, 0.82), (500, 0.85), (1000, 0.86)]
+    slope = [(s, 0.1 + 0.7 * s / 1000) for s in (25, 50, 100, 250, 500, 750, 1000)]
+    assert claims.convergence(curve(0, jump), tmp_path)["verdict"] == "reproduced"
+    assert claims.convergence(curve(0, jump) + curve(1, slope), tmp_path)["verdict"] == "partly"
+    assert claims.convergence(curve(1, slope), tmp_path)["verdict"] == "not reproduced"
+    assert claims.convergence(None, tmp_path)["verdict"] == "not tested"
+
+
+def test_transfer_guidance_and_untestable_rows(tmp_path):
     transfer = [{"sd": "base", "controlnet": "none", "shape_iou": 0.1, "shading": 0.0},
                 {"sd": "base", "controlnet": "ControlNet", "shape_iou": 0.9, "shading": 0.0},
                 {"sd": "variant", "controlnet": "none", "shape_iou": 0.1, "shading": 0.3},
                 {"sd": "variant", "controlnet": "ControlNet", "shape_iou": 0.85, "shading": 0.25}]
-    rows = claims.paper_claims([], transfer=transfer, results=tmp_path)
-    assert verdict(rows, "a ControlNet transfers") == "reproduced"
-    transfer[3]["shading"] = 0.15  # half the style is lost under control
-    assert verdict(claims.paper_claims([], transfer=transfer, results=tmp_path), "a ControlNet transfers") == "partly"
-    transfer[3]["shading"] = 0.02  # all of it
+    assert verdict(claims.paper_claims([], transfer=transfer, results=tmp_path), "a ControlNet transfers") == "reproduced"
+    transfer[3]["shading"] = 0.02  # the style is lost under control
     assert verdict(claims.paper_claims([], transfer=transfer, results=tmp_path), "a ControlNet transfers") == "not reproduced"
 
-
-def test_guidance_rule():
     def g(rw_none):
         return [{"mode": m, "prompt": p, "shape_iou": v, "fill_accuracy": 0.9} for m, p, v in
                 (("CFG", "none", 0.8), ("CFG", "perfect", 0.9), ("CFG-RW", "none", rw_none), ("CFG-RW", "perfect", 0.6),
                  ("guess mode", "none", 0.85), ("guess mode", "perfect", 0.8))]
-    assert verdict(claims.paper_claims([], guidance=g(0.4), results=RESULTS_NONE), "CFG resolution") == "not reproduced"
-    assert verdict(claims.paper_claims([], guidance=g(0.85), results=RESULTS_NONE), "CFG resolution") == "reproduced"
+    assert verdict(claims.paper_claims([], guidance=g(0.4), results=tmp_path), "CFG resolution") == "not reproduced"
+    assert verdict(claims.paper_claims([], guidance=g(0.85), results=tmp_path), "CFG resolution") == "reproduced"
+    table = claims.paper_claims([], results=tmp_path)
+    assert {r["verdict"] for r in table if r["claim"].startswith(("user ranking", "FID", "ADE20K"))} == {"not tested"}
+    assert "ADE20K" in claims.format_claims(table)
+
+
+def test_paired_difference_pairs_by_seed():
+    from zc.ablations import paired_difference
+
+    r = rows(**{"ControlNet": REF, "x": shifted(0.2)})
+    d = paired_difference(r, "ControlNet", "x", "none", "scribble")
+    assert d["seeds"] == 3 and d["low"] < d["mean"] < d["high"] and d["mean"] == pytest.approx(0.2 - 0.01 / 3, abs=1e-9)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from . import metrics
+from . import conditions, metrics
 from .conditions import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
@@ -41,15 +41,24 @@ from .sd import load_sd
 from .train import TrainConfig, train
 
 PROMPTS = ("none", "insufficient", "conflicting", "perfect")
+CONFLICT = {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle"}
+
+
+def _kind(prompt: str) -> str:
+    """The shape word of "<fill> <kind> with <background> background"."""
+    return prompt.partition(" with ")[0].rsplit(" ", 1)[-1]
 
 
 def prompt_setting(prompts: list[str], setting: str) -> list[str]:
+    """The paper's four prompt settings (Fig. 8a) for captions of the shapes world: none (""),
+    insufficient (the kind alone: "circle"), conflicting (another kind: circle <-> square,
+    triangle <-> diamond), perfect (the caption)."""
     if setting == "none":
         return [""] * len(prompts)
     if setting == "insufficient":
-        return ["circle"] * len(prompts)
+        return [_kind(p) for p in prompts]
     if setting == "conflicting":
-        return [p.replace(" circle with ", " square with ") for p in prompts]
+        return [p.replace(f" {_kind(p)} with ", f" {CONFLICT.get(_kind(p), 'square')} with ", 1) for p in prompts]
     if setting == "perfect":
         return list(prompts)
     raise ValueError(f"prompt setting must be one of {PROMPTS}, got {setting!r}")
@@ -100,19 +109,24 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
 
 
 def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sample_kw) -> dict[str, float]:
-    """IoU (colour-agnostic) under each prompt setting."""
-    cond = test.conditions()
-    discs = disc_masks(test.sources)
+    """The test set's condition score (conditions.measure, e.g. shape IoU for outlines) under each
+    prompt setting; none of them depends on the prompt's colours."""
+    cond, key = test.conditions(), conditions.get(test.condition).score
     out = {}
     for setting in PROMPTS:
         images = sample(pipe, controlnet, prompt_setting(test.prompts, setting), cond, num_inference_steps=steps,
                         generator=torch.Generator().manual_seed(seed), **sample_kw)
-        out[setting] = metrics.iou(shape_regions(images), discs).mean().item()
+        out[setting] = conditions.measure(images, test.scenes)[key]
     return out
 
 
 def _append(path: Path, fields: list[str], rows: list[dict]) -> None:
     new = not path.is_file()
+    if not new:
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        if header != fields:
+            raise ValueError(f"{path} was written with other columns ({header}); give this sweep another --out")
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         if new:
@@ -132,69 +146,109 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, ...] = (0,), sd: str | None = None,
-            n_test: int | None = None) -> Path:
-    """Train and measure every run of `preset` for each seed; append to out/results.csv and out/curves.csv."""
+            n_test: int | None = None, condition: str = "outline", names: list[str] | None = None) -> Path:
+    """Train and measure every run of `preset` (or only those in `names`) on `condition`, for each
+    seed; append to out/results.csv and out/curves.csv. Finished (condition, run, seed) rows are
+    skipped, so a rerun resumes an interrupted sweep."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, curves = out_dir / "results.csv", out_dir / "curves.csv"
-    done = {(r["name"], int(r["seed"])) for r in read_csv(table)} if table.is_file() else set()
+    done = {(r.get("condition", "outline"), r["name"], int(r["seed"])) for r in read_csv(table)} if table.is_file() else set()
     base, runs = runs_for(preset)
+    if names:
+        unknown = set(names) - {r.name for r in runs}
+        if unknown:
+            raise ValueError(f"no run named {sorted(unknown)} in preset {preset!r}: {[r.name for r in runs]}")
+        runs = [r for r in runs if r.name in names]
+    key = conditions.get(condition).score
     n_test = n_test or PRESETS.get(preset, (None, 16))[1]
     pipe = load_sd(sd)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    test = Fill50k.generate(n_test, size=size, seed=777, split="test")
-    fields = ["name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step", "final_loss", *PROMPTS, "machine"]
-    todo = [(r, s) for s in seeds for r in runs if (r.name, s) not in done]  # seed by seed: a cut sweep has whole tables
-    for run, seed in tqdm(todo, desc=f"ablations ({preset})"):
+    test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
+    fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
+              "final_loss", *PROMPTS, "machine"]
+    todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
+    for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})"):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
-                             "sd": sd or "tinysd", "out": str(out_dir / f"{run.name.replace(' ', '_')}_seed{seed}")})
+                             "condition": condition, "sd": sd or "tinysd",
+                             "out": str(out_dir / f"{condition}_{run.name.replace(' ', '_')}_seed{seed}")})
         pipe = load_sd(sd)  # fresh: sd_locked=False changes the UNet
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
-        iou = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
+        score = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
         losses = [h["loss"] for h in result.history if "loss" in h]
-        _append(curves, ["name", "seed", "step", "shape_iou", "fill_accuracy"],
-                [{"name": run.name, "seed": seed, "step": h["step"], "shape_iou": round(h["shape_iou"], 4),
-                  "fill_accuracy": round(h["fill_accuracy"], 4)} for h in result.history if "shape_iou" in h])
+        _append(curves, ["condition", "name", "seed", "step", "score", "shape_iou", "fill_accuracy"],
+                [{"condition": condition, "name": run.name, "seed": seed, "step": h["step"], "score": round(h[key], 4),
+                  "shape_iou": round(h["shape_iou"], 4), "fill_accuracy": round(h["fill_accuracy"], 4)}
+                 for h in result.history if key in h])
         _append(table, fields, [{
-            "name": run.name, "group": run.group, "seed": seed, "steps": cfg.steps, "n_train": cfg.n_train,
-            "train_seconds": round(seconds, 1), "sec_per_step": round(result.step_seconds / cfg.steps, 4),
-            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 5), **{k: round(v, 4) for k, v in iou.items()},
+            "condition": condition, "score": key, "name": run.name, "group": run.group, "seed": seed,
+            "steps": cfg.steps, "n_train": cfg.n_train, "train_seconds": round(seconds, 1),
+            "sec_per_step": round(result.step_seconds / cfg.steps, 4),
+            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 5), **{k: round(v, 4) for k, v in score.items()},
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}])
     return table
 
 
 # --- summaries and figures ---------------------------------------------------------------------
+def t_interval(x: list[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the two-sided t-interval) of `x` over seeds; half-width inf for one value."""
+    from scipy import stats
+
+    t = torch.tensor([float(v) for v in x], dtype=torch.float64)
+    if len(t) < 2:
+        return t.mean().item(), float("inf")
+    half = stats.t.ppf(0.5 + level / 2, len(t) - 1) * t.std().item() / len(t) ** 0.5
+    return t.mean().item(), float(half)
+
+
 def summarize(rows: list[dict], columns=PROMPTS + ("sec_per_step",)) -> list[dict]:
-    """One row per run name, in first-seen order: mean and std over seeds of each column."""
+    """One row per (condition, run name), in first-seen order: mean, std and 95% t-interval
+    half-width (`<column>_ci`) over seeds of each column."""
     out = {}
     for r in rows:
-        out.setdefault(r["name"], {"name": r["name"], "group": r["group"], "values": []})["values"].append(r)
+        cond = r.get("condition", "outline")
+        out.setdefault((cond, r["name"]), {"condition": cond, "name": r["name"], "group": r["group"],
+                                            "values": []})["values"].append(r)
     summary = []
     for s in out.values():
         vals = s.pop("values")
         s["seeds"] = len(vals)
+        s["seed_list"] = sorted(int(v["seed"]) for v in vals)
         for c in columns:
-            x = torch.tensor([float(v[c]) for v in vals])
-            s[c], s[c + "_std"] = x.mean().item(), (x.std().item() if len(x) > 1 else 0.0)
+            x = [float(v[c]) for v in vals]
+            s[c], s[c + "_ci"] = t_interval(x)
+            s[c + "_std"] = torch.tensor(x).std().item() if len(x) > 1 else 0.0
         summary.append(s)
     return summary
 
 
+def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition: str = "outline") -> dict:
+    """Run a minus run b on `setting`, paired by seed (same seed: same data, same test noise):
+    mean difference, its 95% t-interval and the seeds used."""
+    by = {(r["name"], int(r["seed"])): float(r[setting]) for r in rows if r.get("condition", "outline") == condition}
+    seeds = sorted(s for (n, s) in by if n == a and (b, s) in by)
+    diff = [by[a, s] - by[b, s] for s in seeds]
+    mean, half = t_interval(diff) if diff else (float("nan"), float("inf"))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
+
+
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
-    """Plain-text table: mean ± std over seeds."""
-    lines = [f"{'run':26s}{'seeds':>6s}" + "".join(f"{c:>16s}" for c in columns) + f"{'s/step':>9s}"]
+    """Plain-text table: mean ± 95% t-interval half-width over seeds (± - for a single seed)."""
+    ci = lambda v: f"±{v:4.2f}" if v != float("inf") else "±  - "  # noqa: E731
+    lines = [f"{'condition':11s}{'run':26s}{'seeds':>6s}" + "".join(f"{c:>15s}" for c in columns) + f"{'s/step':>9s}"]
     for s in summary:
-        lines.append(f"{s['name']:26s}{s['seeds']:6d}" + "".join(f"{s[c]:10.3f} ±{s[c + '_std']:4.2f}" for c in columns)
-                     + f"{s['sec_per_step']:9.3f}")
+        lines.append(f"{s['condition']:11s}{s['name']:26s}{s['seeds']:6d}"
+                     + "".join(f"{s[c]:9.3f} {ci(s[c + '_ci'])}" for c in columns) + f"{s['sec_per_step']:9.3f}")
     return "\n".join(lines)
 
 
 def plot_settings(summary: list[dict], title: str = "", ax=None):
-    """Grouped bars: condition IoU per prompt setting, one bar per run, std over seeds as error bars."""
+    """Grouped bars: the condition's score per prompt setting, one bar per run, the 95% t-interval
+    over seeds as error bars (none for a single seed)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -202,9 +256,9 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
     w = 0.8 / len(summary)
     for i, s in enumerate(summary):
         ax.bar([j + i * w for j in range(len(PROMPTS))], [s[p] for p in PROMPTS], w, label=s["name"],
-               yerr=[s[p + "_std"] for p in PROMPTS] if s["seeds"] > 1 else None, capsize=2)
+               yerr=[s[p + "_ci"] for p in PROMPTS] if s["seeds"] > 1 else None, capsize=2)
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(PROMPTS))], [f"{p} prompt" for p in PROMPTS])
-    ax.set_ylabel("condition IoU (held-out)")
+    ax.set_ylabel("score (held-out)", fontsize=9)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3)
     ax.set_title(title)
@@ -212,9 +266,9 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
 
 
 def curve_key(curves: list[dict]) -> str:
-    """The fidelity column of a curves CSV: shape_iou; sweeps stored before it existed have the
-    fill-colour IoU as "iou"."""
-    return "shape_iou" if curves and "shape_iou" in curves[0] else "iou"
+    """The fidelity column of a curves CSV: "score" (the condition's own measure); sweeps stored
+    before it existed have the fill-colour IoU as "iou"."""
+    return "score" if curves and "score" in curves[0] else "shape_iou" if curves and "shape_iou" in curves[0] else "iou"
 
 
 def plot_curves(curves: list[dict], names=None, ax=None):
@@ -235,7 +289,8 @@ def plot_curves(curves: list[dict], names=None, ax=None):
         mean = [sum(r[key] for r in rows if r["step"] == st) / sum(r["step"] == st for r in rows) for st in steps]
         ax.plot(steps, mean, "o-", color=f"C{i}", ms=3, label=f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
     ax.set_xlabel("training step")
-    ax.set_ylabel({"shape_iou": "shape IoU", "iou": "fill-colour IoU"}[key] + " (held-out)")
+    label = {"score": "the condition's score", "shape_iou": "shape IoU", "iou": "fill-colour IoU"}[key]
+    ax.set_ylabel(f"{label} (held-out)", fontsize=9)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     return ax
@@ -295,14 +350,21 @@ def main(argv=None):
     ap.add_argument("--preset", default="ci", choices=sorted(PRESETS))
     ap.add_argument("--out", default="runs/ablations")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--conditions", nargs="+", default=["outline"], help="conditions.py names, one sweep each")
+    ap.add_argument("--runs", nargs="+", default=None, help="only these run names of the preset")
     ap.add_argument("--sd", default=None, help="SD to control (default: $ZC_SD or TinySD)")
     args = ap.parse_args(argv)
-    table = run_all(args.preset, args.out, tuple(args.seeds), args.sd)
+    for condition in args.conditions:
+        table = run_all(args.preset, args.out, tuple(args.seeds), args.sd, condition=condition, names=args.runs)
     import matplotlib
     matplotlib.use("Agg")
-    summary = summarize(read_csv(table))
+    rows = read_csv(table)
+    summary = summarize(rows)
     print(format_table(summary))
-    plot_settings(summary, f"preset {args.preset}").figure.savefig(Path(args.out) / "settings.png", dpi=120, bbox_inches="tight")
+    for condition in dict.fromkeys(r.get("condition", "outline") for r in rows):
+        part = [s for s in summary if s["condition"] == condition]
+        plot_settings(part, f"preset {args.preset}, {condition}").figure.savefig(
+            Path(args.out) / f"settings_{condition}.png", dpi=120, bbox_inches="tight")
     curves = Path(args.out) / "curves.csv"
     if curves.is_file():
         plot_curves(read_csv(curves)).figure.savefig(Path(args.out) / "curves.png", dpi=120, bbox_inches="tight")
