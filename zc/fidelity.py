@@ -54,7 +54,7 @@ def sudden_convergence_step(history: list[dict], threshold: float = 0.7, key: st
 
 
 def plot_history(history: list[dict], threshold: float = 0.7, ax=None, key: str = "shape_iou",
-                 label: str = "shape IoU (held-out)"):
+                 label: str = "shape IoU (held-out)", smooth: int = 50):
     """A fidelity score and the training loss against steps in one figure, the convergence step marked."""
     import matplotlib.pyplot as plt
 
@@ -62,12 +62,17 @@ def plot_history(history: list[dict], threshold: float = 0.7, ax=None, key: str 
         _, ax = plt.subplots(figsize=(8, 3.5))
     losses = [h for h in history if "loss" in h]
     evals = [h for h in history if key in h]
-    ax.plot([h["step"] for h in losses], [h["loss"] for h in losses], color="0.7", lw=0.8, label="training loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    steps, loss = [h["step"] for h in losses], torch.tensor([h["loss"] for h in losses])
+    ax.plot(steps, loss, color="0.8", lw=0.6, label="training loss")
+    if len(loss) > 2 * smooth:  # a moving average shows the trend under the per-batch noise
+        avg = torch.nn.functional.avg_pool1d(loss[None, None], smooth, stride=1)[0, 0]
+        ax.plot(steps[smooth // 2: smooth // 2 + len(avg)], avg, color="0.3", lw=1.2,
+                label=f"loss, mean of {smooth} steps")
+    ax.set_xlabel("step", fontsize=9)
+    ax.set_ylabel("loss", fontsize=9)
     ax2 = ax.twinx()
     ax2.plot([h["step"] for h in evals], [h[key] for h in evals], "o-", color="C3", label=label)
-    ax2.set_ylabel(label, color="C3")
+    ax2.set_ylabel(label, color="C3", fontsize=9)
     ax2.set_ylim(0, 1)
     step = sudden_convergence_step(history, threshold, key)
     if step is not None:
