@@ -146,10 +146,12 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, ...] = (0,), sd: str | None = None,
-            n_test: int | None = None, condition: str = "outline", names: list[str] | None = None) -> Path:
+            n_test: int | None = None, condition: str = "outline", names: list[str] | None = None,
+            device: str = "auto") -> Path:
     """Train and measure every run of `preset` (or only those in `names`) on `condition`, for each
     seed; append to out/results.csv and out/curves.csv. Finished (condition, run, seed) rows are
-    skipped, so a rerun resumes an interrupted sweep."""
+    skipped, so a rerun resumes an interrupted sweep. With an SD other than TinySD the runs take the
+    sd15 preset's memory settings (batch 4, gradient checkpointing, fp16 on a GPU)."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out)
@@ -157,6 +159,9 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     table, curves = out_dir / "results.csv", out_dir / "curves.csv"
     done = {(r.get("condition", "outline"), r["name"], int(r["seed"])) for r in read_csv(table)} if table.is_file() else set()
     base, runs = runs_for(preset)
+    if sd and sd != "tinysd":  # SD 1.5 scale: what fits a 16 GB GPU
+        base = {**base, "batch": 4, "gradient_checkpointing": True,
+                "mixed_precision": "fp16" if device == "cuda" else "no"}
     if names:
         unknown = set(names) - {r.name for r in runs}
         if unknown:
@@ -172,9 +177,9 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
     for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})"):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
-                             "condition": condition, "sd": sd or "tinysd",
+                             "condition": condition, "sd": sd or "tinysd", "device": device,
                              "out": str(out_dir / f"{condition}_{run.name.replace(' ', '_')}_seed{seed}")})
-        pipe = load_sd(sd)  # fresh: sd_locked=False changes the UNet
+        pipe = load_sd(sd)  # fresh: sd_locked=False changes the UNet; train() moves it to its device
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0

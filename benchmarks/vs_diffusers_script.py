@@ -1,0 +1,176 @@
+"""zc.train against diffusers' examples/controlnet/train_controlnet.py, side by side in one run: the same
+TinySD, the same fill50k pairs, the same batch, learning rate, prompt dropout and steps, on this CPU.
+Reports time per step, peak memory (RSS) and the held-out shape IoU each trained ControlNet reaches.
+
+    python benchmarks/vs_diffusers_script.py --script /path/to/train_controlnet.py \
+        --out benchmarks/results/cpu/vs_diffusers_script.txt
+
+The reference script is not part of zc: take it from the diffusers repository (examples/controlnet/).
+It imports torchvision only for four image transforms; PyPI's torchvision breaks beside the CPU torch
+this project pins, so the run puts a stand-in module `torchvision.transforms` on its path (Resize,
+CenterCrop, ToTensor, Normalize with PIL and torch; the pairs are already at the training size, so
+Resize and CenterCrop do nothing). Its ControlNet starts from a zc ControlNet saved in diffusers'
+format (--controlnet_model_name_or_path): the script's own ControlNetModel.from_unet would build SD's
+8x condition encoder, and TinySD's VAE is 4x.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHIM = '''
+import enum
+import numpy as np
+import torch
+from PIL import Image
+
+
+class InterpolationMode(enum.Enum):
+    BILINEAR = Image.BILINEAR
+
+
+class Compose:
+    def __init__(self, ts):
+        self.ts = ts
+
+    def __call__(self, x):
+        for t in self.ts:
+            x = t(x)
+        return x
+
+
+class Resize:
+    def __init__(self, size, interpolation=InterpolationMode.BILINEAR):
+        self.size, self.mode = size, interpolation.value
+
+    def __call__(self, im):
+        w, h = im.size
+        s = self.size / min(w, h)
+        return im if s == 1 else im.resize((round(w * s), round(h * s)), self.mode)
+
+
+class CenterCrop:
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, im):
+        w, h = im.size
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        return im.crop((left, top, left + self.size, top + self.size))
+
+
+class ToTensor:
+    def __call__(self, im):
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+
+
+class Normalize:
+    def __init__(self, mean, std):
+        self.mean, self.std = mean[0], std[0]
+
+    def __call__(self, x):
+        return (x - self.mean) / self.std
+'''
+
+
+def run(cmd, env=None):
+    """(wall seconds, CompletedProcess) of a command; exits with its stderr when it fails."""
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))}\n{r.stderr[-4000:]}")
+    return time.time() - t0, r
+
+
+def peak_rss_gb(cmd, env=None) -> tuple[float, float]:
+    """(seconds, peak RSS in GB) of `cmd`, measured by a wrapper process around it."""
+    probe = ("import resource, subprocess, sys, time; t = time.time(); r = subprocess.run(sys.argv[1:]); "
+             "print(time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20); sys.exit(r.returncode)")
+    _, r = run([sys.executable, "-c", probe, *map(str, cmd)], env)
+    seconds, gb = r.stdout.strip().splitlines()[-1].split()
+    return float(seconds), float(gb)
+
+
+def main(argv=None):
+    import os
+
+    import datasets
+
+    import zc
+    from zc import conditions
+    from zc.fill50k import Fill50k
+    from zc.sample import sample
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")
+    ap.add_argument("--pairs", type=int, default=5000)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--n-test", type=int, default=32)
+    ap.add_argument("--out", default="benchmarks/results/cpu/vs_diffusers_script.txt")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = Fill50k.generate(args.pairs, size=64, seed=0)
+        data.save(tmp / "fill50k")  # zc reads the original layout
+        rows = Fill50k.load(tmp / "fill50k")
+        hf = datasets.Dataset.from_dict({
+            "image": [str(tmp / "fill50k" / t) for _, t in rows.rows],
+            "conditioning_image": [str(tmp / "fill50k" / s) for s, _ in rows.rows], "text": rows.prompts,
+        }).cast_column("image", datasets.Image()).cast_column("conditioning_image", datasets.Image())
+        (tmp / "hf").mkdir()
+        hf.to_parquet(str(tmp / "hf" / "train.parquet"))  # diffusers' layout: image / conditioning_image / text
+        pipe = zc.load_sd()
+        zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
+        (tmp / "shim" / "torchvision").mkdir(parents=True)
+        (tmp / "shim" / "torchvision" / "__init__.py").write_text("")
+        (tmp / "shim" / "torchvision" / "transforms.py").write_text(SHIM)
+
+        diffusers_cmd = [sys.executable, args.script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
+                         "--controlnet_model_name_or_path", tmp / "init", "--train_data_dir", tmp / "hf",
+                         "--output_dir", tmp / "diffusers_out", "--resolution", "64", "--train_batch_size", args.batch,
+                         "--learning_rate", args.lr, "--lr_warmup_steps", "0", "--max_train_steps", args.steps,
+                         "--proportion_empty_prompts", "0.5", "--checkpointing_steps", "1000000", "--seed", "0",
+                         "--report_to", "tensorboard"]
+        zc_cmd = [sys.executable, "-m", "zc.train", "--preset", "cpu", "--data", tmp / "fill50k", "--steps", args.steps,
+                  "--batch", args.batch, "--lr", args.lr, "--eval-every", "0", "--checkpoint-every", "1000000",
+                  "--out", tmp / "zc_out"]
+        env = {**os.environ, "PYTHONPATH": str(tmp / "shim")}
+        results = {}
+        for name, cmd, e, folder in (("diffusers train_controlnet.py", diffusers_cmd, env, tmp / "diffusers_out"),
+                                     ("zc.train", zc_cmd, None, tmp / "zc_out" / "controlnet")):
+            seconds, gb = peak_rss_gb(cmd, e)
+            cn = zc.ControlNet.from_pretrained(folder).eval()
+            test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
+            images = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=20,
+                            generator=torch.Generator().manual_seed(0))
+            results[name] = (seconds, gb, conditions.measure(images, test.scenes)["shape_iou"])
+            print(name, results[name], flush=True)
+    ref = results["diffusers train_controlnet.py"]
+    lines = [f"$ python benchmarks/vs_diffusers_script.py --script <diffusers>/examples/controlnet/train_controlnet.py "
+             f"--pairs {args.pairs} --steps {args.steps} --batch {args.batch} --lr {args.lr}",
+             f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"TinySD, {args.pairs} fill50k pairs (64 px), batch {args.batch}, lr {args.lr}, 50% empty prompts, "
+             f"{args.steps} steps, no validation; shape IoU on {args.n_test} held-out outlines, full prompts",
+             "", f"{'trainer':30s} {'s/step (whole run)':>18s} {'x script':>9s} {'peak RSS GB':>12s} {'x script':>9s} "
+             f"{'shape IoU':>10s}"]
+    for name, (seconds, gb, iou) in results.items():
+        lines.append(f"{name:30s} {seconds / args.steps:18.3f} {seconds / ref[0]:9.2f} {gb:12.2f} {gb / ref[1]:9.2f} "
+                     f"{iou:10.3f}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
