@@ -1,10 +1,13 @@
 """The fill50k bar on the CPU default: train a ControlNet on TinySD for a fixed budget, then compare
 condition fidelity on held-out outlines/prompts with and without the ControlNet.
 
-    python benchmarks/fidelity_cpu.py --steps 3500 --out benchmarks/results/cpu
+    python benchmarks/fidelity_cpu.py --steps 3500 --out benchmarks/results/cpu --ship
 
-Prints a table and writes history.json, the ControlNet folder and curve.png (IoU and loss
-against steps, the sudden-convergence step marked) under --out.
+Trains in --run (checkpoints, latent cache, validation images), then prints a table and writes
+under --out: run/log.jsonl + run/config.json + run/time.json (the training log, dense evaluations
+before step eval_every), summary.json, table.txt and curve.png (shape IoU and loss against steps,
+the sudden-convergence step marked). --ship copies the trained ControlNet to
+zc/weights/fill50k-controlnet (the one chapters 7 and 9 use).
 """
 from __future__ import annotations
 
@@ -36,13 +39,23 @@ def main(argv=None):
     ap.add_argument("--n-test", type=int, default=64, help="held-out outlines/prompts for the final table")
     ap.add_argument("--threshold", type=float, default=0.7, help="IoU that counts as converged")
     ap.add_argument("--out", default="benchmarks/results/cpu")
+    ap.add_argument("--run", default="runs/fidelity_cpu", help="the training run's folder")
+    ap.add_argument("--ship", action="store_true", help="copy the ControlNet to zc/weights/fill50k-controlnet")
     args = ap.parse_args(argv)
     out = Path(args.out)
     cfg = zt.TrainConfig.preset("cpu", steps=args.steps, lr=args.lr, batch=args.batch, eval_every=args.eval_every,
-                                out=str(out / "run"), checkpoint_every=500)
+                                out=args.run, checkpoint_every=500)
     t0 = time.time()
     result = zt.train(cfg)
     train_s = time.time() - t0
+    import shutil
+
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    for name in ("log.jsonl", "config.json", "time.json"):
+        shutil.copy(Path(args.run) / name, out / "run" / name)
+    if args.ship:
+        shutil.rmtree(zc.sd.FILL50K_CONTROLNET, ignore_errors=True)
+        shutil.copytree(Path(args.run) / "controlnet", zc.sd.FILL50K_CONTROLNET)
     pipe = zc.load_sd()
     test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
     cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
@@ -52,12 +65,19 @@ def main(argv=None):
                         guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
         rows[name] = condition_fidelity(images, test)
     step = sudden_convergence_step(result.history, args.threshold)
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-          f"training {args.steps} steps x batch {args.batch} took {train_s / 60:.1f} min (incl. evaluations)")
-    print(f"{'':30s} {'shape IoU':>9s} {'fill acc':>9s} {'bg acc':>7s}   ({args.n_test} held-out outlines and prompts)")
+    import datetime
+    import sys
+
+    lines = [f"$ python benchmarks/fidelity_cpu.py {' '.join(sys.argv[1:] if argv is None else argv)}",
+             f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"training {args.steps} steps x batch {args.batch} took {train_s / 60:.1f} min (incl. data encoding and "
+             f"evaluations)", "",
+             f"{'':30s} {'shape IoU':>9s} {'fill acc':>9s} {'bg acc':>7s}   ({args.n_test} held-out outlines and prompts)"]
     for name, r in rows.items():
-        print(f"{name:30s} {r['shape_iou']:9.3f} {r['fill_accuracy']:9.3f} {r['background_accuracy']:7.3f}")
-    print(f"sudden convergence (shape IoU >= {args.threshold} from then on): step {step}")
+        lines.append(f"{name:30s} {r['shape_iou']:9.3f} {r['fill_accuracy']:9.3f} {r['background_accuracy']:7.3f}")
+    lines.append(f"sudden convergence (shape IoU >= {args.threshold} from then on): step {step}")
+    print("\n".join(lines))
+    (out / "table.txt").write_text("\n".join(lines) + "\n")
     ax = plot_history(result.history, args.threshold)
     ax.set_title(f"ControlNet on TinySD, CPU: shape IoU and loss ({args.steps} steps, batch {args.batch})")
     plt.tight_layout()

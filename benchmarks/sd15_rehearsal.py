@@ -97,6 +97,7 @@ def main(argv=None):
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"machine": lines[1], "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -38,3 +38,18 @@ def test_ruff_format_is_clean():
     ruff = Path(sys.executable).with_name("ruff")  # installed by requirements.txt beside this Python
     r = subprocess.run([str(ruff), "format", "--check", str(ROOT / "notebooks")], capture_output=True, text=True)
     assert r.returncode == 0, f"run `make format`:\n{r.stdout}{r.stderr}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_has_a_title(path):
+    """A cell that shows a figure also names it (title, suptitle or set_title): the book has no captions."""
+    untitled = [i for i, c in enumerate(cells(path)) if "plt.show()" in "".join(c["source"])
+                and "title(" not in "".join(c["source"])]
+    assert not untitled, f"{path.name}: code cells {untitled} show a figure without a title"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_opens_and_closes_for_the_reader(path):
+    text = "\n".join("".join(c["source"]) for c in cells(path, "markdown"))
+    for part in ("What you will learn", "Assumes", "## Summary", "## Try this"):
+        assert part in text, f"{path.name}: no '{part}'"
