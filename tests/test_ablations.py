@@ -94,3 +94,44 @@ def test_guidance_and_transfer_tables(tmp_path):
     assert (without["controlnet"], with_["controlnet"]) == ("none", "ControlNet")
     assert torch.equal(images["a", "none"], images["a", "ControlNet"])  # an untrained ControlNet changes nothing
     assert without["shape_iou"] == with_["shape_iou"] and without["shading"] == with_["shading"]
+
+
+def test_baselines_for_the_locked_copy(tmp_path):
+    """ControlNet from scratch (same network, random weights) and the whole UNet fine-tuned with the
+    condition concatenated to its input (SD depth-to-image's way)."""
+    import zc
+    from zc import train as zt
+    from zc.sample import sample
+    from zc.variants import ConcatConditioned
+
+    pipe = zc.load_sd()
+    copied, scratch = zc.ControlNet.for_pipeline(pipe), zc.ControlNet.for_pipeline(pipe, copy=False)
+    a, b = copied.state_dict(), scratch.state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert torch.equal(a["down_blocks.0.resnets.0.conv1.weight"], pipe.unet.state_dict()["down_blocks.0.resnets.0.conv1.weight"])
+    assert not torch.equal(a["down_blocks.0.resnets.0.conv1.weight"], b["down_blocks.0.resnets.0.conv1.weight"])
+    assert zc.zero_conv.is_zero(scratch.controlnet_mid_block)  # still a harmless start
+
+    test = Fill50k.generate(2, seed=8, split="test")
+    model = ConcatConditioned(zc.load_sd().unet)
+    z, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 500])
+    text = torch.randn(2, 16, 64)
+    with torch.no_grad():
+        plain = model.unet(z, t, encoder_hidden_states=text).sample
+        assert torch.equal(model(z, t, text, test.conditions()), plain)  # zero-initialised input weights
+    with pytest.raises(ValueError, match="has none"):
+        sample(pipe, model, test.prompts, test.conditions(), guess_mode=True)
+    with pytest.raises(ValueError, match="fine-tuned its own UNet"):
+        sample(pipe, model, test.prompts, test.conditions(), num_inference_steps=2)
+
+    fresh = zc.load_sd()
+    base = ablations.forgetting(fresh, n=4, steps=4)
+    kw = dict(steps=2, batch=2, n_train=8, eval_every=2, eval_n=2, eval_steps=2, device="cpu")
+    r = zt.train(zt.TrainConfig(out=str(tmp_path / "concat"), architecture="concat", **kw), pipe=fresh)
+    assert isinstance(r.controlnet, ConcatConditioned) and (tmp_path / "concat" / "controlnet" / "unet").is_dir()
+    assert not torch.equal(fresh.unet.state_dict()["up_blocks.0.resnets.0.conv1.weight"],
+                           zc.load_sd().unet.state_dict()["up_blocks.0.resnets.0.conv1.weight"])  # the UNet trained
+    after = ablations.forgetting(fresh, r.controlnet, n=4, steps=4)
+    assert set(after) == {"base_kind_accuracy", "base_colour_accuracy"} and all(0 <= v <= 1 for v in after.values())
+    locked = zt.train(zt.TrainConfig(out=str(tmp_path / "cn"), **kw), pipe=zc.load_sd())
+    assert ablations.forgetting(zc.load_sd(), locked.controlnet, n=4, steps=4) == base  # the locked SD forgot nothing

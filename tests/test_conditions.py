@@ -142,3 +142,9 @@ def test_composition_equals_diffusers_pipeline_with_a_list_of_controlnets(pipe):
     theirs = ref(["", ""], image=conds, num_inference_steps=6, guidance_scale=5.0,
                  generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_kind_of_reads_the_kind_wherever_the_shape_is():
+    ds = Fill50k.generate(32, seed=9, condition="silhouette", split="test")
+    assert (conditions.kind_of(ds.targets.float() / 255) == ds.scenes.kind).all()
+    assert (conditions.kind_of(torch.ones(2, 3, 64, 64)) == -1).all()  # nothing drawn

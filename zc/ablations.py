@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from . import conditions, metrics
+from . import conditions, metrics, shapes
 from .conditions import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
@@ -104,7 +104,12 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
                  Run("1k pairs", "dataset size", {"n_train": 1000}),
                  Run("50k pairs", "dataset size", {"n_train": 50000}),
                  Run("only_mid_control", "speed", {"only_mid_control": True}),
-                 Run("sd_locked=False", "speed", {"sd_locked": False})]
+                 Run("sd_locked=False", "speed", {"sd_locked": False}),
+                 Run("ControlNet, 1k pairs", "locked copy", {"n_train": 1000}),
+                 Run("from scratch", "locked copy", {"copy_weights": False}),
+                 Run("from scratch, 1k pairs", "locked copy", {"copy_weights": False, "n_train": 1000}),
+                 Run("UNet fine-tuned, concat", "locked copy", {"architecture": "concat"}),
+                 Run("UNet fine-tuned, concat, 1k pairs", "locked copy", {"architecture": "concat", "n_train": 1000})]
     return PRESETS[preset][0], runs
 
 
@@ -118,6 +123,24 @@ def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sampl
                         generator=torch.Generator().manual_seed(seed), **sample_kw)
         out[setting] = conditions.measure(images, test.scenes)[key]
     return out
+
+
+def forgetting(pipe, model=None, n: int = 32, seed: int = 0, steps: int = 20) -> dict[str, float]:
+    """What the SD still does on its own after training: n held-out prompts of every kind, no control
+    (a blank condition for a concat model, which has no 'off'). base_kind_accuracy: the drawn shape is
+    the prompt's kind (conditions.kind_of); base_colour_accuracy: fill and background near the prompt's
+    colours. A ControlNet leaves the locked SD as it was; a fine-tuned UNet may forget."""
+    from .variants import ConcatConditioned
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    test = Fill50k.generate(n, size=size, seed=4242, split="test", kinds=shapes.KINDS)
+    concat = isinstance(model, ConcatConditioned)
+    cond = torch.zeros(n, 3, size, size) if concat else None
+    images = sample(pipe, model if concat else None, test.prompts, cond, num_inference_steps=steps,
+                    generator=torch.Generator().manual_seed(seed))
+    m = conditions.measure(images, test.scenes)
+    kind = (conditions.kind_of(images) == test.scenes.kind).float().mean().item()
+    return {"base_kind_accuracy": kind, "base_colour_accuracy": m["colour_accuracy"]}
 
 
 def _append(path: Path, fields: list[str], rows: list[dict]) -> None:
@@ -173,7 +196,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
-              "final_loss", *PROMPTS, "machine"]
+              "final_loss", *PROMPTS, "base_kind_accuracy", "base_colour_accuracy", "machine"]
     todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
     for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})"):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
@@ -184,6 +207,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
         score = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
+        score.update(forgetting(pipe, result.controlnet, seed=seed))
         losses = [h["loss"] for h in result.history if "loss" in h]
         _append(curves, ["condition", "name", "seed", "step", "score", "shape_iou", "fill_accuracy"],
                 [{"condition": condition, "name": run.name, "seed": seed, "step": h["step"], "score": round(h[key], 4),

@@ -217,3 +217,24 @@ def measure(images: torch.Tensor, scenes: shapes.Scenes, per_item: bool = False)
 
 
 SCORES = ("shape_iou", "kind_accuracy", "colour_accuracy", "keypoint_accuracy")  # the [0, 1] measures, higher better
+
+
+AREA = {"circle": math.pi, "square": 1.6**2, "triangle": 3 * math.sqrt(3) / 4, "diamond": 1.5**2}  # area / r^2
+
+
+def kind_of(images: torch.Tensor) -> torch.Tensor:
+    """(B,) index into shapes.KINDS of the shape each image draws, wherever it is: the drawn shape
+    (shape_regions) against each kind of the same area centred on its centroid, best IoU wins; -1
+    when nothing is drawn. For what TinySD draws with no condition at all (chapter 9's forgetting)."""
+    drawn = shape_regions(images)
+    size = drawn.shape[-1]
+    centre = metrics.centroids(drawn)
+    area = drawn.flatten(1).float().mean(1)  # in units of the image side squared
+    ious = []
+    for k, name in enumerate(shapes.KINDS):
+        r = (area / AREA[name]).sqrt()
+        ghost = shapes.Scenes(torch.full_like(r, k, dtype=torch.long), torch.zeros_like(r, dtype=torch.long),
+                              torch.zeros_like(r, dtype=torch.long), torch.nan_to_num(centre, nan=0.5), r)
+        ious.append(metrics.iou(drawn, shapes.coverage(ghost, size) > 0.5))
+    best = torch.stack(ious, 1).argmax(1)
+    return torch.where(area > 0, best, torch.full_like(best, -1))

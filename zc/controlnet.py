@@ -212,12 +212,18 @@ class ControlNet(nn.Module):
         return cls.from_config(config, unet)
 
     @classmethod
-    def for_pipeline(cls, pipe, **kwargs) -> "ControlNet":
-        """from_unet(pipe.unet) with a condition encoder that downsamples by the VAE's factor."""
+    def for_pipeline(cls, pipe, copy: bool = True, **kwargs) -> "ControlNet":
+        """from_unet(pipe.unet) with a condition encoder that downsamples by the VAE's factor.
+        copy=False: the same network with random weights instead of the UNet's (an ablation: what the
+        copy's pretrained weights are worth)."""
         from .condition_encoder import default_channels
 
         kwargs.setdefault("conditioning_embedding_out_channels", default_channels(pipe.vae_scale_factor))
-        return cls.from_unet(pipe.unet, **kwargs).to(pipe.device)
+        if copy:
+            return cls.from_unet(pipe.unet, **kwargs).to(pipe.device)
+        channels = tuple(kwargs.pop("conditioning_embedding_out_channels"))
+        config = ControlNetConfig(copy_config(pipe.unet.config), kwargs.pop("conditioning_channels", 3), channels, **kwargs)
+        return cls.from_config(config).to(pipe.device)
 
     def check_unet(self, unet) -> None:
         """Raise ValueError when `unet` is not the kind of UNet this ControlNet was copied from."""

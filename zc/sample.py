@@ -52,8 +52,13 @@ def sample(
     from diffusers.utils.torch_utils import randn_tensor
     from tqdm.auto import tqdm
 
+    from .variants import ConcatConditioned
+
     if isinstance(controlnet, (list, tuple)):
         controlnet = MultiControlNet(controlnet)
+    concat = isinstance(controlnet, ConcatConditioned)  # a fine-tuned UNet that reads the condition itself
+    if concat and (guess_mode or cfg_rw):
+        raise ValueError("guess_mode and cfg_rw weight ControlNet residuals; a ConcatConditioned model has none")
     if cfg_rw not in (False, True, "literal", "normalised"):
         raise ValueError(f"cfg_rw must be False, True / 'literal' or 'normalised', got {cfg_rw!r}")
     if not 0.0 <= control_guidance_start < control_guidance_end <= 1.0:
@@ -100,7 +105,10 @@ def sample(
         model_in = scheduler.scale_model_input(model_in, t)
         down = mid = None
         on = not (i / len(timesteps) < control_guidance_start or (i + 1) / len(timesteps) > control_guidance_end)
-        if controlnet is not None:
+        if concat:  # the condition enters the UNet's input; control start/end switch it to a blank one
+            c = cond_arg if on else torch.zeros_like(cond_arg)
+            pred = controlnet(model_in, t, text, c)
+        elif controlnet is not None:
             if control_cond_only:
                 ctrl_in, ctrl_text = scheduler.scale_model_input(latents, t), text.chunk(2)[1]
             else:
@@ -115,8 +123,9 @@ def sample(
             if control_cond_only:  # nothing for the unconditional half
                 down = [torch.cat([torch.zeros_like(d), d]) for d in down]
                 mid = torch.cat([torch.zeros_like(mid), mid])
-        pred = pipe.unet(model_in, t, encoder_hidden_states=text, down_block_additional_residuals=down,
-                         mid_block_additional_residual=mid).sample
+        if not concat:
+            pred = pipe.unet(model_in, t, encoder_hidden_states=text, down_block_additional_residuals=down,
+                             mid_block_additional_residual=mid).sample
         if do_cfg:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance_scale * (cond - uncond)

@@ -34,6 +34,7 @@ from .latent_cache import LatentCache
 from .sample import sample
 from .sd import load_sd
 from .tinysd import encode_prompts
+from .variants import ConcatConditioned
 from .training_utils import atomic_write, has_checkpoint, load_checkpoint, save_checkpoint, step_generator
 
 
@@ -58,7 +59,8 @@ class TrainConfig:
     sd_locked: bool = True  # False: the UNet decoder trains too (original repo's sd_locked=False)
     decoder_lr: float = 2e-6  # its learning rate when unlocked
     only_mid_control: bool = False  # only the middle residual reaches the UNet
-    architecture: str = "controlnet"  # "controlnet", "lite" or "direct" (ablations)
+    architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned)
+    copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
     gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
@@ -211,13 +213,19 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     torch.manual_seed(cfg.seed)
-    controlnet = ControlNet.for_pipeline(pipe, architecture=cfg.architecture, zero_conv_init=cfg.zero_conv_init,
-                                         only_mid_control=cfg.only_mid_control).to(device, torch.float32)
+    if cfg.architecture == "concat":  # no ControlNet: the UNet reads the condition and all of it trains
+        pipe.unet.to(torch.float32)
+        controlnet = model = ConcatConditioned(pipe.unet).to(device, torch.float32)
+    else:
+        controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
+                                             zero_conv_init=cfg.zero_conv_init,
+                                             only_mid_control=cfg.only_mid_control).to(device, torch.float32)
+        model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
+        if not cfg.sd_locked:
+            pipe.unet.to(torch.float32)  # trained weights stay fp32
     if cfg.gradient_checkpointing:
-        controlnet.enable_gradient_checkpointing()
-    model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
-    if not cfg.sd_locked:
-        pipe.unet.to(torch.float32)  # trained weights stay fp32
+        controlnet.enable_gradient_checkpointing() if hasattr(controlnet, "enable_gradient_checkpointing") \
+            else pipe.unet.enable_gradient_checkpointing()
     controlnet.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
@@ -289,7 +297,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
         if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
             if main:
-                last_eval, images = evaluate(pipe, accelerator.unwrap_model(model).controlnet, eval_set, cfg)
+                last_eval, images = evaluate(pipe, _net(accelerator.unwrap_model(model)), eval_set, cfg)
                 history.append({"step": done, **last_eval})
                 accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
                 snapshots[done] = images[:8]
@@ -299,7 +307,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == score})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save(done)
-    controlnet = accelerator.unwrap_model(model).controlnet
+    controlnet = _net(accelerator.unwrap_model(model))
     if main:
         controlnet.save_pretrained(out / "controlnet")
         atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
@@ -309,6 +317,11 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots)
+
+
+def _net(model):
+    """What the loop trains: the ControlNet inside a ControlledUNet, or the concat model itself."""
+    return model.controlnet if isinstance(model, ControlledUNet) else model
 
 
 def _trackers(report_to: str) -> list[str] | None:

@@ -63,3 +63,50 @@ class ControlNetDirect(ControlNet):
     def trainable_copy(self, h, emb, encoder_hidden_states):
         features = [F.avg_pool2d(h, k) if k > 1 else h for k in self.pool_factors]
         return features, features[-1]
+
+
+class ConcatConditioned(nn.Module):
+    """The baseline the paper argues against: no ControlNet, no locked copy. As in SD's depth-to-image
+    model, the condition (area-resized to the latent grid) is concatenated to the UNet's input, through
+    extra zero-initialised input weights (so the start is the base model), and the *whole* UNet is
+    fine-tuned on the task's data: what a small dataset can make it forget is then measurable.
+
+    Called like ControlledUNet: model(z_t, t, c_t, c_i) -> the UNet's prediction."""
+
+    def __init__(self, unet: nn.Module, conditioning_channels: int = 3):
+        super().__init__()
+        from types import SimpleNamespace
+
+        from .zero_conv import ZeroConv
+
+        self.unet = unet
+        self.cond_in = ZeroConv(conditioning_channels, unet.conv_in.out_channels, kernel_size=unet.conv_in.kernel_size[0])
+        self.config = SimpleNamespace(conditioning_channels=conditioning_channels)
+        unet.requires_grad_(True)
+
+    def check_unet(self, unet) -> None:
+        if unet is not self.unet:
+            raise ValueError("a ConcatConditioned model fine-tuned its own UNet: sample with a pipeline whose "
+                             "unet is model.unet")
+
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+        extra = self.cond_in(F.interpolate(controlnet_cond.to(sample.dtype), size=sample.shape[-2:], mode="area"))
+        hook = self.unet.conv_in.register_forward_hook(lambda module, inputs, out: out + extra.to(out.dtype))
+        try:
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+        finally:
+            hook.remove()
+
+    def save_pretrained(self, folder) -> None:
+        """The fine-tuned UNet in diffusers' format (unet/) and the extra input weights (cond_in.safetensors)."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        self.unet.save_pretrained(folder / "unet")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.cond_in.state_dict().items()},
+                  str(folder / "cond_in.safetensors"))
