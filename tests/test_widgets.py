@@ -51,6 +51,7 @@ def test_drawing_an_outline_fills_it(pipe):
         w._on_move(*p)
     w._on_up(*pts[-1])  # release: generates
     assert w.images is not None and w.images.shape == (2, 3, 64, 64) and "done in" in w.status.value
+    assert w.progress.value == w.progress.max == 2 * w.steps  # the bar followed every sampler step
     cond = condition_from_canvas(np.asarray(w.pixels), 64)
     assert (cond[0].mean(0) > 0.5).sum() > 100  # the drawn ring
     target = disc(0.45, 0.55, 0.25)

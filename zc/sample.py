@@ -47,6 +47,7 @@ def sample(
     generator: torch.Generator | None = None,
     scheduler=None,  # default: pipe.scheduler (DDIM for TinySD); any diffusers scheduler works
     progress: bool = False,
+    callback=None,  # called as callback(step, num_steps) after each sampler step (a widget's progress bar)
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]."""
     from diffusers.utils.torch_utils import randn_tensor
@@ -130,6 +131,8 @@ def sample(
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance_scale * (cond - uncond)
         latents = scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
+        if callback is not None:
+            callback(i + 1, len(timesteps))
 
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1).float()

@@ -53,14 +53,18 @@ def condition_from_canvas(rgba: np.ndarray, size: int) -> torch.Tensor:
 
 
 def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", conditioning_scale: float = 1.0,
-             guidance_scale: float = 5.0, seed: int = 0, steps: int = 20) -> torch.Tensor:
-    """(2, 3, H, W): the prompt sampled with the same seed, control off (0) and on (1)."""
+             guidance_scale: float = 5.0, seed: int = 0, steps: int = 20, progress=None) -> torch.Tensor:
+    """(2, 3, H, W): the prompt sampled with the same seed, control off (0) and on (1).
+    progress(done, total) is called after every sampler step of both."""
     from .sample import sample
 
     g = lambda: torch.Generator().manual_seed(int(seed))  # noqa: E731
-    off = sample(pipe, None, [prompt], None, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g())
+    tick = (lambda offset: (lambda i, n: progress(offset + i, 2 * n))) if progress else (lambda offset: None)
+    off = sample(pipe, None, [prompt], None, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g(),
+                 callback=tick(0))
     on = sample(pipe, controlnet, [prompt], condition.to(pipe.device), num_inference_steps=steps,
-                guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, generator=g())
+                guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, generator=g(),
+                callback=tick(steps))
     return torch.cat([off, on])
 
 
@@ -122,6 +126,8 @@ class DrawCondition:
         self.output = W.Image(value=_png(blank, SCALE), format="png",
                               layout=W.Layout(width=f"{2 * px}px", height=f"{px}px"))
         self.output.add_class("zc-output")
+        self.progress = W.IntProgress(value=0, min=0, max=2 * steps, description="sampling",
+                                      layout=W.Layout(width=f"{px}px"))
         self.status = W.HTML("draw, then release the mouse to generate")
         self.status.add_class("zc-status")
         self._down, self._last, self._dots = False, None, []
@@ -138,7 +144,8 @@ class DrawCondition:
                          W.HTML("<b>control on</b>")])
         controls = W.VBox([self.kind, self.shape_kind, W.HBox([self.eraser, self.clear_button]), self.fill_colour,
                            self.bg_colour, self.scale, self.guidance, self.seed, self.button])
-        self.widget = W.VBox([self.prompt, labels, W.HBox([self.canvas, self.output]), controls, self.status])
+        self.widget = W.VBox([self.prompt, labels, W.HBox([self.canvas, self.output]), controls, self.progress,
+                              self.status])
         self.clear()
 
     def _ipython_display_(self):
@@ -228,8 +235,13 @@ class DrawCondition:
             return None
         self.status.value = f"generating ({self.steps} steps, control off and on)…"
         t0 = time.time()
+        self.progress.max = 2 * self.steps
+
+        def show(done, total):
+            self.progress.value = done
+
         self.images = generate(self.pipe, self.controlnet(self.kind.value), cond, self.prompt.value.strip(),
-                               self.scale.value, self.guidance.value, self.seed.value, self.steps)
+                               self.scale.value, self.guidance.value, self.seed.value, self.steps, progress=show)
         self.last_seconds = time.time() - t0
         self.output.value = _png(self.images, SCALE)
         self.status.value = f"done in {self.last_seconds:.1f} s"
