@@ -105,7 +105,6 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
                  Run("50k pairs", "dataset size", {"n_train": 50000}),
                  Run("only_mid_control", "speed", {"only_mid_control": True}),
                  Run("sd_locked=False", "speed", {"sd_locked": False}),
-                 Run("ControlNet, 1k pairs", "locked copy", {"n_train": 1000}),
                  Run("from scratch", "locked copy", {"copy_weights": False}),
                  Run("from scratch, 1k pairs", "locked copy", {"copy_weights": False, "n_train": 1000}),
                  Run("UNet fine-tuned, concat", "locked copy", {"architecture": "concat"}),
