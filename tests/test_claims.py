@@ -104,3 +104,20 @@ def test_paired_difference_pairs_by_seed():
     r = rows(**{"ControlNet": REF, "x": shifted(0.2)})
     d = paired_difference(r, "ControlNet", "x", "none", "scribble")
     assert d["seeds"] == 3 and d["low"] < d["mean"] < d["high"] and d["mean"] == pytest.approx(0.2 - 0.01 / 3, abs=1e-9)
+
+
+def test_forgetting_rule_reads_the_base_model_columns(tmp_path):
+    def with_base(runs, kind, colour):
+        out = rows(**runs)
+        for r in out:
+            r["base_kind_accuracy"], r["base_colour_accuracy"] = kind[r["name"]][r["seed"]], colour[r["name"]][r["seed"]]
+        return out
+
+    runs = {"ControlNet": REF, "UNet fine-tuned, concat": REF}
+    keep = {"ControlNet": [0.9, 0.91, 0.89], "UNet fine-tuned, concat": [0.9, 0.9, 0.9]}
+    lose = {"ControlNet": [0.9, 0.91, 0.89], "UNet fine-tuned, concat": [0.4, 0.5, 0.45]}
+    assert verdict(claims.paper_claims(with_base(runs, lose, lose), results=tmp_path), "fine-tuning the whole UNet") \
+        == "reproduced"
+    assert verdict(claims.paper_claims(with_base(runs, keep, keep), results=tmp_path), "fine-tuning the whole UNet") \
+        == "not reproduced"
+    assert verdict(claims.paper_claims(rows(**runs), results=tmp_path), "fine-tuning the whole UNet") == "not tested"

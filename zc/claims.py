@@ -109,6 +109,12 @@ ARCHITECTURE = [  # (claim, the run it compares the reference ControlNet with, p
     ("ControlNet-lite fails with no or an insufficient prompt", "ControlNet-lite", ("none", "insufficient")),
     ("adding the condition directly (no trainable copy) is worse", "condition added directly", SETTINGS),
     ("50% prompt dropout teaches control from the condition alone", "prompt dropout 0%", ("none",)),
+    ("copying SD's encoder beats training the same network from scratch", "from scratch", SETTINGS),
+    ("a ControlNet on the locked SD controls better than fine-tuning the whole UNet", "UNet fine-tuned, concat",
+     SETTINGS),
+    # the paper's motivation for locking: what the fine-tuned SD can still do alone (ablations.forgetting)
+    ("fine-tuning the whole UNet on the task makes SD forget; the locked SD does not", "UNet fine-tuned, concat",
+     ("base_kind_accuracy", "base_colour_accuracy")),
 ]
 NOT_TESTED = [
     ("user ranking of quality and fidelity (Table 1)", "needs people; the toy analogue is each chapter's "
@@ -134,7 +140,8 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
         tested = False
         for cond in conditions:
             names = {r["name"] for r in ablation_rows if r.get("condition", "outline") == cond}
-            if {"ControlNet", other} <= names:
+            have = {k for r in ablation_rows for k in r}
+            if {"ControlNet", other} <= names and set(settings) <= have:
                 diffs = {p: paired_difference(ablation_rows, "ControlNet", other, p, cond) for p in settings}
                 rows.append(_row(claim, "ControlNet minus " + other + ": " + ", ".join(_fmt(p, d) for p, d in diffs.items())
                                  + f" ({diffs[settings[0]]['seeds']} seeds)", interval_verdict(list(diffs.values())), cond))
