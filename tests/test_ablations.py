@@ -135,3 +135,18 @@ def test_baselines_for_the_locked_copy(tmp_path):
     assert set(after) == {"base_kind_accuracy", "base_colour_accuracy"} and all(0 <= v <= 1 for v in after.values())
     locked = zt.train(zt.TrainConfig(out=str(tmp_path / "cn"), **kw), pipe=zc.load_sd())
     assert ablations.forgetting(zc.load_sd(), locked.controlnet, n=4, steps=4) == base  # the locked SD forgot nothing
+
+
+def test_sample_efficiency_from_curves():
+    def curve(name, seed, pts):
+        return [{"condition": "keypoints", "name": name, "seed": seed, "step": s, "score": v} for s, v in pts]
+
+    fast = [(100, 0.1), (200, 0.8), (1000, 0.9)]
+    slow = [(100, 0.1), (200, 0.2), (500, 0.75), (1000, 0.9)]
+    never = [(100, 0.1), (1000, 0.3)]
+    c = curve("ControlNet", 0, fast) + curve("ControlNet", 1, fast) + curve("lite", 0, slow) + curve("lite", 1, slow)
+    c += curve("direct", 0, never) + curve("direct", 1, never)
+    eff = {r["name"]: r for r in ablations.sample_efficiency(c, "keypoints")}
+    assert eff["ControlNet"]["steps_to"] == 200 and eff["lite"]["steps_to"] == 500 and eff["direct"]["steps_to"] is None
+    assert eff["ControlNet"]["auc"] > eff["lite"]["auc"] > eff["direct"]["auc"]
+    assert eff["direct"]["reached"] == "0/2" and eff["ControlNet"]["bar"] == pytest.approx(0.72)

@@ -264,6 +264,34 @@ def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition:
     return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
 
 
+def sample_efficiency(curves: list[dict], condition: str = "outline", reference: str = "ControlNet",
+                      fraction: float = 0.8) -> list[dict]:
+    """How fast each run learns, from its fidelity curve (curves.csv, full prompt), per run name:
+    the normalised area under the curve (mean score over training, trapezoids) and the first
+    evaluated step at which the score reaches `fraction` of the reference run's mean final score
+    (None if never), each with its mean and 95% interval over seeds."""
+    key = curve_key(curves)
+    rows = [r for r in curves if r.get("condition", "outline") == condition]
+    per = {}
+    for r in rows:
+        per.setdefault(r["name"], {}).setdefault(int(r["seed"]), []).append((r["step"], r[key]))
+    finals = [sorted(c)[-1][1] for c in per.get(reference, {}).values()]
+    bar = fraction * sum(finals) / len(finals) if finals else float("nan")
+    out = []
+    for name, seeds in per.items():
+        aucs, reach = [], []
+        for curve in seeds.values():
+            pts = sorted(curve)
+            area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
+            aucs.append(area / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else pts[0][1])
+            reach.append(next((s for s, v in pts if v >= bar), None))
+        auc, auc_ci = t_interval(aucs)
+        hit = [x for x in reach if x is not None]
+        out.append({"name": name, "seeds": len(seeds), "auc": auc, "auc_ci": auc_ci, "reached": f"{len(hit)}/{len(reach)}",
+                    "steps_to": t_interval(hit)[0] if hit else None, "bar": bar})
+    return out
+
+
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
     """Plain-text table: mean ± 95% t-interval half-width over seeds (± - for a single seed)."""
     ci = lambda v: f"±{v:4.2f}" if v != float("inf") else "±  - "  # noqa: E731
