@@ -223,9 +223,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
         if not cfg.sd_locked:
             pipe.unet.to(torch.float32)  # trained weights stay fp32
-    if cfg.gradient_checkpointing:
-        controlnet.enable_gradient_checkpointing() if hasattr(controlnet, "enable_gradient_checkpointing") \
-            else pipe.unet.enable_gradient_checkpointing()
+    if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
+        (pipe.unet if cfg.architecture == "concat" else controlnet).enable_gradient_checkpointing()
     controlnet.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
