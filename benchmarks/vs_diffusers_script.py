@@ -7,9 +7,11 @@ Reports time per step, peak memory (RSS) and the held-out shape IoU each trained
 
 The reference script is not part of zc: take it from the diffusers repository (examples/controlnet/).
 It imports torchvision only for four image transforms; PyPI's torchvision breaks beside the CPU torch
-this project pins, so the run puts a stand-in module `torchvision.transforms` on its path (Resize,
-CenterCrop, ToTensor, Normalize with PIL and torch; the pairs are already at the training size, so
-Resize and CenterCrop do nothing). Its ControlNet starts from a zc ControlNet saved in diffusers'
+this project pins, so the run uses a copy of the script whose one line `from torchvision import
+transforms` imports a stand-in module instead (Resize, CenterCrop, ToTensor, Normalize with PIL and
+torch; the pairs are already at the training size, so Resize and CenterCrop do nothing). A fake
+`torchvision` package on the path would not do: transformers would then take torchvision for
+installed and import its internals. Its ControlNet starts from a zc ControlNet saved in diffusers'
 format (--controlnet_model_name_or_path): the script's own ControlNetModel.from_unet would build SD's
 8x condition encoder, and TinySD's VAE is 4x.
 """
@@ -131,11 +133,15 @@ def main(argv=None):
         hf.to_parquet(str(tmp / "hf" / "train.parquet"))  # diffusers' layout: image / conditioning_image / text
         pipe = zc.load_sd()
         zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
-        (tmp / "shim" / "torchvision").mkdir(parents=True)
-        (tmp / "shim" / "torchvision" / "__init__.py").write_text("")
-        (tmp / "shim" / "torchvision" / "transforms.py").write_text(SHIM)
+        (tmp / "shim").mkdir()
+        (tmp / "shim" / "tv_transforms.py").write_text(SHIM)
+        source = Path(args.script).read_text()
+        if "from torchvision import transforms\n" not in source:
+            raise SystemExit(f"{args.script} has no 'from torchvision import transforms' line: is it train_controlnet.py?")
+        script = tmp / "train_controlnet.py"
+        script.write_text(source.replace("from torchvision import transforms\n", "import tv_transforms as transforms\n"))
 
-        diffusers_cmd = [sys.executable, args.script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
+        diffusers_cmd = [sys.executable, script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
                          "--controlnet_model_name_or_path", tmp / "init", "--train_data_dir", tmp / "hf",
                          "--output_dir", tmp / "diffusers_out", "--resolution", "64", "--train_batch_size", args.batch,
                          "--learning_rate", args.lr, "--lr_warmup_steps", "0", "--max_train_steps", args.steps,
