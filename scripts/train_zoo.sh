@@ -12,6 +12,6 @@ for c in ${@:-outline silhouette lowres scribble keypoints palette}; do
   $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps 4000 --batch 16 --n-train 10000 \
       --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 --out "runs/zoo/$c"
   mkdir -p "benchmarks/results/cpu/zoo/$c"
-  cp "runs/zoo/$c/log.jsonl" "runs/zoo/$c/config.json" "benchmarks/results/cpu/zoo/$c/"
+  cp "runs/zoo/$c/log.jsonl" "runs/zoo/$c/config.json" "runs/zoo/$c/time.json" "benchmarks/results/cpu/zoo/$c/"
   rm -rf "zc/weights/$c-controlnet" && cp -r "runs/zoo/$c/controlnet" "zc/weights/$c-controlnet"
 done
