@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -92,13 +94,13 @@ def run(cmd, env=None):
     return time.time() - t0, r
 
 
-def peak_rss_gb(cmd, env=None) -> tuple[float, float]:
-    """(seconds, peak RSS in GB) of `cmd`, measured by a wrapper process around it."""
+def peak_rss_gb(cmd, env=None) -> tuple[float, float, str]:
+    """(seconds, peak RSS in GB, stderr) of `cmd`, measured by a wrapper process around it."""
     probe = ("import resource, subprocess, sys, time; t = time.time(); r = subprocess.run(sys.argv[1:]); "
              "print(time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20); sys.exit(r.returncode)")
     _, r = run([sys.executable, "-c", probe, *map(str, cmd)], env)
     seconds, gb = r.stdout.strip().splitlines()[-1].split()
-    return float(seconds), float(gb)
+    return float(seconds), float(gb), r.stderr
 
 
 def main(argv=None):
@@ -118,6 +120,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--n-test", type=int, default=32)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (each trainer, each seed)")
     ap.add_argument("--out", default="benchmarks/results/cpu/vs_diffusers_script.txt")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,37 +144,56 @@ def main(argv=None):
         script = tmp / "train_controlnet.py"
         script.write_text(source.replace("from torchvision import transforms\n", "import tv_transforms as transforms\n"))
 
-        diffusers_cmd = [sys.executable, script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
-                         "--controlnet_model_name_or_path", tmp / "init", "--train_data_dir", tmp / "hf",
-                         "--output_dir", tmp / "diffusers_out", "--resolution", "64", "--train_batch_size", args.batch,
-                         "--learning_rate", args.lr, "--lr_warmup_steps", "0", "--max_train_steps", args.steps,
-                         "--proportion_empty_prompts", "0.5", "--checkpointing_steps", "1000000", "--seed", "0",
-                         "--report_to", "tensorboard"]
-        zc_cmd = [sys.executable, "-m", "zc.train", "--preset", "cpu", "--data", tmp / "fill50k", "--steps", args.steps,
-                  "--batch", args.batch, "--lr", args.lr, "--eval-every", "0", "--checkpoint-every", "1000000",
-                  "--out", tmp / "zc_out"]
         env = {**os.environ, "PYTHONPATH": str(tmp / "shim")}
-        results = {}
-        for name, cmd, e, folder in (("diffusers train_controlnet.py", diffusers_cmd, env, tmp / "diffusers_out"),
-                                     ("zc.train", zc_cmd, None, tmp / "zc_out" / "controlnet")):
-            seconds, gb = peak_rss_gb(cmd, e)
-            cn = zc.ControlNet.from_pretrained(folder).eval()
-            test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
-            images = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=20,
-                            generator=torch.Generator().manual_seed(0))
-            results[name] = (seconds, gb, conditions.measure(images, test.scenes)["shape_iou"])
-            print(name, results[name], flush=True)
-    ref = results["diffusers train_controlnet.py"]
+        test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
+        results = {"diffusers train_controlnet.py": [], "zc.train": []}
+        for seed in args.seeds:
+            d_out, z_out = tmp / f"diffusers_{seed}", tmp / f"zc_{seed}"
+            diffusers_cmd = [sys.executable, script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
+                             "--controlnet_model_name_or_path", tmp / "init", "--train_data_dir", tmp / "hf",
+                             "--output_dir", d_out, "--resolution", "64", "--train_batch_size", args.batch,
+                             "--learning_rate", args.lr, "--lr_warmup_steps", "0", "--max_train_steps", args.steps,
+                             "--proportion_empty_prompts", "0.5", "--checkpointing_steps", "1000000", "--seed", seed,
+                             "--report_to", "tensorboard"]
+            zc_cmd = [sys.executable, "-m", "zc.train", "--preset", "cpu", "--data", tmp / "fill50k", "--steps",
+                      args.steps, "--batch", args.batch, "--lr", args.lr, "--eval-every", "0", "--checkpoint-every",
+                      "1000000", "--seed", seed, "--out", z_out]
+            for name, cmd, e, folder in (("diffusers train_controlnet.py", diffusers_cmd, env, d_out),
+                                         ("zc.train", zc_cmd, None, z_out / "controlnet")):
+                seconds, gb, log = peak_rss_gb(cmd, e)
+                if name == "zc.train":
+                    steps_only = json.loads((z_out / "time.json").read_text())["step_seconds"]
+                else:  # the script's own progress bar: "Steps: 100%|...| 600/600 [01:25<00:00, ...]"
+                    m = re.findall(r"Steps: 100%.*?\[(\d+):(\d+)<", log)
+                    steps_only = int(m[-1][0]) * 60 + int(m[-1][1]) if m else float("nan")
+                cn = zc.ControlNet.from_pretrained(folder).eval()
+                images = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=20,
+                                generator=torch.Generator().manual_seed(0))
+                iou = conditions.measure(images, test.scenes)["shape_iou"]
+                results[name].append((seconds, steps_only, gb, iou))
+                print(name, seed, results[name][-1], flush=True)
+    from zc.ablations import t_interval
+
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    agg = {name: {"whole": mean([r[0] for r in rs]) / args.steps, "steps": mean([r[1] for r in rs]) / args.steps,
+                  "gb": max(r[2] for r in rs), "iou": t_interval([r[3] for r in rs])} for name, rs in results.items()}
+    ref = agg["diffusers train_controlnet.py"]
     lines = [f"$ python benchmarks/vs_diffusers_script.py --script <diffusers>/examples/controlnet/train_controlnet.py "
-             f"--pairs {args.pairs} --steps {args.steps} --batch {args.batch} --lr {args.lr}",
+             f"--pairs {args.pairs} --steps {args.steps} --batch {args.batch} --lr {args.lr} "
+             f"--seeds {' '.join(map(str, args.seeds))}",
              f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
              f"TinySD, {args.pairs} fill50k pairs (64 px), batch {args.batch}, lr {args.lr}, 50% empty prompts, "
-             f"{args.steps} steps, no validation; shape IoU on {args.n_test} held-out outlines, full prompts",
-             "", f"{'trainer':30s} {'s/step (whole run)':>18s} {'x script':>9s} {'peak RSS GB':>12s} {'x script':>9s} "
-             f"{'shape IoU':>10s}"]
-    for name, (seconds, gb, iou) in results.items():
-        lines.append(f"{name:30s} {seconds / args.steps:18.3f} {seconds / ref[0]:9.2f} {gb:12.2f} {gb / ref[1]:9.2f} "
-                     f"{iou:10.3f}")
+             f"{args.steps} steps, no validation; shape IoU on {args.n_test} held-out outlines, full prompts; "
+             f"means over {len(args.seeds)} training seeds (IoU: 95% interval)", "",
+             f"{'trainer':30s} {'s/step, steps':>13s} {'x':>5s} {'s/step, run':>11s} {'x':>5s} {'peak RSS GB':>11s} "
+             f"{'x':>5s} {'shape IoU':>15s}"]
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    for name, a in agg.items():
+        lines.append(f"{name:30s} {a['steps']:13.3f} {ratio(a['steps'], ref['steps']):5.2f} {a['whole']:11.3f} "
+                     f"{a['whole'] / ref['whole']:5.2f} {a['gb']:11.2f} {a['gb'] / ref['gb']:5.2f} "
+                     f"{a['iou'][0]:9.3f} ±{a['iou'][1]:4.2f}")
+    lines += ["", "s/step, steps: the optimiser steps alone (zc: time.json; the script: its progress bar's elapsed "
+              "time); s/step, run: the whole command (loading, data, encoding) over the steps"]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
