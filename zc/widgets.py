@@ -83,7 +83,7 @@ def _png(images: torch.Tensor, scale: int) -> bytes:
 
 
 def _hex(rgb) -> str:
-    return "#" + "".join(f"{round(v * 255):02x}" for v in rgb)
+    return "#" + "".join(f"{round(float(v) * 255):02x}" for v in rgb)
 
 
 class DrawCondition:
