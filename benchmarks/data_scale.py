@@ -10,9 +10,7 @@ configuration runs in a fresh process; peak RSS is that process's high-water mar
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -21,6 +19,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import _results  # benchmarks/_results.py
 
 
 def child(args):
@@ -73,18 +73,14 @@ def main(argv=None):
     base = next(r for r in rows if r["mode"] == "lazy")
     lines = [f"$ python benchmarks/data_scale.py --sizes {' '.join(map(str, args.sizes))} "
              f"--whole-sizes {' '.join(map(str, args.whole_sizes))}",
-             f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"{_results.machine()}; "
              "tiny8 stand-in (VAE factor 8, 512 px), batch 4, 20 steps",
              "", f"{'design':34s} {'pairs':>6s} {'prep s':>7s} {'s/step':>7s} {'peak RSS MB':>12s} {'x lazy 1k':>10s}"]
     names = {"whole": "previous: all pairs held in RAM", "lazy": "zc: per batch + latent cache on disk"}
     for r in rows:
         lines.append(f"{names[r['mode']]:34s} {r['n']:6d} {r['prep_s']:7.1f} {r['step_s']:7.3f} {r['peak_rss_mb']:12d}"
                      f" {r['peak_rss_mb'] / base['peak_rss_mb']:10.2f}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"machine": lines[1], "rows": rows}, indent=1))
+    _results.write(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ fresh process, so each peak RSS is that stage's own.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -22,6 +20,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import _results  # benchmarks/_results.py
 
 STAGES = ("load", "train", "sample")
 
@@ -90,14 +90,10 @@ def main(argv=None):
             print(rows[-1], flush=True)
     lines = [f"$ python benchmarks/sd15_rehearsal.py --pairs {args.pairs} --train-steps {args.train_steps} "
              f"--batch {args.batch} --sample-steps {args.sample_steps}",
-             f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"{_results.machine()}; "
              f"SD 1.5 stand-in (random weights, fp16 on disk, run in fp32), built in {built:.0f} s", ""]
     lines += [json.dumps(r) for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"machine": lines[1], "rows": rows}, indent=1))
+    _results.write(args.out, lines, rows)
 
 
 if __name__ == "__main__":
