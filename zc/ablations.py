@@ -293,12 +293,13 @@ def sample_efficiency(curves: list[dict], condition: str = "outline", reference:
 
 
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
-    """Plain-text table: mean ± 95% t-interval half-width over seeds (± - for a single seed)."""
+    """Plain-text table, 100 columns: mean ± 95% t-interval half-width over seeds (± - for one seed)."""
     ci = lambda v: f"±{v:4.2f}" if v != float("inf") else "±  - "  # noqa: E731
-    lines = [f"{'condition':11s}{'run':26s}{'seeds':>6s}" + "".join(f"{c:>15s}" for c in columns) + f"{'s/step':>9s}"]
+    head = {"insufficient": "insuff.", "conflicting": "conflict."}
+    lines = [f"{'condition':10s}{'run':33s}{'seeds':>4s}" + "".join(f"{head.get(c, c):>13s}" for c in columns)]
     for s in summary:
-        lines.append(f"{s['condition']:11s}{s['name']:26s}{s['seeds']:6d}"
-                     + "".join(f"{s[c]:9.3f} {ci(s[c + '_ci'])}" for c in columns) + f"{s['sec_per_step']:9.3f}")
+        lines.append(f"{s['condition'][:9]:10s}{s['name']:33s}{s['seeds']:4d}"
+                     + "".join(f"{s[c]:7.3f} {ci(s[c + '_ci'])}" for c in columns))
     return "\n".join(lines)
 
 
