@@ -31,6 +31,9 @@ def test_interval_rules_reproduced_not_reproduced_and_inconclusive(tmp_path):
         assert verdict(clear_gap, claim, "scribble") == "reproduced", claim
     same = claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": shifted(0.0)}), results=tmp_path)
     assert verdict(same, "zero convs") == "not reproduced"  # the interval sits inside +-TIE: no difference
+    tiny = claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": [tuple(v - 0.005 for v in r)
+                                                                                 for r in REF]}), results=tmp_path)
+    assert verdict(tiny, "zero convs") == "not reproduced"  # above 0 on every seed, but within +-TIE: no effect
     noisy = [(0.2, 0.9, 0.2, 0.9), (0.9, 0.2, 0.9, 0.2), (0.5, 0.5, 0.5, 0.5)]
     unclear = claims.paper_claims(rows(**{"ControlNet": REF, "Gaussian-init convs": noisy}), results=tmp_path)
     assert verdict(unclear, "zero convs") == "inconclusive"

@@ -31,18 +31,19 @@ def _row(claim: str, measured: str, verdict: str, condition: str = "") -> dict:
 
 def interval_verdict(diffs: list[dict]) -> str:
     """Verdict of a claim that predicts each difference (ablations.paired_difference) to be > 0:
-    a setting supports it when its whole 95% interval is above 0, goes against it when the interval
-    is below 0 or within +-TIE (no difference), and is unclear otherwise (or with one seed).
+    a setting goes against it when its whole 95% interval is within +-TIE (no difference, however
+    sure: a gap of 0.005 +- 0.004 is no effect) or below 0, supports it when the interval is above
+    TIE's band and above 0, and is unclear otherwise (or with one seed).
     reproduced: every setting supports; partly: some do; not reproduced: every setting goes against;
     inconclusive: the rest."""
     state = []
     for d in diffs:
         if d["seeds"] < 2:
             state.append("unclear")
-        elif d["low"] > 0:
-            state.append("supports")
         elif d["high"] < 0 or (d["low"] > -TIE and d["high"] < TIE):
             state.append("against")
+        elif d["low"] > 0:
+            state.append("supports")
         else:
             state.append("unclear")
     if state and all(x == "supports" for x in state):
