@@ -11,6 +11,11 @@ EXECUTED := _executed
 
 .PHONY: book test unit notebooks format clean-notebooks bench clean
 
+# The book's executed outputs carry no progress bars (tqdm's, diffusers' and transformers' loading
+# bars are widgets that load a script from a CDN and freeze part-way on the page). Running a chapter
+# yourself in JupyterLab still shows them.
+BOOK_ENV := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
+
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
@@ -21,7 +26,7 @@ $(STAMP): requirements.txt pyproject.toml
 # runs after them and builds the book from their outputs without executing anything again.
 test: $(STAMP)
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp notebooks/*.ipynb $(EXECUTED)/
-	ZC_EXECUTED=$(EXECUTED) $(PY) -m pytest tests $(EXECUTED) --nbmake --overwrite --nbmake-timeout=3600 \
+	$(BOOK_ENV) ZC_EXECUTED=$(EXECUTED) $(PY) -m pytest tests $(EXECUTED) --nbmake --overwrite --nbmake-timeout=3600 \
 		-q -p no:cacheprovider --durations=20
 
 unit: $(STAMP)
@@ -31,7 +36,7 @@ unit: $(STAMP)
 # The execution cache (_build/.jupyter_cache) keeps them: a rebuild re-executes only changed chapters.
 # -W: any warning fails the build.
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W --keep-going
+	$(BOOK_ENV) $(VENV)/bin/jupyter-book build . -W --keep-going
 
 # ruff formats the notebooks to the book's width; outputs are never committed
 format: $(STAMP)

@@ -82,8 +82,8 @@ class LatentCache:
             shape = (len(unique), pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
             _create(self.folder / "text.npy", shape, self.np_dtype)
             self.text = _Rows(self.folder / "text.npy")
-            for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False,
-                          disable=len(unique) <= batch):
+            small = {"disable": True} if len(unique) <= batch else {}  # else TQDM_DISABLE may still hide it
+            for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False, **small):
                 with torch.no_grad():
                     t = encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch])
                 self.text.write(i, t.float().cpu().numpy())
