@@ -31,6 +31,7 @@ from PIL import Image
 
 from . import conditions, shapes
 from .conditions import OUTLINE_WIDTH  # noqa: F401  (fill50k's ring width, kept importable from here)
+from .training_utils import hide_bar
 
 MATERIALISE_LIMIT = 4096  # .sources / .targets stack every pair: only for evaluation-sized sets
 
@@ -115,7 +116,7 @@ class Fill50k(torch.utils.data.Dataset):
         folder = Path(folder)
         (folder / "source").mkdir(parents=True, exist_ok=True)
         (folder / "target").mkdir(parents=True, exist_ok=True)
-        for start in tqdm(range(0, len(self), chunk), desc=f"writing {folder.name}", disable=len(self) <= chunk,
+        for start in tqdm(range(0, len(self), chunk), desc=f"writing {folder.name}", **hide_bar(len(self) <= chunk),
                           leave=False):
             b = self.batch(range(start, min(start + chunk, len(self))))
             for j, (s, t) in enumerate(zip(b["sources"], b["targets"])):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .tinysd import encode_prompts
-from .training_utils import atomic_write
+from .training_utils import atomic_write, hide_bar
 
 FILES = ("meta.json", "latents.npy", "text.npy", "prompt_ids.npy")
 
@@ -82,8 +82,8 @@ class LatentCache:
             shape = (len(unique), pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
             _create(self.folder / "text.npy", shape, self.np_dtype)
             self.text = _Rows(self.folder / "text.npy")
-            small = {"disable": True} if len(unique) <= batch else {}  # else TQDM_DISABLE may still hide it
-            for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False, **small):
+            for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False,
+                          **hide_bar(len(unique) <= batch)):
                 with torch.no_grad():
                     t = encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch])
                 self.text.write(i, t.float().cpu().numpy())

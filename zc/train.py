@@ -35,7 +35,7 @@ from .sample import sample
 from .sd import load_sd
 from .tinysd import encode_prompts
 from .variants import ConcatConditioned
-from .training_utils import atomic_write, has_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from .training_utils import atomic_write, has_checkpoint, hide_bar, load_checkpoint, save_checkpoint, step_generator
 
 
 @dataclass
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum)))
     score = conditions.get(cfg.condition).score
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
-               disable=not accelerator.is_local_main_process)
+               **hide_bar(not accelerator.is_local_main_process))
     step_seconds, last_eval = 0.0, {}
     for step in bar:
         tick = time.perf_counter()

@@ -16,6 +16,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def hide_bar(hidden: bool) -> dict:
+    """tqdm keyword arguments that hide a progress bar when `hidden`, and otherwise leave the choice
+    to the environment (TQDM_DISABLE=1, as `make book` sets): an explicit disable=False would win."""
+    return {"disable": True} if hidden else {}
+
+
 def step_generator(seed: int, stage: str, step: int, device="cpu") -> torch.Generator:
     """A generator that depends only on (seed, stage, step): a resumed run draws the same data
     and noise as an uninterrupted one."""
