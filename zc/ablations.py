@@ -86,7 +86,7 @@ class Run:
 
 
 PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure each finished run
-    "ci": (dict(steps=300, batch=16, n_train=1000, eval_every=100, eval_n=8), 16),
+    "ci": (dict(steps=300, batch=16, n_train=1000, eval_every=100, eval_n=8), 8),
     "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
 }
 
@@ -98,6 +98,8 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
     runs = [Run("ControlNet", "reference", {}),
             Run("ControlNet-lite", "architecture", {"architecture": "lite"}),
             Run("Gaussian-init convs", "zero convolution", {"zero_conv_init": "gaussian"})]
+    if preset == "ci":  # live in chapter 9, a few minutes on 2 CPU cores: the reference and one variant
+        runs = runs[:2]
     if preset == "cpu":
         runs += [Run("condition added directly", "architecture", {"architecture": "direct"}),
                  Run("prompt dropout 0%", "prompt dropout", {"empty_prompt_prob": 0.0}),
@@ -315,7 +317,9 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
         ax.bar([j + i * w for j in range(len(PROMPTS))], [s[p] for p in PROMPTS], w, label=s["name"],
                yerr=[s[p + "_ci"] for p in PROMPTS] if s["seeds"] > 1 else None, capsize=2)
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(PROMPTS))], [f"{p} prompt" for p in PROMPTS])
-    ax.set_ylabel("score (held-out)", fontsize=9)
+    keys = {conditions.get(s.get("condition", "outline")).score for s in summary}
+    ax.set_ylabel(" / ".join(sorted(k.replace("_", " ").replace("iou", "IoU") for k in keys)) + " (held-out)",
+                  fontsize=9)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3)
     ax.set_title(title)
