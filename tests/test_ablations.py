@@ -41,6 +41,9 @@ def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):
     ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2)  # seed 0 is done: only seed 1 trains
     assert calls == ["controlnet", "lite", "controlnet", "lite"]  # seed 0's two runs, then seed 1's
     assert len(list(csv.DictReader(open(table)))) == 4
+    caches = sorted(p.name for p in tmp_path.glob("cache_*"))  # the runs of a seed share one latent cache
+    assert caches == ["cache_outline_8_seed0", "cache_outline_8_seed1"]
+    assert not any((p / "cache").exists() for p in tmp_path.glob("outline_*"))
 
 
 def test_unknown_preset():

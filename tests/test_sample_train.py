@@ -185,3 +185,20 @@ def test_cfg_rw_weights_literal_and_normalised(pipe):
     assert torch.equal(literal, run(cfg_rw="literal")) and (literal - normalised).abs().max() > 1e-3
     with pytest.raises(ValueError, match="cfg_rw must be"):
         run(cfg_rw="loud")
+
+
+def test_tqdm_disable_hides_every_zc_and_loading_bar(monkeypatch):
+    """make book sets TQDM_DISABLE=1: notebook bars (tqdm.auto) ignore it, so zc applies it itself."""
+    from diffusers.utils import logging as diffusers_logging
+
+    from zc.training_utils import hide_bar
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert hide_bar() == {} and hide_bar(True) == {"disable": True}
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert hide_bar() == {"disable": True}
+    try:
+        zc.load_sd()
+        assert not diffusers_logging.is_progress_bar_enabled()
+    finally:
+        diffusers_logging.enable_progress_bar()

@@ -39,6 +39,7 @@ from .fill50k import Fill50k, disc_masks
 from .sample import sample
 from .sd import load_sd
 from .train import TrainConfig, train
+from .training_utils import hide_bar
 
 PROMPTS = ("none", "insufficient", "conflicting", "perfect")
 CONFLICT = {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle"}
@@ -199,10 +200,12 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
               "final_loss", *PROMPTS, "base_kind_accuracy", "base_colour_accuracy", "machine"]
     todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
-    for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})"):
+    for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})", **hide_bar()):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
                              "condition": condition, "sd": sd or "tinysd", "device": device,
                              "out": str(out_dir / f"{condition}_{run.name.replace(' ', '_')}_seed{seed}")})
+        # runs on the same pairs share one latent cache (encoded once; the cache checks that it matches)
+        cfg.cache = str(out_dir / f"cache_{condition}_{cfg.n_train}_seed{seed}")
         pipe = load_sd(sd)  # fresh: sd_locked=False changes the UNet; train() moves it to its device
         t0 = time.time()
         result = train(cfg, pipe=pipe)

@@ -92,7 +92,7 @@ class LatentCache:
         self.latents = _Rows(self.folder / "latents.npy")
         self.text = _Rows(self.folder / "text.npy")
         if done < n:
-            bar = tqdm(range(done, n, batch), desc="encoding targets with the VAE (once)", leave=False)
+            bar = tqdm(range(done, n, batch), desc="encoding targets with the VAE (once)", leave=False, **hide_bar())
             for i in bar:
                 idx = range(i, min(i + batch, n))
                 x = data.batch(idx, sources=False)["targets"].to(device, dtype) / 127.5 - 1

@@ -39,7 +39,12 @@ def looks_like_hub_id(name: str) -> bool:
 def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
             dtype: torch.dtype = torch.float32):
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    from .training_utils import bars_off
+
+    if bars_off():  # its "Loading pipeline components" bar is a notebook widget that ignores TQDM_DISABLE
+        diffusers_logging.disable_progress_bar()
     where = sd_location(name_or_path)
     local = Path(where).expanduser()
     if local.exists() and not (local / "model_index.json").is_file():

@@ -16,10 +16,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def hide_bar(hidden: bool) -> dict:
-    """tqdm keyword arguments that hide a progress bar when `hidden`, and otherwise leave the choice
-    to the environment (TQDM_DISABLE=1, as `make book` sets): an explicit disable=False would win."""
-    return {"disable": True} if hidden else {}
+def bars_off() -> bool:
+    """TQDM_DISABLE=1 (as `make book` and `make test` set): no progress bars. tqdm reads that variable
+    itself, but its notebook bars (tqdm.auto in a kernel) ignore it, so zc checks it here."""
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+
+
+def hide_bar(hidden: bool = False) -> dict:
+    """tqdm keyword arguments for every zc progress bar: hidden when `hidden` or when bars_off()."""
+    return {"disable": True} if hidden or bars_off() else {}
 
 
 def step_generator(seed: int, stage: str, step: int, device="cpu") -> torch.Generator:
