@@ -204,8 +204,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
                              "condition": condition, "sd": sd or "tinysd", "device": device,
                              "out": str(out_dir / f"{condition}_{run.name.replace(' ', '_')}_seed{seed}")})
-        # runs on the same pairs share one latent cache (encoded once; the cache checks that it matches)
-        cfg.cache = str(out_dir / f"cache_{condition}_{cfg.n_train}_seed{seed}")
+        cfg.cache = str(out_dir / f"cache_{condition}_{cfg.n_train}_seed{seed}")  # one per data set: encoded once
         pipe = load_sd(sd)  # fresh: sd_locked=False changes the UNet; train() moves it to its device
         t0 = time.time()
         result = train(cfg, pipe=pipe)

@@ -31,7 +31,7 @@ from PIL import Image
 
 from . import conditions, shapes
 from .conditions import OUTLINE_WIDTH  # noqa: F401  (fill50k's ring width, kept importable from here)
-from .training_utils import hide_bar
+from .training_utils import atomic_write, hide_bar
 
 MATERIALISE_LIMIT = 4096  # .sources / .targets stack every pair: only for evaluation-sized sets
 
@@ -111,7 +111,6 @@ class Fill50k(torch.utils.data.Dataset):
         prompt.json is written last: a folder with prompt.json is complete."""
         from tqdm.auto import tqdm
 
-        from .training_utils import atomic_write
 
         folder = Path(folder)
         (folder / "source").mkdir(parents=True, exist_ok=True)
