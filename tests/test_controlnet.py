@@ -14,13 +14,14 @@ from conftest import inputs, make_unet
 TOL = dict(atol=1e-6, rtol=1e-5)
 
 
-def pair(unet, seed=3):
+def pair(unet, seed=3, global_pool=False):
     """A zc ControlNet and a diffusers ControlNetModel holding the same, fully random, weights."""
-    ours = zc.ControlNet.from_unet(unet)
+    ours = zc.ControlNet.from_unet(unet, global_pool_conditions=global_pool)
     randomize_(ours.controlnet_down_blocks, generator=torch.Generator().manual_seed(seed))
     randomize_(ours.controlnet_mid_block, generator=torch.Generator().manual_seed(seed + 1))
     randomize_(ours.controlnet_cond_embedding, std=0.1, generator=torch.Generator().manual_seed(seed + 2))
     ref = ControlNetModel.from_unet(unet)
+    ref.register_to_config(global_pool_conditions=global_pool)  # from_unet has no argument for it
     ref.load_state_dict(ours.state_dict())
     return ours.eval(), ref.eval()
 
@@ -32,9 +33,10 @@ def unet_out(unet, x, down, mid):
 
 @pytest.mark.parametrize("guess_mode", [False, True])
 @pytest.mark.parametrize("scale", [1.0, 0.6])
+@pytest.mark.parametrize("global_pool", [False, True])
 @torch.no_grad()
-def test_parity_with_diffusers(unet, guess_mode, scale):
-    ours, ref = pair(unet)
+def test_parity_with_diffusers(unet, guess_mode, scale, global_pool):
+    ours, ref = pair(unet, global_pool=global_pool)
     x = inputs()
     d1, m1 = ours(**x, conditioning_scale=scale, guess_mode=guess_mode)
     d2, m2 = ref(**x, conditioning_scale=scale, guess_mode=guess_mode, return_dict=False)
@@ -43,6 +45,8 @@ def test_parity_with_diffusers(unet, guess_mode, scale):
     for a, b in zip(d1, d2):
         torch.testing.assert_close(a, b, **TOL)
     torch.testing.assert_close(m1, m2, **TOL)
+    if global_pool:  # one vector per residual and sample: the condition says nothing about where
+        assert all(d.shape[-2:] == (1, 1) for d in d1) and m1.shape[-2:] == (1, 1)
     torch.testing.assert_close(unet_out(unet, x, d1, m1), unet_out(unet, x, d2, m2), **TOL)
     # and zc's one-call controlled UNet gives the same noise prediction
     eps = zc.ControlledUNet(unet, ours)(**x, conditioning_scale=scale, guess_mode=guess_mode)
@@ -63,9 +67,10 @@ def test_per_residual_scales(unet):
         ours(**x, conditioning_scale=[1.0, 2.0])
 
 
+@pytest.mark.parametrize("global_pool", [False, True])
 @torch.no_grad()
-def test_round_trip_through_diffusers(unet, tmp_path):
-    ours, _ = pair(unet)
+def test_round_trip_through_diffusers(unet, tmp_path, global_pool):
+    ours, _ = pair(unet, global_pool=global_pool)
     ours.save_pretrained(tmp_path / "zc")
     ref = ControlNetModel.from_pretrained(tmp_path / "zc")  # diffusers reads zc's folder
     ref.save_pretrained(tmp_path / "diffusers")
@@ -74,6 +79,7 @@ def test_round_trip_through_diffusers(unet, tmp_path):
         assert torch.equal(v, ref.state_dict()[k]), k
         assert torch.equal(v, back.state_dict()[k]), k
     assert not any(p.is_meta for p in back.parameters())
+    assert ref.config.global_pool_conditions == back.config.global_pool_conditions == global_pool
     x = inputs()
     for a, b in zip(ours(**x)[0], back(**x)[0]):
         assert torch.equal(a, b)
@@ -209,3 +215,10 @@ def test_parameter_count_matches_diffusers_for_sd15_shape():
     n = sum(p.numel() for p in ours.parameters())
     assert n == sum(p.numel() for p in ref.parameters())
     assert 355e6 < n < 365e6
+
+
+def test_bgr_channel_order_is_refused_with_the_fix_named(unet):
+    cfg = zc.ControlNet.from_unet(unet).config.to_diffusers()
+    with pytest.raises(ValueError, match="rgb channel order only"):
+        zc.controlnet.ControlNetConfig.from_diffusers({**cfg, "controlnet_conditioning_channel_order": "bgr"})
+    assert zc.controlnet.ControlNetConfig.from_diffusers({**cfg, "global_pool_conditions": True}).global_pool_conditions

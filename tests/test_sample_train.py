@@ -68,6 +68,30 @@ def test_two_controlnets_and_another_scheduler_match_diffusers(pipe, tmp_path):
     assert (ours - theirs).abs().max() < 1e-5
 
 
+def pooled_like(pipe, seed):
+    """A trained-like ControlNet with global pooling (ControlNet 1.1 shuffle's global_pool_conditions)."""
+    cn = zc.ControlNet.for_pipeline(pipe, global_pool_conditions=True)
+    for i, m in enumerate((cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out)):
+        randomize_(m, std=0.05, generator=torch.Generator().manual_seed(seed + i))
+    return cn.eval()
+
+
+@pytest.mark.parametrize("order", ["pooled alone", "pooled second"])
+def test_global_pool_samples_in_guess_mode_like_diffusers(pipe, tmp_path, order):
+    # diffusers' pipeline turns guess mode on when its (first) ControlNet pools: zc's sampler must too.
+    # (pooled first is left out: diffusers' MultiControlNetModel adds the next residuals in place into the
+    # pooled (B, C, 1, 1) ones and raises; zc's sum broadcasts)
+    pooled, spatial = pooled_like(pipe, 30), trained_like(pipe, 40)
+    prompts, c1 = conditions(2, 5)
+    _, c2 = conditions(2, 6)
+    nets, conds = {"pooled alone": ([pooled], [c1]), "pooled second": ([spatial, pooled], [c2, c1])}[order]
+    kw = dict(num_inference_steps=6, generator=torch.Generator().manual_seed(0))
+    ours = sample(pipe, nets if len(nets) > 1 else nets[0], prompts, conds if len(nets) > 1 else conds[0], **kw)
+    theirs = diffusers_pipe(pipe, nets, tmp_path)(prompts, image=conds if len(nets) > 1 else conds[0],
+                                                  guidance_scale=5.0, output_type="pt", **{**kw, "generator": torch.Generator().manual_seed(0)}).images
+    assert (ours - theirs).abs().max() < 1e-5
+
+
 def test_zero_controlnet_leaves_sampling_unchanged_and_cfg_rw_differs(pipe):
     prompts, cond = conditions(2, 4)
     kw = dict(num_inference_steps=6, generator=None)

@@ -83,11 +83,10 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
         key = "shape_iou" if any("shape_iou" in h for h in hist) else "iou"
         runs["stored"] = [(h["step"], h[key]) for h in hist if key in h]
         labels["stored"] = "stored CPU run"
-    key = curve_key(curves or [])
     for r in curves or []:
         if r["name"] == "ControlNet":
             k = (r.get("condition", "outline"), int(r["seed"]))
-            runs.setdefault(k, []).append((r["step"], r[key]))
+            runs.setdefault(k, []).append((r["step"], r[curve_key([r])]))  # sweeps of both CSV schemas
             labels[k] = f"{k[0]} seed {k[1]}"
     if not runs:
         return _row("sudden convergence, in < 10k steps", "no training curve", "not tested")

@@ -75,6 +75,7 @@ class ControlNetConfig:
     architecture: str = "controlnet"  # "controlnet" (paper), "lite" (Fig. 8c) or "direct" (no trainable copy)
     zero_conv_init: str = "zero"  # "zero" (paper) or "gaussian" (Fig. 8b ablation)
     only_mid_control: bool = False  # True: only the middle residual reaches the locked UNet (original repo flag)
+    global_pool_conditions: bool = False  # True: every residual averaged over space (ControlNet 1.1 shuffle)
 
     def __post_init__(self):
         self.conditioning_embedding_out_channels = tuple(self.conditioning_embedding_out_channels)
@@ -94,7 +95,7 @@ class ControlNetConfig:
             conditioning_channels=self.conditioning_channels,
             conditioning_embedding_out_channels=list(self.conditioning_embedding_out_channels),
             controlnet_conditioning_channel_order="rgb",
-            global_pool_conditions=False,
+            global_pool_conditions=self.global_pool_conditions,
         )
         zc_fields = {k: getattr(self, k) for k in ("architecture", "zero_conv_init", "only_mid_control")}
         if zc_fields != {"architecture": "controlnet", "zero_conv_init": "zero", "only_mid_control": False}:
@@ -105,11 +106,13 @@ class ControlNetConfig:
     def from_diffusers(cls, d: dict) -> "ControlNetConfig":
         if d.get("_class_name", "ControlNetModel") != "ControlNetModel":
             raise ValueError(f"expected a ControlNetModel config, got _class_name={d['_class_name']!r}")
-        if d.get("controlnet_conditioning_channel_order", "rgb") != "rgb" or d.get("global_pool_conditions"):
-            raise ValueError("zc supports rgb channel order without global pooling (shuffle models are not supported)")
+        if d.get("controlnet_conditioning_channel_order", "rgb") != "rgb":
+            raise ValueError("zc supports the rgb channel order only (controlnet_conditioning_channel_order='bgr' "
+                             "is not supported: convert the condition images and the config to rgb)")
         return cls(
             unet=copy_config(d),
             conditioning_channels=d.get("conditioning_channels", 3),
+            global_pool_conditions=bool(d.get("global_pool_conditions", False)),
             conditioning_embedding_out_channels=tuple(d.get("conditioning_embedding_out_channels") or (16, 32, 96, 256)),
             **d.get("zc", {}),
         )
@@ -205,7 +208,8 @@ class ControlNet(nn.Module):
     ) -> "ControlNet":
         """Copy conv_in, the time embedding, the down blocks and the mid block of `unet`.
 
-        `ablation` takes the other ControlNetConfig fields: architecture, zero_conv_init, only_mid_control.
+        `ablation` takes the other ControlNetConfig fields: architecture, zero_conv_init, only_mid_control,
+        global_pool_conditions.
         """
         config = ControlNetConfig(copy_config(unet.config), conditioning_channels,
                                   tuple(conditioning_embedding_out_channels), **ablation)
@@ -262,11 +266,13 @@ class ControlNet(nn.Module):
     def residual_scales(self, conditioning_scale, guess_mode: bool, device) -> list:
         """One multiplier per residual (12 skips, then the middle).
 
-        guess mode: 10**linspace(-1, 0, 13) = 0.1 ... 1.0, diffusers' `torch.logspace(-1, 0, 13)`.
+        guess mode: 10**linspace(-1, 0, 13) = 0.1 ... 1.0, diffusers' `torch.logspace(-1, 0, 13)`
+        (not with global_pool_conditions: diffusers then scales every residual alike).
         The original repo writes the same geometric series as 0.825**(12 - i) (0.825 ≈ 10**(-1/12)
         = 0.8254); we use the logspace form so results match diffusers bit for bit.
         """
         n = self.num_residuals
+        guess_mode = guess_mode and not self.config.global_pool_conditions
         if isinstance(conditioning_scale, (list, tuple)) or (torch.is_tensor(conditioning_scale) and conditioning_scale.ndim):
             if len(conditioning_scale) != n:
                 raise ValueError(f"conditioning_scale list must have {n} entries (one per residual), got {len(conditioning_scale)}")
@@ -308,6 +314,9 @@ class ControlNet(nn.Module):
         mid = mid * scales[-1]
         if self.config.only_mid_control:
             down = [torch.zeros_like(d) for d in down]  # the locked UNet only sees the middle residual
+        if self.config.global_pool_conditions:  # a condition with no "where": one vector per residual
+            down = [d.mean(dim=(2, 3), keepdim=True) for d in down]  # (B, C, h, w) -> (B, C, 1, 1)
+            mid = mid.mean(dim=(2, 3), keepdim=True)
         return down, mid
 
     # --- memory ------------------------------------------------------------------------------

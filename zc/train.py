@@ -59,6 +59,7 @@ class TrainConfig:
     sd_locked: bool = True  # False: the UNet decoder trains too (original repo's sd_locked=False)
     decoder_lr: float = 2e-6  # its learning rate when unlocked
     only_mid_control: bool = False  # only the middle residual reaches the UNet
+    global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned)
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
@@ -219,7 +220,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     else:
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
                                              zero_conv_init=cfg.zero_conv_init,
-                                             only_mid_control=cfg.only_mid_control).to(device, torch.float32)
+                                             only_mid_control=cfg.only_mid_control,
+                                             global_pool_conditions=cfg.global_pool).to(device, torch.float32)
         model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
         if not cfg.sd_locked:
             pipe.unet.to(torch.float32)  # trained weights stay fp32
