@@ -86,7 +86,7 @@ def test_global_pool_samples_in_guess_mode_like_diffusers(pipe, tmp_path, order)
     _, c2 = conditions(2, 6)
     nets, conds = {"pooled alone": ([pooled], [c1]), "pooled second": ([spatial, pooled], [c2, c1])}[order]
     kw = dict(num_inference_steps=6, generator=torch.Generator().manual_seed(0))
-    ours = sample(pipe, nets if len(nets) > 1 else nets[0], prompts, conds if len(nets) > 1 else conds[0], **kw)
+    ours = sample(pipe, nets, prompts, conds, **kw)  # a list of one is a MultiControlNet of one
     theirs = diffusers_pipe(pipe, nets, tmp_path)(prompts, image=conds if len(nets) > 1 else conds[0],
                                                   guidance_scale=5.0, output_type="pt", **{**kw, "generator": torch.Generator().manual_seed(0)}).images
     assert (ours - theirs).abs().max() < 1e-5

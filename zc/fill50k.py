@@ -111,7 +111,6 @@ class Fill50k(torch.utils.data.Dataset):
         prompt.json is written last: a folder with prompt.json is complete."""
         from tqdm.auto import tqdm
 
-
         folder = Path(folder)
         (folder / "source").mkdir(parents=True, exist_ok=True)
         (folder / "target").mkdir(parents=True, exist_ok=True)

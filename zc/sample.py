@@ -72,7 +72,7 @@ def sample(
     if controlnet is not None and not concat:
         first = controlnet.nets[0] if isinstance(controlnet, MultiControlNet) else controlnet
         # a global (pooled) ControlNet samples in guess mode, decided by the first net as in diffusers' pipeline
-        guess_mode = guess_mode or bool(getattr(first.config, "global_pool_conditions", False))
+        guess_mode = guess_mode or first.config.global_pool_conditions
     control_cond_only = do_cfg and (guess_mode or cfg_rw)
     h = pipe.unet.config.sample_size
     size = h * pipe.vae_scale_factor
