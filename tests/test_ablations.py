@@ -153,3 +153,28 @@ def test_sample_efficiency_from_curves():
     assert eff["ControlNet"]["steps_to"] == 200 and eff["lite"]["steps_to"] == 500 and eff["direct"]["steps_to"] is None
     assert eff["ControlNet"]["auc"] > eff["lite"]["auc"] > eff["direct"]["auc"]
     assert eff["direct"]["reached"] == "0/2" and eff["ControlNet"]["bar"] == pytest.approx(0.72)
+
+
+def test_merge_sweeps_never_mixes_a_runs_seeds():
+    old = [{"name": "ControlNet", "seed": 0, "perfect": 0.8}, {"name": "ControlNet", "seed": 1, "perfect": 0.7},
+           {"name": "1k pairs", "seed": 0, "perfect": 0.6}]  # an older CSV: no condition column (outline)
+    new = [{"condition": "outline", "name": "ControlNet", "seed": 0, "perfect": 0.9},
+           {"condition": "scribble", "name": "1k pairs", "seed": 0, "perfect": 0.3}]
+    rows = ablations.merge_sweeps(old, new)
+    outline_cn = [r["perfect"] for r in rows if r["name"] == "ControlNet"]
+    assert outline_cn == [0.9]  # the newer sweep's run replaces all the older's seeds of it
+    assert {(r.get("condition", "outline"), r["name"]) for r in rows} == {
+        ("outline", "ControlNet"), ("scribble", "1k pairs"), ("outline", "1k pairs")}
+
+
+def test_conflict_geometry_tells_the_prompts_kind_from_the_outlines():
+    ds = Fill50k.generate(16, seed=3, split="test")  # circles
+    sc = ds.scenes
+    squares = shapes.Scenes(torch.full_like(sc.kind, shapes.KINDS.index("square")), sc.fill, sc.bg, sc.center,
+                            sc.radius)
+    obeys_prompt = ablations.conflict_geometry(shapes.render(squares), sc)
+    obeys_outline = ablations.conflict_geometry(shapes.render(sc), sc)
+    assert obeys_prompt["prompt_kind_share"] == 1 and obeys_outline["prompt_kind_share"] == 0
+    assert obeys_prompt["iou"] == pytest.approx(obeys_prompt["iou_same_radius"], abs=0.04)
+    assert obeys_prompt["iou_same_radius"] < 0.8 < 0.9 < obeys_outline["iou"]
+    assert obeys_prompt["area_ratio"] < 0.9 < obeys_outline["area_ratio"]

@@ -124,3 +124,21 @@ def test_forgetting_rule_reads_the_base_model_columns(tmp_path):
     assert verdict(claims.paper_claims(with_base(runs, keep, keep), results=tmp_path), "fine-tuning the whole UNet") \
         == "not reproduced"
     assert verdict(claims.paper_claims(rows(**runs), results=tmp_path), "fine-tuning the whole UNet") == "not tested"
+
+
+def test_sample_efficiency_rule_reads_the_curves(tmp_path):
+    def curves(name, pts_by_seed, condition="scribble"):
+        return [{"condition": condition, "name": name, "seed": s, "step": st, "score": v}
+                for s, pts in enumerate(pts_by_seed) for st, v in pts]
+
+    early = [[(0, 0.1), (250, 0.6 + 0.01 * s), (500, 0.8), (1000, 0.85)] for s in range(3)]
+    late = [[(0, 0.1), (250, 0.15), (500, 0.3 + 0.02 * s), (1000, 0.85)] for s in range(3)]
+    fast = curves("ControlNet", early) + curves("ControlNet-lite", late) + curves("Gaussian-init convs", early)
+    table = claims.paper_claims([], curves=fast, results=tmp_path)
+    assert verdict(table, "the trainable copy learns control faster than ControlNet-lite") == "reproduced"
+    assert verdict(table, "zero convs learn control faster") == "not reproduced"  # identical curves: no gap
+    assert verdict(table, "the trainable copy learns control faster than the condition") == "not tested"
+    assert claims.suddenness([(0, 0.1), (1000, 0.9)], window=100) == 0.0  # too sparse to show a jump
+    slower = curves("ControlNet", late) + curves("ControlNet-lite", early)
+    assert verdict(claims.paper_claims([], curves=slower, results=tmp_path),
+                   "the trainable copy learns control faster than ControlNet-lite") == "not reproduced"

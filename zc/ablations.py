@@ -258,6 +258,14 @@ def summarize(rows: list[dict], columns=PROMPTS + ("sec_per_step",)) -> list[dic
     return summary
 
 
+def merge_sweeps(older: list[dict], newer: list[dict]) -> list[dict]:
+    """Rows (results or curves) of two sweeps as one: the newer sweep's rows, then the older's for
+    the (condition, run name) pairs the newer has not run. A run's seeds never mix across sweeps
+    (their settings, held-out sets and curve columns may differ)."""
+    have = {(r.get("condition", "outline"), r["name"]) for r in newer}
+    return list(newer) + [r for r in older if (r.get("condition", "outline"), r["name"]) not in have]
+
+
 def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition: str = "outline") -> dict:
     """Run a minus run b on `setting`, paired by seed (same seed: same data, same test noise):
     mean difference, its 95% t-interval and the seeds used."""
@@ -268,27 +276,44 @@ def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition:
     return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
 
 
+def _auc(curve: list[tuple[float, float]]) -> float:
+    """Mean score over training: the area under a [(step, score)] curve (trapezoids) over its length."""
+    pts = sorted(curve)
+    area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
+    return area / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else pts[0][1]
+
+
+def _curves_by_run(curves: list[dict], condition: str | None = None) -> dict:
+    """{(condition, name): {seed: [(step, score)]}} of a curves CSV (either schema)."""
+    per = {}
+    for r in curves:
+        cond = r.get("condition", "outline")
+        if condition is None or cond == condition:
+            per.setdefault((cond, r["name"]), {}).setdefault(int(r["seed"]), []).append((r["step"], r[curve_key([r])]))
+    return per
+
+
+def auc_rows(curves: list[dict]) -> list[dict]:
+    """One row per (condition, run, seed) with its "auc" (the mean score over training), shaped like
+    results.csv rows so that paired_difference(rows, a, b, "auc", condition) compares two designs'
+    sample efficiency, paired by seed."""
+    return [{"condition": cond, "name": name, "seed": seed, "auc": _auc(curve)}
+            for (cond, name), seeds in _curves_by_run(curves).items() for seed, curve in seeds.items()]
+
+
 def sample_efficiency(curves: list[dict], condition: str = "outline", reference: str = "ControlNet",
                       fraction: float = 0.8) -> list[dict]:
     """How fast each run learns, from its fidelity curve (curves.csv, full prompt), per run name:
     the normalised area under the curve (mean score over training, trapezoids) and the first
     evaluated step at which the score reaches `fraction` of the reference run's mean final score
     (None if never), each with its mean and 95% interval over seeds."""
-    key = curve_key(curves)
-    rows = [r for r in curves if r.get("condition", "outline") == condition]
-    per = {}
-    for r in rows:
-        per.setdefault(r["name"], {}).setdefault(int(r["seed"]), []).append((r["step"], r[key]))
+    per = {name: seeds for (_, name), seeds in _curves_by_run(curves, condition).items()}
     finals = [sorted(c)[-1][1] for c in per.get(reference, {}).values()]
     bar = fraction * sum(finals) / len(finals) if finals else float("nan")
     out = []
     for name, seeds in per.items():
-        aucs, reach = [], []
-        for curve in seeds.values():
-            pts = sorted(curve)
-            area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
-            aucs.append(area / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else pts[0][1])
-            reach.append(next((s for s, v in pts if v >= bar), None))
+        aucs = [_auc(curve) for curve in seeds.values()]
+        reach = [next((s for s, v in sorted(curve) if v >= bar), None) for curve in seeds.values()]
         auc, auc_ci = t_interval(aucs)
         hit = [x for x in reach if x is not None]
         out.append({"name": name, "seeds": len(seeds), "auc": auc, "auc_ci": auc_ci, "reached": f"{len(hit)}/{len(reach)}",
@@ -385,6 +410,38 @@ def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int 
                          "shape_iou_std": x.std().item() if len(x) > 1 else 0.0,
                          "fill_accuracy": sum(fills) / len(fills) if fills else float("nan")})
     return rows
+
+
+def conflicting_scenes(scenes: shapes.Scenes) -> shapes.Scenes:
+    """The scenes with the conflicting prompt's kind (CONFLICT) at the same place, size and colours."""
+    other = torch.tensor([shapes.KINDS.index(CONFLICT[shapes.KINDS[k]]) for k in scenes.kind.tolist()],
+                         device=scenes.kind.device)
+    return dataclasses.replace(scenes, kind=other)
+
+
+def conflict_geometry(images: torch.Tensor, scenes: shapes.Scenes) -> dict[str, float]:
+    """What images drawn under the conflicting prompt show (chapter 9): the share drawn as the
+    prompt's kind (conditions.kind_of), the drawn area over the condition's shape area, and the IoU
+    with the condition's shape, beside two references computed on the same scenes: the prompt's
+    kind at the same centre and radius (what TinySD draws for that kind), and at the centre with
+    the drawn area (a shape that obeys place and size but not the outline's kind)."""
+    scenes = scenes.to("cpu")
+    size = images.shape[-1]
+    truth = shapes.coverage(scenes, size) > 0.5
+    drawn = shape_regions(images)
+    other = conflicting_scenes(scenes)
+    area = drawn.flatten(1).float().sum(1) / truth.flatten(1).float().sum(1).clamp(min=1)  # (B,)
+    per_r2 = torch.tensor([conditions.AREA[shapes.KINDS[k]] / conditions.AREA[shapes.KINDS[o]]
+                           for k, o in zip(scenes.kind.tolist(), other.kind.tolist())])  # equal-area radius^2 scale
+
+    def ghost(scale: torch.Tensor | float) -> torch.Tensor:  # (B, H, W) the prompt's kind, centred on the scene
+        return shapes.coverage(dataclasses.replace(other, radius=other.radius * scale), size) > 0.5
+
+    return {"prompt_kind_share": (conditions.kind_of(images) == other.kind).float().mean().item(),
+            "area_ratio": area.mean().item(),
+            "iou": metrics.iou(drawn, truth).mean().item(),
+            "iou_same_radius": metrics.iou(ghost(1.0), truth).mean().item(),
+            "iou_same_area": metrics.iou(ghost((per_r2 * area).sqrt()), truth).mean().item()}
 
 
 def transfer_table(pipes: dict, controlnet, test: Fill50k, seed: int = 0, steps: int = 20):

@@ -6,7 +6,8 @@
 Every rule reads measured numbers only (ablation runs, stored benchmarks). The architectural claims
 (Fig. 8: zero vs Gaussian init, ControlNet-lite, the condition added directly, prompt dropout) are
 decided per condition from 95% t-intervals of the difference to the reference ControlNet, paired
-by seed (interval_verdict): reproduced, partly, not reproduced, or inconclusive. Sudden convergence
+by seed (interval_verdict): reproduced, partly, not reproduced, or inconclusive; the same rule reads
+the training curves for how fast each design learns (EFFICIENCY: mean score over training). Sudden convergence
 is decided from the shape of the dense fidelity curve (suddenness). A claim with no measurement
 says "not tested" rather than guessing, and so do the paper's results this book cannot reproduce
 (user ranking, FID, ADE20K), with the toy analogue where one exists. The paper's numbers come from
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .ablations import curve_key
+from .ablations import auc_rows, curve_key
 from .fidelity import sudden_convergence_step
 from .resources import RESULTS
 
@@ -62,13 +63,14 @@ def _fmt(setting: str, d: dict) -> str:
 def suddenness(curve: list[tuple[float, float]], window: float) -> float:
     """The largest rise of a fidelity curve [(step, score)] within `window` steps, as a share of its
     total rise (last minus first evaluation); 0 when it never rose by 0.1. A gradual learner rising
-    evenly scores about window / length; a sudden one close to 1."""
+    evenly scores about window / length; a sudden one close to 1; 0 when no two evaluations lie
+    within the window."""
     curve = sorted(curve)
     total = curve[-1][1] - curve[0][1]
     if total < 0.1:
         return 0.0
-    best = max(b[1] - a[1] for i, a in enumerate(curve) for b in curve[i + 1:] if b[0] - a[0] <= window) \
-        if len(curve) > 1 else 0.0
+    best = max((b[1] - a[1] for i, a in enumerate(curve) for b in curve[i + 1:] if b[0] - a[0] <= window),
+               default=0.0)  # evaluations sparser than the window cannot show a sudden rise
     return max(best, 0.0) / total
 
 
@@ -116,6 +118,11 @@ ARCHITECTURE = [  # (claim, the run it compares the reference ControlNet with, p
     ("fine-tuning the whole UNet on the task makes SD forget; the locked SD does not", "UNet fine-tuned, concat",
      ("base_kind_accuracy", "base_colour_accuracy")),
 ]
+EFFICIENCY = [  # the same Fig. 8 comparisons read from the training curves: how fast control is learned
+    ("zero convs learn control faster than Gaussian-initialised convs", "Gaussian-init convs"),
+    ("the trainable copy learns control faster than ControlNet-lite", "ControlNet-lite"),
+    ("the trainable copy learns control faster than the condition added directly", "condition added directly"),
+]
 NOT_TESTED = [
     ("user ranking of quality and fidelity (Table 1)", "needs people; the toy analogue is each chapter's "
      "measured fidelity"),
@@ -148,6 +155,18 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
                 tested = True
         if not tested:
             rows.append(_row(claim, f"no '{other}' run", "not tested"))
+
+    aucs = auc_rows(curves or [])
+    for claim, other in EFFICIENCY:
+        tested = False
+        for cond in dict.fromkeys(r["condition"] for r in aucs):
+            if {"ControlNet", other} <= {r["name"] for r in aucs if r["condition"] == cond}:
+                d = paired_difference(aucs, "ControlNet", other, "auc", cond)
+                rows.append(_row(claim, f"ControlNet minus {other}, mean score over training (perfect prompt): "
+                                 f"{_fmt('', d).strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
+                tested = True
+        if not tested:
+            rows.append(_row(claim, f"no '{other}' training curve", "not tested"))
 
     tested = False
     for cond in conditions:
