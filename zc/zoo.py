@@ -4,7 +4,7 @@ them (benchmarks/zoo.py stores them; the conditions chapter computes them live).
 
     cn = zoo.load("scribble")                           # a zc.ControlNet
     row = zoo.benchmark(pipe, "scribble", n=32)         # its score without / with control, ceiling
-    rows, images = zoo.composition(pipe, n=16)          # keypoints (where) + palette (colours), no prompt
+    rows = zoo.composition(pipe, n=16)                  # keypoints (where) + palette (colours), no prompt
 """
 from __future__ import annotations
 
@@ -99,10 +99,12 @@ def train_minutes(run: Path) -> float | None:
 
 
 def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = "keypoints",
-                colours: str = "palette", return_images: bool = False):
+                colours: str = "palette", guess_mode: bool = False, return_images: bool = False):
     """Paper §3.4: two ControlNets trained separately, used together with an empty prompt. `where`
     fixes position and size, `colours` the fill and background colours. Rows: TinySD alone, each
-    ControlNet alone, both (their residuals summed)."""
+    ControlNet alone, both (their residuals summed), each with every measure and "joint": the mean
+    over images of keypoint hit x colour accuracy (both constraints at once). A pooled ControlNet
+    alone samples in guess mode (as in diffusers); guess_mode=True puts the pair there too."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(where, n, size)
     c_where, c_col = test.conditions(), conditions.draw(colours, test.scenes, size)
@@ -112,11 +114,15 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
             f"{where} + {colours}": ([a, b], [c_where, c_col])}
     rows, images = [], {}
     for label, (nets, cond) in runs.items():
-        x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
+        x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                   guess_mode=guess_mode and nets is not None)
         images[label] = x
-        m = conditions.measure(x, test.scenes)
-        rows.append({"run": label, **{k: m[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
-                                                          "fill_accuracy", "background_accuracy", "shape_iou")}})
+        m = conditions.measure(x, test.scenes, per_item=True)
+        mean = {k: sum(v) / len(v) for k, v in m.items()}
+        joint = sum(h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])) / n
+        rows.append({"run": label, "guess_mode": guess_mode, "joint": joint,
+                     **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
+                                             "fill_accuracy", "background_accuracy", "shape_iou")}})
     return (rows, images, test) if return_images else rows
 
 
@@ -136,7 +142,9 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 
 
 def format_composition(rows: list[dict]) -> str:
-    lines = [f"{'empty prompt':26s} {'keypoint acc.':>13s} {'centre err px':>13s} {'colour acc.':>11s}"]
+    lines = [f"{'empty prompt':34s} {'keypoint acc.':>13s} {'centre err px':>13s} {'colour acc.':>11s} {'joint':>6s}"]
     for r in rows:
-        lines.append(f"{r['run']:26s} {r['keypoint_accuracy']:13.3f} {r['centre_error']:13.1f} {r['colour_accuracy']:11.3f}")
+        mode = " (guess mode)" if r.get("guess_mode") and r["run"] != "TinySD alone" else ""
+        lines.append(f"{r['run'] + mode:34s} {r['keypoint_accuracy']:13.3f} {r['centre_error']:13.1f} "
+                     f"{r['colour_accuracy']:11.3f} {r.get('joint', float('nan')):6.3f}")
     return "\n".join(lines)
