@@ -1,12 +1,17 @@
 """Palette probe: does a palette ControlNet's output depend on the palette at all?
 
-    python scripts/palette_probe.py palette STEPS LR EMPTY_PROMPT_PROB [gp]
+    python scripts/palette_probe.py palette STEPS LR EMPTY_PROMPT_PROB [gp] [sample]
+    python scripts/palette_probe.py palette 2000 2e-4 0.5 sample   # the 2026-11-30 sampling check
 
 Trains STEPS steps (gp: residuals pooled over space), then prints the hint block's spread across
 items (the std over 16 held-out palettes of its output: 0 = the condition is ignored) and, at three
 noise levels, the mean RGB distance of the one-step x0 prediction (decoded) to the scene's fill
 (inside the shape) and background colours: TinySD alone, with the ControlNet, and with the
-ControlNet given another scene's palette (cn_rolled). Empty prompts throughout.
+ControlNet given another scene's palette (cn_rolled). Empty prompts throughout. With `sample`, it
+then samples 32 held-out scenes (20 DDIM steps) alone, with the ControlNet, in guess mode, at
+conditioning scale 2 and in guess mode at CFG 9, and prints colour accuracy and the mean RGB
+distance of the drawn shape to the fill colour and of the rest to the background colour: is the
+colour there but too weak, and does amplifying the control bring it?
 """
 
 import sys
@@ -16,14 +21,15 @@ import torch
 
 import zc
 import zc.tinysd
-from zc import shapes
+from zc import conditions, shapes
 from zc import train as zt
 from zc.controlled_unet import ControlledUNet
 from zc.fill50k import Fill50k
+from zc.sample import sample
 
 cond_name, steps, lr = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 epp = float(sys.argv[4]) if len(sys.argv) > 4 else 0.5
-gp = len(sys.argv) > 5 and sys.argv[5] == "gp"
+gp, sampling = "gp" in sys.argv[5:], "sample" in sys.argv[5:]
 t0 = time.time()
 cfg = zt.TrainConfig.preset(
     "cpu",
@@ -85,3 +91,42 @@ with torch.no_grad():
             ).flatten(1).sum(1) / (~truth).flatten(1).sum(1)
             out.append(f"{k} {f.mean():.3f}/{b.mean():.3f}")
         print(t, " | ".join(out), flush=True)
+
+if sampling:
+    test = Fill50k.generate(
+        32, seed=777, split="test", condition=cond_name, kinds=shapes.KINDS
+    )
+    cond, empty = test.conditions(), [""] * 32
+
+    def dist(images):
+        drawn = conditions.shape_regions(images)
+        x = images.permute(0, 2, 3, 1)
+        f = (x - table[test.scenes.fill][:, None, None]).norm(dim=-1)
+        b = (x - table[test.scenes.bg][:, None, None]).norm(dim=-1)
+        fd = (f * drawn).flatten(1).sum(1) / drawn.flatten(1).sum(1).clamp(min=1)
+        bd = (b * ~drawn).flatten(1).sum(1) / (~drawn).flatten(1).sum(1).clamp(min=1)
+        return fd.mean().item(), bd.mean().item()
+
+    for label, net, kw in [
+        ("alone", None, {}),
+        ("CN cfg5", cn, {}),
+        ("CN guess cfg5", cn, {"guess_mode": True}),
+        ("CN scale2", cn, {"conditioning_scale": 2.0}),
+        ("CN guess cfg9", cn, {"guess_mode": True, "guidance_scale": 9.0}),
+    ]:
+        x = sample(
+            pipe,
+            net,
+            empty,
+            cond if net is not None else None,
+            num_inference_steps=20,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        )
+        m = conditions.measure(x, test.scenes)
+        fd, bd = dist(x)
+        print(
+            f"{label:16s} colour acc {m['colour_accuracy']:.3f}"
+            f"  mean dist fill {fd:.3f} bg {bd:.3f}",
+            flush=True,
+        )
