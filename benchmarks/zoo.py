@@ -42,8 +42,11 @@ def main(argv=None):
             r["train_minutes"] = zoo.train_minutes(run)
         rows.append(r)
         print(zoo.format_table(rows[-1:], header=len(rows) == 1), flush=True)
-    comp = [r for gm in (False, True) for r in zoo.composition(pipe, n=args.n, steps=args.steps, guess_mode=gm)
-            if not (gm and r["run"] == "TinySD alone")]
+    comp = {}  # plainly, then in guess mode; a row sampled the same way twice (a pooled ControlNet alone) once
+    for gm in (False, True):
+        for r in zoo.composition(pipe, n=args.n, steps=args.steps, guess_mode=gm):
+            comp.setdefault((r["run"], r["guess_mode"]), r)
+    comp = list(comp.values())
     stamp = (f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
              f"{args.n} held-out scenes, {args.steps} DDIM steps, CFG 5")
     text = zoo.format_table(rows) + "\n\n" + zoo.format_composition(comp) + f"\n\n({stamp})\n"

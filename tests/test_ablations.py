@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 
 import pytest
 import torch
@@ -155,16 +156,15 @@ def test_sample_efficiency_from_curves():
     assert eff["direct"]["reached"] == "0/2" and eff["ControlNet"]["bar"] == pytest.approx(0.72)
 
 
-def test_merge_sweeps_never_mixes_a_runs_seeds():
+def test_merge_sweeps_never_mixes_two_sweeps_within_a_condition():
     old = [{"name": "ControlNet", "seed": 0, "perfect": 0.8}, {"name": "ControlNet", "seed": 1, "perfect": 0.7},
            {"name": "1k pairs", "seed": 0, "perfect": 0.6}]  # an older CSV: no condition column (outline)
-    new = [{"condition": "outline", "name": "ControlNet", "seed": 0, "perfect": 0.9},
-           {"condition": "scribble", "name": "1k pairs", "seed": 0, "perfect": 0.3}]
-    rows = ablations.merge_sweeps(old, new)
-    outline_cn = [r["perfect"] for r in rows if r["name"] == "ControlNet"]
-    assert outline_cn == [0.9]  # the newer sweep's run replaces all the older's seeds of it
-    assert {(r.get("condition", "outline"), r["name"]) for r in rows} == {
-        ("outline", "ControlNet"), ("scribble", "1k pairs"), ("outline", "1k pairs")}
+    newer_scribble = [{"condition": "scribble", "name": "ControlNet", "seed": 0, "perfect": 0.3}]
+    rows = ablations.merge_sweeps(old, newer_scribble)
+    assert rows[:1] == newer_scribble and rows[1:] == old  # newer first; outline untouched by a scribble sweep
+    newer_outline = [{"condition": "outline", "name": "ControlNet", "seed": 0, "perfect": 0.9}]
+    rows = ablations.merge_sweeps(old, newer_scribble + newer_outline)
+    assert rows == newer_scribble + newer_outline  # the older outline rows, 1k pairs too, are superseded
 
 
 def test_conflict_geometry_tells_the_prompts_kind_from_the_outlines():
@@ -176,5 +176,8 @@ def test_conflict_geometry_tells_the_prompts_kind_from_the_outlines():
     obeys_outline = ablations.conflict_geometry(shapes.render(sc), sc)
     assert obeys_prompt["prompt_kind_share"] == 1 and obeys_outline["prompt_kind_share"] == 0
     assert obeys_prompt["iou"] == pytest.approx(obeys_prompt["iou_same_radius"], abs=0.04)
-    assert obeys_prompt["iou_same_radius"] < 0.8 < 0.9 < obeys_outline["iou"]
+    assert obeys_prompt["iou"] == pytest.approx(obeys_prompt["iou_same_area"], abs=0.02)  # the square it drew
+    assert obeys_prompt["iou"] < 0.82 and obeys_outline["iou"] > 0.9
     assert obeys_prompt["area_ratio"] < 0.9 < obeys_outline["area_ratio"]
+    bigger = dataclasses.replace(squares, radius=squares.radius * 1.15)  # obeys the kind, not the size
+    assert ablations.conflict_geometry(shapes.render(bigger), sc)["area_ratio"] > obeys_prompt["area_ratio"] + 0.2

@@ -259,11 +259,12 @@ def summarize(rows: list[dict], columns=PROMPTS + ("sec_per_step",)) -> list[dic
 
 
 def merge_sweeps(older: list[dict], newer: list[dict]) -> list[dict]:
-    """Rows (results or curves) of two sweeps as one: the newer sweep's rows, then the older's for
-    the (condition, run name) pairs the newer has not run. A run's seeds never mix across sweeps
-    (their settings, held-out sets and curve columns may differ)."""
-    have = {(r.get("condition", "outline"), r["name"]) for r in newer}
-    return list(newer) + [r for r in older if (r.get("condition", "outline"), r["name"]) not in have]
+    """Rows (results or curves) of two sweeps as one: the newer sweep's rows first, then the older's
+    for the conditions the newer has not run at all. Two sweeps never mix within a condition: their
+    runner versions, held-out sets and curve measures may differ, and runs are compared with their
+    own sweep's reference."""
+    have = {r.get("condition", "outline") for r in newer}
+    return list(newer) + [r for r in older if r.get("condition", "outline") not in have]
 
 
 def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition: str = "outline") -> dict:
@@ -297,7 +298,8 @@ def auc_rows(curves: list[dict]) -> list[dict]:
     """One row per (condition, run, seed) with its "auc" (the mean score over training), shaped like
     results.csv rows so that paired_difference(rows, a, b, "auc", condition) compares two designs'
     sample efficiency, paired by seed."""
-    return [{"condition": cond, "name": name, "seed": seed, "auc": _auc(curve)}
+    measure = {(r.get("condition", "outline"), r["name"]): curve_key([r]) for r in curves}
+    return [{"condition": cond, "name": name, "seed": seed, "auc": _auc(curve), "measure": measure[cond, name]}
             for (cond, name), seeds in _curves_by_run(curves).items() for seed, curve in seeds.items()]
 
 

@@ -60,18 +60,21 @@ def _fmt(setting: str, d: dict) -> str:
     return f"{setting} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
 
-def suddenness(curve: list[tuple[float, float]], window: float) -> float:
+def suddenness(curve: list[tuple[float, float]], window: float) -> float | None:
     """The largest rise of a fidelity curve [(step, score)] within `window` steps, as a share of its
     total rise (last minus first evaluation); 0 when it never rose by 0.1. A gradual learner rising
-    evenly scores about window / length; a sudden one close to 1; 0 when no two evaluations lie
-    within the window."""
+    evenly scores about window / length; a sudden one close to 1. None when the evaluations around
+    the rise (where the curve crosses half its total rise) lie further apart than the window: too
+    sparse to tell."""
     curve = sorted(curve)
     total = curve[-1][1] - curve[0][1]
     if total < 0.1:
         return 0.0
-    best = max((b[1] - a[1] for i, a in enumerate(curve) for b in curve[i + 1:] if b[0] - a[0] <= window),
-               default=0.0)  # evaluations sparser than the window cannot show a sudden rise
-    return max(best, 0.0) / total
+    half = curve[0][1] + total / 2
+    if all(b[0] - a[0] > window for a, b in zip(curve, curve[1:]) if a[1] < half <= b[1]):
+        return None  # every evaluation pair around the rise lies further apart than the window
+    rises = [b[1] - a[1] for i, a in enumerate(curve) for b in curve[i + 1:] if b[0] - a[0] <= window]
+    return max(max(rises, default=0.0), 0.0) / total
 
 
 def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float = 0.5) -> dict:
@@ -92,17 +95,21 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
             labels[k] = f"{k[0]} seed {k[1]}"
     if not runs:
         return _row("sudden convergence, in < 10k steps", "no training curve", "not tested")
-    parts, ok = [], 0
+    parts, ok, decided = [], 0, 0
     for k, curve in runs.items():
         length = max(s for s, _ in curve)
         sud = suddenness(curve, window=length / 10)
         hist = [{"step": s, "score": v} for s, v in sorted(curve)]
         final = sorted(curve)[-1][1]
         step = sudden_convergence_step(hist, threshold=curve[0][1] + 0.7 * (final - curve[0][1]), key="score")
-        fast = sud >= share and step is not None and step < 10_000
-        ok += fast
+        if sud is None:  # left out of the verdict: neither sudden nor gradual as far as the curve can tell
+            parts.append(f"{labels[k]}: evaluations too sparse around its rise to tell (at step {step})")
+            continue
+        decided += 1
+        ok += sud >= share and step is not None and step < 10_000
         parts.append(f"{labels[k]}: {sud:.0%} of the rise within {length / 10:.0f} steps, at step {step}")
-    verdict = "reproduced" if ok == len(runs) else "partly" if ok else "not reproduced"
+    verdict = ("inconclusive" if not decided else "reproduced" if ok == decided else "partly" if ok
+               else "not reproduced")
     return _row("sudden convergence, in < 10k steps", "; ".join(parts), verdict)
 
 
@@ -162,7 +169,9 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
         for cond in dict.fromkeys(r["condition"] for r in aucs):
             if {"ControlNet", other} <= {r["name"] for r in aucs if r["condition"] == cond}:
                 d = paired_difference(aucs, "ControlNet", other, "auc", cond)
-                rows.append(_row(claim, f"ControlNet minus {other}, mean score over training (perfect prompt): "
+                measure = next(r["measure"] for r in aucs if r["condition"] == cond)
+                measure = {"score": "score", "shape_iou": "shape IoU", "iou": "fill-colour IoU"}[measure]
+                rows.append(_row(claim, f"ControlNet minus {other}, mean {measure} over training (perfect prompt): "
                                  f"{_fmt('', d).strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
                 tested = True
         if not tested:

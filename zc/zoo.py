@@ -120,7 +120,9 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
         m = conditions.measure(x, test.scenes, per_item=True)
         mean = {k: sum(v) / len(v) for k, v in m.items()}
         joint = sum(h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])) / n
-        rows.append({"run": label, "guess_mode": guess_mode, "joint": joint,
+        first = nets[0] if isinstance(nets, list) else nets
+        forced = first is not None and first.config.global_pool_conditions  # the sampler's rule, as diffusers'
+        rows.append({"run": label, "guess_mode": (guess_mode and nets is not None) or forced, "joint": joint,
                      **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
                                              "fill_accuracy", "background_accuracy", "shape_iou")}})
     return (rows, images, test) if return_images else rows
@@ -144,7 +146,7 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 def format_composition(rows: list[dict]) -> str:
     lines = [f"{'empty prompt':34s} {'keypoint acc.':>13s} {'centre err px':>13s} {'colour acc.':>11s} {'joint':>6s}"]
     for r in rows:
-        mode = " (guess mode)" if r.get("guess_mode") and r["run"] != "TinySD alone" else ""
+        mode = " (guess mode)" if r.get("guess_mode") else ""
         lines.append(f"{r['run'] + mode:34s} {r['keypoint_accuracy']:13.3f} {r['centre_error']:13.1f} "
                      f"{r['colour_accuracy']:11.3f} {r.get('joint', float('nan')):6.3f}")
     return "\n".join(lines)
