@@ -170,8 +170,8 @@ def test_merge_sweeps_never_mixes_two_sweeps_within_a_condition():
 def test_conflict_geometry_tells_the_prompts_kind_from_the_outlines():
     ds = Fill50k.generate(16, seed=3, split="test")  # circles
     sc = ds.scenes
-    squares = shapes.Scenes(torch.full_like(sc.kind, shapes.KINDS.index("square")), sc.fill, sc.bg, sc.center,
-                            sc.radius)
+    squares = ablations.conflicting_scenes(sc)  # the prompt's square at each outline's place and size
+    assert (squares.kind == shapes.KINDS.index("square")).all()
     obeys_prompt = ablations.conflict_geometry(shapes.render(squares), sc)
     obeys_outline = ablations.conflict_geometry(shapes.render(sc), sc)
     assert obeys_prompt["prompt_kind_share"] == 1 and obeys_outline["prompt_kind_share"] == 0

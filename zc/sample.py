@@ -30,6 +30,16 @@ from .controlled_unet import MultiControlNet
 from .controlnet import ControlNet
 
 
+def samples_in_guess_mode(controlnet, guess_mode: bool = False) -> bool:
+    """Whether `sample` runs `controlnet` (one, a list or a MultiControlNet; None: no control) in guess
+    mode: when asked, or when the first ControlNet is global (pooled), as in diffusers' pipeline."""
+    if controlnet is None:
+        return False
+    first = controlnet.nets[0] if isinstance(controlnet, MultiControlNet) else \
+        controlnet[0] if isinstance(controlnet, (list, tuple)) else controlnet
+    return bool(guess_mode or first.config.global_pool_conditions)
+
+
 @torch.no_grad()
 def sample(
     pipe,  # a StableDiffusionPipeline (zc.load_sd): vae, text_encoder, tokenizer, unet, scheduler
@@ -70,9 +80,7 @@ def sample(
     batch = len(prompts)
     do_cfg = guidance_scale > 1.0
     if controlnet is not None and not concat:
-        first = controlnet.nets[0] if isinstance(controlnet, MultiControlNet) else controlnet
-        # a global (pooled) ControlNet samples in guess mode, decided by the first net as in diffusers' pipeline
-        guess_mode = guess_mode or first.config.global_pool_conditions
+        guess_mode = samples_in_guess_mode(controlnet, guess_mode)
     control_cond_only = do_cfg and (guess_mode or cfg_rw)
     h = pipe.unet.config.sample_size
     size = h * pipe.vae_scale_factor

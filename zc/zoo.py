@@ -18,7 +18,7 @@ from . import conditions, shapes
 from .controlnet import ControlNet
 from .fill50k import Fill50k
 from .resources import WEIGHTS
-from .sample import sample
+from .sample import sample, samples_in_guess_mode
 
 TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
 
@@ -114,15 +114,14 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
             f"{where} + {colours}": ([a, b], [c_where, c_col])}
     rows, images = [], {}
     for label, (nets, cond) in runs.items():
+        gm = samples_in_guess_mode(nets, guess_mode)
         x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                   guess_mode=guess_mode and nets is not None)
+                   guess_mode=gm)
         images[label] = x
         m = conditions.measure(x, test.scenes, per_item=True)
         mean = {k: sum(v) / len(v) for k, v in m.items()}
         joint = sum(h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])) / n
-        first = nets[0] if isinstance(nets, list) else nets
-        forced = first is not None and first.config.global_pool_conditions  # the sampler's rule, as diffusers'
-        rows.append({"run": label, "guess_mode": (guess_mode and nets is not None) or forced, "joint": joint,
+        rows.append({"run": label, "guess_mode": gm, "joint": joint,
                      **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
                                              "fill_accuracy", "background_accuracy", "shape_iou")}})
     return (rows, images, test) if return_images else rows
