@@ -35,12 +35,17 @@ def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):
     calls = []
     real_train = ablations.train
     monkeypatch.setattr(ablations, "train", lambda cfg, pipe=None: calls.append(cfg.architecture) or real_train(cfg, pipe=pipe))
+    alone = []  # what the untouched SD does alone is measured once per seed, not once per locked run
+    real_forgetting = ablations.forgetting
+    monkeypatch.setattr(ablations, "forgetting", lambda pipe, *a, **k: alone.append(k["seed"]) or real_forgetting(pipe, *a, **k))
     table = ablations.run_all("ci", str(tmp_path), seeds=(0,), n_test=2)
     rows = list(csv.DictReader(open(table)))
     assert [r["name"] for r in rows] == ["ControlNet", "lite"]
+    assert alone == [0] and rows[0]["base_kind_accuracy"] == rows[1]["base_kind_accuracy"]
     assert all(0 <= float(r[s]) <= 1 for r in rows for s in ablations.PROMPTS)
     ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2)  # seed 0 is done: only seed 1 trains
     assert calls == ["controlnet", "lite", "controlnet", "lite"]  # seed 0's two runs, then seed 1's
+    assert alone == [0, 1]
     assert len(list(csv.DictReader(open(table)))) == 4
     caches = sorted(p.name for p in tmp_path.glob("cache_*"))  # the runs of a seed share one latent cache
     assert caches == ["cache_outline_8_seed0", "cache_outline_8_seed1"]

@@ -200,6 +200,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
               "final_loss", *PROMPTS, "base_kind_accuracy", "base_colour_accuracy", "machine"]
     todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
+    base_alone = None  # (seed, forgetting()) of the untouched SD: the same for every locked run of a seed
     for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})", **hide_bar()):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
                              "condition": condition, "sd": sd or "tinysd", "device": device,
@@ -210,7 +211,11 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
         score = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
-        score.update(forgetting(pipe, result.controlnet, seed=seed))
+        if cfg.sd_locked and cfg.architecture != "concat":  # the SD is as loaded: what it does alone is per seed
+            base_alone = base_alone if base_alone and base_alone[0] == seed else (seed, forgetting(pipe, seed=seed))
+            score.update(base_alone[1])
+        else:  # the SD itself trained: what does it still do alone?
+            score.update(forgetting(pipe, result.controlnet, seed=seed))
         losses = [h["loss"] for h in result.history if "loss" in h]
         _append(curves, ["condition", "name", "seed", "step", "score", "shape_iou", "fill_accuracy"],
                 [{"condition": condition, "name": run.name, "seed": seed, "step": h["step"], "score": round(h[key], 4),
@@ -355,6 +360,9 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
     return ax
 
 
+CURVE_MEASURES = {"score": "condition score", "shape_iou": "shape IoU", "iou": "fill-colour IoU"}  # by curve_key
+
+
 def curve_key(curves: list[dict]) -> str:
     """The fidelity column of a curves CSV: "score" (the condition's own measure); sweeps stored
     before it existed have the fill-colour IoU as "iou"."""
@@ -379,7 +387,7 @@ def plot_curves(curves: list[dict], names=None, ax=None):
         mean = [sum(r[key] for r in rows if r["step"] == st) / sum(r["step"] == st for r in rows) for st in steps]
         ax.plot(steps, mean, "o-", color=f"C{i}", ms=3, label=f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
     ax.set_xlabel("training step")
-    label = {"score": "the condition's score", "shape_iou": "shape IoU", "iou": "fill-colour IoU"}[key]
+    label = CURVE_MEASURES[key]
     ax.set_ylabel(f"{label} (held-out)", fontsize=9)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)

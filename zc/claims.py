@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .ablations import auc_rows, curve_key
+from .ablations import CURVE_MEASURES, auc_rows, curve_key
 from .fidelity import sudden_convergence_step
 from .resources import RESULTS
 
@@ -170,7 +170,7 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
             if {"ControlNet", other} <= {r["name"] for r in aucs if r["condition"] == cond}:
                 d = paired_difference(aucs, "ControlNet", other, "auc", cond)
                 measure = next(r["measure"] for r in aucs if r["condition"] == cond)
-                measure = {"score": "score", "shape_iou": "shape IoU", "iou": "fill-colour IoU"}[measure]
+                measure = CURVE_MEASURES[measure]
                 rows.append(_row(claim, f"ControlNet minus {other}, mean {measure} over training (perfect prompt): "
                                  f"{_fmt('', d).strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
                 tested = True
