@@ -9,7 +9,7 @@ held-out scenes under the empty and the full prompt:
 - sampled at conditioning scale 1 and 2: if a louder control is what the no-prompt score needs, the
   reference at scale 2 should close the gap.
 
-    python benchmarks/keypoints_dropout.py --runs runs/ablations-zoo --seeds 1 2
+    python benchmarks/keypoints_dropout.py --runs runs/ablations-zoo --seeds 0 1 2
 
 Needs the sweep's run folders (scripts/ablation_sweep.sh keeps each run's controlnet/ there).
 """
@@ -40,7 +40,7 @@ def residual_size(pipe, cn, test, prompts, seed: int) -> float:
     z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
     t = torch.full((len(z),), 500)
     zt = pipe.scheduler.add_noise(z, torch.randn(z.shape, generator=g), t)
-    text = pipe.encode_prompt(prompts, "cpu", 1, False)[0]
+    text = pipe.encode_prompt(prompts, zt.device, 1, False)[0]
     down, mid = cn(zt, t, text, test.conditions())
     return torch.cat([r.abs().flatten() for r in [*down, mid]]).mean().item()
 
@@ -48,16 +48,14 @@ def residual_size(pipe, cn, test, prompts, seed: int) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs/ablations-zoo", help="the sweep's output folder")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=32, help="held-out scenes (the sweep's: 32, seed 777)")
     ap.add_argument("--out", default="benchmarks/results/cpu/ablations-zoo/keypoints_dropout.txt")
     ap.add_argument("--table-only", action="store_true", help="rewrite --out from its stored .json rows")
     args = ap.parse_args(argv)
     if args.table_only:
         stored = json.loads(Path(args.out).with_suffix(".json").read_text())
-        lines = Path(args.out).read_text().splitlines()
-        lines = lines[: lines.index("") + 2 + len(stored["rows"])] + ["", *summary(stored["rows"])]
-        _results.write(args.out, lines, stored["rows"])
+        _results.write(args.out, table(stored["rows"], stored["machine"], args.runs, args.n), stored["rows"])
         return
     pipe = zc.load_sd()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -75,7 +73,7 @@ def main(argv=None):
                 loud = residual_size(pipe, cn, test, prompts, seed)
                 for scale in (1.0, 2.0):
                     images = sample(pipe, cn, prompts, test.conditions(), num_inference_steps=20,
-                                       conditioning_scale=scale, generator=torch.Generator().manual_seed(seed))
+                                    conditioning_scale=scale, generator=torch.Generator().manual_seed(seed))
                     m = conditions.measure(images, test.scenes, per_item=True)
                     drawn = [e < size for e in m["centre_error"]]
                     rows.append(dict(run=name, seed=seed, prompt=setting, scale=scale, residual=loud,
@@ -87,36 +85,45 @@ def main(argv=None):
                                      drawn=statistics.mean(drawn),
                                      kind_accuracy=statistics.mean(m["kind_accuracy"])))
                     print(rows[-1], flush=True)
+    lines = table(rows, _results.machine(), args.runs, args.n)
+    _results.write(args.out, lines, rows)
+
+
+def table(rows: list[dict], machine: str, runs: str, n: int) -> list[str]:
+    """The stored text: what was run, a line per (run, seed, prompt, scale), then the summary."""
+    seeds = " ".join(map(str, sorted({r["seed"] for r in rows})))
     head = (f"{'run':19s}{'seed':>5s}{'prompt':>9s}{'scale':>6s}{'|resid.|':>9s}{'kp acc':>8s}{'centre':>8s}"
             f"{'top':>6s}{'c err':>7s}{'t err':>7s}{'drawn':>7s}{'kind':>6s}")
     lines = ["Keypoints: reference (50% of captions dropped) vs prompt dropout 0%, taken apart",
-             _results.machine(),
-             f"python benchmarks/keypoints_dropout.py --runs {args.runs} --seeds {' '.join(map(str, args.seeds))}"
-             f" --n {args.n}; sweep held-out scenes (seed 777), 20 DDIM steps, CFG 5; centre/top: share of"
-             f" keypoints within {conditions.KEYPOINT_TOLERANCE:.0f} px; errors: medians in px; |resid.|: mean"
-             " |ControlNet residual| at t = 500 under that prompt",
+             machine,
+             f"python benchmarks/keypoints_dropout.py --runs {runs} --seeds {seeds} --n {n}; sweep held-out scenes"
+             f" (seed 777), 20 DDIM steps, CFG 5; centre/top: share of keypoints within"
+             f" {conditions.KEYPOINT_TOLERANCE:.0f} px; errors: medians in px; |resid.|: mean |ControlNet residual|"
+             " at t = 500 under that prompt",
              "", head]
     for r in rows:
         lines.append(f"{r['run']:19s}{r['seed']:5d}{r['prompt']:>9s}{r['scale']:6.1f}{r['residual']:9.4f}"
                      f"{r['keypoint_accuracy']:8.3f}{r['centre_hit']:8.3f}{r['top_hit']:6.3f}{r['centre_error']:7.1f}"
                      f"{r['top_error']:7.1f}{r['drawn']:7.2f}{r['kind_accuracy']:6.2f}")
-    lines += ["", *summary(rows)]
-    _results.write(args.out, lines, rows)
+    return lines + ["", *summary(rows)]
 
 
 def summary(rows: list[dict]) -> list[str]:
     """Means over seeds with their 95% t-intervals, and the paired differences the chapter reads."""
-    def cell(name, prompt, scale, key):
-        part = sorted((r for r in rows if (r["run"], r["prompt"], r["scale"]) == (name, prompt, scale)),
-                      key=lambda r: r["seed"])
-        return [r[key] for r in part]
+    seeds = sorted({r["seed"] for r in rows})
+
+    def cell(name, prompt, scale, key):  # one value per seed, in seed order: differences pair by seed
+        by_seed = {r["seed"]: r[key] for r in rows if (r["run"], r["prompt"], r["scale"]) == (name, prompt, scale)}
+        if sorted(by_seed) != seeds:
+            raise ValueError(f"{name}, {prompt}, x{scale}: seeds {sorted(by_seed)}, need {seeds} to pair them")
+        return [by_seed[s] for s in seeds]
 
     def fmt(x):
         m, h = ablations.t_interval(x)
         return f"{m:.3f} [{m - h:.3f}, {m + h:.3f}]"
 
     out = [f"means over {len({r['seed'] for r in rows})} seeds, 95% t-intervals; differences paired by seed",
-           f"{'prompt, measure, scale':28s}{'ControlNet':>24s}{'prompt dropout 0%':>24s}{'difference':>24s}"]
+           f"{'prompt, measure, scale':28s}{'ControlNet (ref)':>24s}{'prompt dropout 0%':>24s}{'0% minus ref':>24s}"]
     label = {"residual": "|residual|", "keypoint_accuracy": "keypoint acc.", "top_hit": "top hit",
              "centre_hit": "centre hit"}
     for prompt in ("none", "perfect"):

@@ -30,23 +30,25 @@ def test_shape_regions_need_no_colour_names():
 
 def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):
     micro = (dict(steps=2, batch=2, n_train=8, eval_every=0, eval_n=2, checkpoint_every=100, device="cpu"),
-             [ablations.Run("ControlNet", "architecture", {}), ablations.Run("lite", "architecture", {"architecture": "lite"})])
+             [ablations.Run("ControlNet", "architecture", {}), ablations.Run("lite", "architecture", {"architecture": "lite"}),
+              ablations.Run("unlocked", "speed", {"sd_locked": False})])
     monkeypatch.setattr(ablations, "runs_for", lambda preset: micro)
     calls = []
     real_train = ablations.train
     monkeypatch.setattr(ablations, "train", lambda cfg, pipe=None: calls.append(cfg.architecture) or real_train(cfg, pipe=pipe))
-    alone = []  # what the untouched SD does alone is measured once per seed, not once per locked run
+    alone = []  # the seeds forgetting() measured the SD alone for
     real_forgetting = ablations.forgetting
     monkeypatch.setattr(ablations, "forgetting", lambda pipe, *a, **k: alone.append(k["seed"]) or real_forgetting(pipe, *a, **k))
-    table = ablations.run_all("ci", str(tmp_path), seeds=(0,), n_test=2)
+    table = ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2, names=["ControlNet", "lite"])
     rows = list(csv.DictReader(open(table)))
-    assert [r["name"] for r in rows] == ["ControlNet", "lite"]
-    assert alone == [0] and rows[0]["base_kind_accuracy"] == rows[1]["base_kind_accuracy"]
+    assert [(r["name"], r["seed"]) for r in rows] == [("ControlNet", "0"), ("lite", "0"), ("ControlNet", "1"), ("lite", "1")]
+    # the untouched SD alone is measured once per seed and shared by that seed's locked runs
+    assert alone == [0, 1] and rows[0]["base_kind_accuracy"] == rows[1]["base_kind_accuracy"]
     assert all(0 <= float(r[s]) <= 1 for r in rows for s in ablations.PROMPTS)
-    ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2)  # seed 0 is done: only seed 1 trains
-    assert calls == ["controlnet", "lite", "controlnet", "lite"]  # seed 0's two runs, then seed 1's
-    assert alone == [0, 1]
-    assert len(list(csv.DictReader(open(table)))) == 4
+    ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2)  # the finished rows are skipped
+    assert calls == ["controlnet", "lite"] * 2 + ["controlnet"] * 2  # then only the unlocked runs train
+    assert alone == [0, 1, 0, 1]  # an SD that trained is measured after its own run
+    assert len(list(csv.DictReader(open(table)))) == 6
     caches = sorted(p.name for p in tmp_path.glob("cache_*"))  # the runs of a seed share one latent cache
     assert caches == ["cache_outline_8_seed0", "cache_outline_8_seed1"]
     assert not any((p / "cache").exists() for p in tmp_path.glob("outline_*"))

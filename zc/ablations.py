@@ -11,7 +11,7 @@ without them: pixels that differ from the image's border colour (its background)
 metrics.NEAR. IoU against the disc the outline implies.
 
     python -m zc.ablations --preset ci                  # minutes on a CPU (the book runs it)
-    python -m zc.ablations --preset cpu --seeds 0 1 2   # the full table on a CPU (~40 min a seed)
+    python -m zc.ablations --preset cpu --seeds 0 1 2   # the full table on a CPU (about an hour a seed)
 
 Results are appended to <out>/results.csv (one row per run) and <out>/curves.csv (fidelity during
 training) one run at a time: a rerun skips the finished ones, so an interrupted sweep loses at
