@@ -200,7 +200,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
               "final_loss", *PROMPTS, "base_kind_accuracy", "base_colour_accuracy", "machine"]
     todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
-    base_alone = None  # (seed, forgetting()) of the untouched SD: the same for every locked run of a seed
+    base_alone = {}  # seed -> forgetting() of the untouched SD: the same for every locked run of a seed
     for run, seed in tqdm(todo, desc=f"ablations ({preset}, {condition})", **hide_bar()):
         cfg = TrainConfig(**{**dataclasses.asdict(TrainConfig()), **base, **run.overrides, "seed": seed,
                              "condition": condition, "sd": sd or "tinysd", "device": device,
@@ -212,8 +212,9 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         seconds = time.time() - t0
         score = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
         if cfg.sd_locked and cfg.architecture != "concat":  # the SD is as loaded: what it does alone is per seed
-            base_alone = base_alone if base_alone and base_alone[0] == seed else (seed, forgetting(pipe, seed=seed))
-            score.update(base_alone[1])
+            if seed not in base_alone:
+                base_alone[seed] = forgetting(pipe, seed=seed)
+            score.update(base_alone[seed])
         else:  # the SD itself trained: what does it still do alone?
             score.update(forgetting(pipe, result.controlnet, seed=seed))
         losses = [h["loss"] for h in result.history if "loss" in h]
