@@ -61,6 +61,36 @@ def test_dataset_size_rule(tmp_path):
     assert verdict(bad, "training does not collapse") == "not reproduced"
 
 
+def test_more_data_rule_and_locked_copy_claims_on_1k_pairs(tmp_path):
+    more = claims.paper_claims(rows(**{"ControlNet": REF, "50k pairs": shifted(-0.01)}), results=tmp_path)
+    assert verdict(more, "training stays robust with more data") == "reproduced"
+    worse = claims.paper_claims(rows(**{"ControlNet": REF, "50k pairs": shifted(0.4)}), results=tmp_path)
+    assert verdict(worse, "training stays robust with more data") == "not reproduced"
+    # on 1k pairs the baselines are compared with the reference trained on the same 1k pairs, not the 5k one
+    small = rows(**{"ControlNet": shifted(-0.5), "1k pairs": REF, "from scratch, 1k pairs": shifted(0.3),
+                    "UNet fine-tuned, concat, 1k pairs": shifted(0.0)})
+    table = claims.paper_claims(small, results=tmp_path)
+    scratch = "copying SD's encoder beats training the same network from scratch"
+    assert verdict(table, scratch + " (1k pairs)") == "reproduced"
+    assert verdict(table, scratch) == "not tested"  # the 5k row: no 5k 'from scratch' run
+    assert verdict(table, "a ControlNet on the locked SD controls better than fine-tuning the whole UNet (1k") \
+        == "not reproduced"
+
+
+def test_only_mid_control_speed_rule():
+    def timed(mid):
+        out = rows(ControlNet=REF, only_mid_control=REF)
+        for r in out:
+            r["sec_per_step"] = 0.20 + 0.01 * r["seed"] if r["name"] == "ControlNet" else mid[r["seed"]]
+        return out
+
+    assert claims.mid_control_speed(timed([0.12, 0.13, 0.14]))["verdict"] == "reproduced"  # about x1.6
+    assert claims.mid_control_speed(timed([0.17, 0.18, 0.19]))["verdict"] == "partly"  # faster, by ~x1.17
+    assert claims.mid_control_speed(timed([0.20, 0.21, 0.22]))["verdict"] == "not reproduced"
+    assert claims.mid_control_speed(timed([0.10, 0.30, 0.20]))["verdict"] == "inconclusive"
+    assert claims.mid_control_speed(rows(ControlNet=REF))["verdict"] == "not tested"
+
+
 def test_suddenness_tells_a_jump_from_a_slope():
     sudden = [(s, 0.1) for s in range(0, 200, 25)] + [(225, 0.5), (250, 0.75), (500, 0.8), (1000, 0.85)]
     gradual = [(s, 0.1 + 0.75 * s / 1000) for s in range(0, 1001, 50)]
