@@ -3,6 +3,7 @@ plain fine-tuning of the UNet (the paper's "+23% memory, +34% time" on one A100)
 original repo's two training options, only_mid_control and sd_locked=False (chapter 9).
 
     python benchmarks/train_step.py                      # tiny configs, CPU
+    python benchmarks/train_step.py --config tinysd --batch 16 --steps 30   # TinySD's UNet, as the sweeps train it
     python benchmarks/train_step.py --config sd15 --device cuda --batch 4   # SD1.5 shape, GPU
 
 Memory is reported two ways: `train MB` = parameters + gradients + AdamW state + activations saved
@@ -28,6 +29,12 @@ CONFIGS = {
                            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
                            attention_head_dim=8, norm_num_groups=8),
                  latent=16, factor=4, hint=(16, 32, 64), text=(8, 32)),
+    # TinySD's own UNet (zc/weights/tinysd/unet/config.json): the model the ablation sweeps train
+    "tinysd": dict(unet=dict(block_out_channels=(32, 64, 96), layers_per_block=1, cross_attention_dim=64,
+                             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                             attention_head_dim=8, norm_num_groups=16),
+                   latent=16, factor=4, hint=(16, 32, 96), text=(77, 64)),
     # 2 levels with attention at the top: attention-heavy
     "tiny-attn": dict(unet=dict(block_out_channels=(32, 64), layers_per_block=2, cross_attention_dim=32,
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),

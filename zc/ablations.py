@@ -332,7 +332,8 @@ def sample_efficiency(curves: list[dict], condition: str = "outline", reference:
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
     """Plain-text table, 100 columns: mean ± 95% t-interval half-width over seeds (± - for one seed)."""
     ci = lambda v: f"±{v:4.2f}" if v != float("inf") else "±  - "  # noqa: E731
-    head = {"insufficient": "insuff.", "conflicting": "conflict."}
+    head = {"insufficient": "insuff.", "conflicting": "conflict.", "base_kind_accuracy": "SD kind",
+            "base_colour_accuracy": "SD colour", "final_loss": "train loss", "sec_per_step": "s / step"}
     lines = [f"{'condition':10s}{'run':33s}{'seeds':>4s}" + "".join(f"{head.get(c, c):>13s}" for c in columns)]
     for s in summary:
         lines.append(f"{s['condition'][:9]:10s}{s['name']:33s}{s['seeds']:4d}"
