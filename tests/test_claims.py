@@ -77,18 +77,30 @@ def test_more_data_rule_and_locked_copy_claims_on_1k_pairs(tmp_path):
         == "not reproduced"
 
 
-def test_only_mid_control_speed_rule():
+def test_only_mid_control_speed_rule(tmp_path):
     def timed(mid):
         out = rows(ControlNet=REF, only_mid_control=REF)
         for r in out:
             r["sec_per_step"] = 0.20 + 0.01 * r["seed"] if r["name"] == "ControlNet" else mid[r["seed"]]
         return out
 
-    assert claims.mid_control_speed(timed([0.12, 0.13, 0.14]))["verdict"] == "reproduced"  # about x1.6
-    assert claims.mid_control_speed(timed([0.17, 0.18, 0.19]))["verdict"] == "partly"  # faster, by ~x1.17
-    assert claims.mid_control_speed(timed([0.20, 0.21, 0.22]))["verdict"] == "not reproduced"
-    assert claims.mid_control_speed(timed([0.10, 0.30, 0.20]))["verdict"] == "inconclusive"
-    assert claims.mid_control_speed(rows(ControlNet=REF))["verdict"] == "not tested"
+    def speed(rows_):
+        return claims.mid_control_speed(rows_, tmp_path)["verdict"]
+
+    assert speed(timed([0.12, 0.13, 0.14])) == "reproduced"  # about x1.6
+    assert speed(timed([0.17, 0.18, 0.19])) == "partly"  # faster, by ~x1.17
+    assert speed(timed([0.20, 0.21, 0.22])) == "not reproduced"
+    assert speed(timed([0.10, 0.30, 0.20])) == "inconclusive"
+    assert speed(rows(ControlNet=REF)) == "not tested"
+    # a stored side-by-side step benchmark decides (the sweep's runs are timed hours apart)
+    (tmp_path / "cpu").mkdir()
+    for mid_ms, expected in ((166.0, "not reproduced"), (120.0, "partly"), (100.0, "reproduced")):
+        (tmp_path / "cpu" / "train_step_tinysd.txt").write_text(
+            "config     method                             trainable   step ms  x plain\n"
+            "tinysd     zc ControlNet                      1,262,800     166.1     1.20\n"
+            f"tinysd     zc ControlNet, only_mid_control    1,262,800     {mid_ms:5.1f}     1.20\n")
+        assert speed(timed([0.10, 0.30, 0.20])) == expected
+        assert speed(rows(ControlNet=REF)) == expected  # no sweep run: the benchmark alone
 
 
 def test_suddenness_tells_a_jump_from_a_slope():
