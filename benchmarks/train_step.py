@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
 import zc
 
@@ -29,12 +29,6 @@ CONFIGS = {
                            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
                            attention_head_dim=8, norm_num_groups=8),
                  latent=16, factor=4, hint=(16, 32, 64), text=(8, 32)),
-    # TinySD's own UNet (zc/weights/tinysd/unet/config.json): the model the ablation sweeps train
-    "tinysd": dict(unet=dict(block_out_channels=(32, 64, 96), layers_per_block=1, cross_attention_dim=64,
-                             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                             attention_head_dim=8, norm_num_groups=16),
-                   latent=16, factor=4, hint=(16, 32, 96), text=(77, 64)),
     # 2 levels with attention at the top: attention-heavy
     "tiny-attn": dict(unet=dict(block_out_channels=(32, 64), layers_per_block=2, cross_attention_dim=32,
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -43,7 +37,22 @@ CONFIGS = {
                       latent=16, factor=8, hint=(16, 32, 96, 256), text=(8, 32)),
     # Stable Diffusion 1.5's UNet shape (diffusers' defaults + 768-d text), 512 px -> 64x64 latents
     "sd15": dict(unet=dict(cross_attention_dim=768), latent=64, factor=8, hint=(16, 32, 96, 256), text=(77, 768)),
-}
+}  # + "tinysd": TinySD's own UNet, read from its shipped config (_tinysd below)
+
+
+def _tinysd() -> dict:
+    """The "tinysd" config: TinySD's UNet and VAE scale as shipped (zc/weights/tinysd)."""
+    from zc.condition_encoder import default_channels
+    from zc.sd import TINYSD
+
+    unet = {k: v for k, v in UNet2DConditionModel.load_config(TINYSD / "unet").items()
+            if not k.startswith("_") and k not in ("in_channels", "out_channels")}
+    factor = 2 ** (len(AutoencoderKL.load_config(TINYSD / "vae")["block_out_channels"]) - 1)
+    return dict(unet=unet, latent=unet["sample_size"], factor=factor, hint=default_channels(factor),
+                text=(77, unet["cross_attention_dim"]))
+
+
+CONFIGS["tinysd"] = _tinysd()
 
 
 class SavedBytes:
