@@ -201,14 +201,14 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
 
     rows = [convergence(curves, results)]
     conditions = list(dict.fromkeys(r.get("condition", "outline") for r in ablation_rows))
+    names = {c: {r["name"] for r in ablation_rows if r.get("condition", "outline") == c} for c in conditions}
+    have = {k for r in ablation_rows for k in r}  # the columns measured
     small = [(f"{claim} ({SMALL_DATA})", SMALL_DATA, f"{other}, {SMALL_DATA}", settings)
              for claim, other, settings in ARCHITECTURE if other in LOCKED_COPY]
     for claim, ref, other, settings in [(c, "ControlNet", o, s) for c, o, s in ARCHITECTURE] + small:
         tested = False
         for cond in conditions:
-            names = {r["name"] for r in ablation_rows if r.get("condition", "outline") == cond}
-            have = {k for r in ablation_rows for k in r}
-            if {ref, other} <= names and set(settings) <= have:
+            if {ref, other} <= names[cond] and set(settings) <= have:
                 diffs = {p: paired_difference(ablation_rows, ref, other, p, cond) for p in settings}
                 rows.append(_row(claim, f"{ref} minus {other}: " + ", ".join(_fmt(p, d) for p, d in diffs.items())
                                  + f" ({diffs[settings[0]]['seeds']} seeds)", interval_verdict(list(diffs.values())), cond))
@@ -233,8 +233,7 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
     for claim, other in DATA_SIZE:
         tested = False
         for cond in conditions:
-            names = {r["name"] for r in ablation_rows if r.get("condition", "outline") == cond}
-            if {"ControlNet", other} <= names:
+            if {"ControlNet", other} <= names[cond]:
                 ref = [float(r["perfect"]) for r in ablation_rows
                        if r.get("condition", "outline") == cond and r["name"] == "ControlNet"]
                 limit = 0.1 * sum(ref) / len(ref)  # "does not collapse": at most 10% below the 5k-pair reference
