@@ -9,7 +9,7 @@ TORCH   ?= torch==2.13.0
 # (not under _build/: nbmake skips every path containing "_build")
 EXECUTED := _executed
 
-.PHONY: book test unit notebooks format clean-notebooks bench clean
+.PHONY: book test unit notebooks format clean-notebooks bench clean repository
 
 # The book's executed outputs carry no progress bars (tqdm's, diffusers' and transformers' loading
 # bars are widgets that load a script from a CDN and freeze part-way on the page). Running a chapter
@@ -45,6 +45,12 @@ format: $(STAMP)
 
 clean-notebooks: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+# the one repository URL setting (_config.yml: launch buttons, repository button, every chapter's
+# install cell): make repository URL=https://github.com/<you>/<repo>
+repository: $(STAMP)
+	test -n "$(URL)" || (echo "usage: make repository URL=https://github.com/<you>/<repo>" && exit 2)
+	$(PY) scripts/install_cell.py --set-url "$(URL)"
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py

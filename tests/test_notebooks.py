@@ -28,10 +28,44 @@ def test_code_fits_the_page(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_parameters_cell_comes_first(path):
-    first = cells(path)[0]
-    assert "parameters" in first.get("metadata", {}).get("tags", []), f"{path.name}: first code cell is not tagged"
-    assert "os.environ" in "".join(first["source"]), f"{path.name}: the parameters cell reads no environment variable"
+def test_parameters_cell_comes_right_after_the_install_cell(path):
+    second = cells(path)[1]
+    assert "parameters" in second.get("metadata", {}).get("tags", []), f"{path.name}: code cell 2 is not tagged"
+    assert "os.environ" in "".join(second["source"]), f"{path.name}: the parameters cell reads no environment variable"
+
+
+def test_every_chapter_starts_with_the_current_install_cell():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "install_cell.py"), "--check"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, f"run `python scripts/install_cell.py --write`:\n{r.stderr}"
+
+
+def _run_install_cell(monkeypatch, importable: bool) -> list:
+    """Executes chapter 1's install cell with find_spec and subprocess.run replaced: the pip commands it ran."""
+    import importlib.util
+    import subprocess as sp
+
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if importable else None)
+    monkeypatch.setattr(sp, "run", lambda cmd, **kw: calls.append((cmd, kw)))
+    exec("".join(cells(NOTEBOOKS[0])[0]["source"]), {})
+    return calls
+
+
+def test_install_cell_is_a_no_op_where_zc_is_installed(monkeypatch):
+    assert _run_install_cell(monkeypatch, importable=True) == []
+
+
+def test_install_cell_pins_the_books_repository_and_version(monkeypatch):
+    import re
+
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    [(cmd, kw)] = _run_install_cell(monkeypatch, importable=False)
+    assert cmd == [sys.executable, "-m", "pip", "install", "-q", f"zc @ git+{url}@v{version}"]
+    assert kw == {"check": True}
 
 
 def test_ruff_format_is_clean():

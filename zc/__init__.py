@@ -1,4 +1,16 @@
 """zc: ControlNet on Stable Diffusion, built to be read (see the book in notebooks/)."""
+import logging as _logging
+
+
+class _NoTorchvisionNotice(_logging.Filter):
+    """transformers warns, on every kernel, that its image processors fall back to PIL without
+    torchvision; zc never uses them (and PyPI's torchvision breaks beside the pinned CPU torch)."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+_logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
 from .condition_encoder import ConditionEncoder
 from .controlled_unet import ControlledUNet, MultiControlNet, lock
 from .controlnet import ControlNet, ControlNetConfig

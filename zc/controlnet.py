@@ -361,7 +361,7 @@ class ControlNet(nn.Module):
             from huggingface_hub import snapshot_download
 
             sub = f"{subfolder}/" if subfolder else ""
-            path = Path(snapshot_download(str(name_or_path), allow_patterns=[f"{sub}config.json", f"{sub}*.safetensors"]))
+            path = Path(snapshot_download(str(name_or_path), allow_patterns=[f"{sub}config.json", f"{sub}{cls.WEIGHTS_NAME}"]))
         if subfolder:
             path = path / subfolder
         if not (path / "config.json").is_file():

@@ -36,6 +36,14 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
+def precision(device: str | torch.device = "cpu") -> str:
+    """The mixed precision a training run should use on `device`: "no" on a CPU (its half-precision
+    kernels are slow or missing), "bf16" on a GPU that has it (A100, H100, L4), else "fp16" (T4, V100)."""
+    if torch.device(device).type != "cuda":
+        return "no"
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+
+
 def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
             dtype: torch.dtype = torch.float32):
     from diffusers import StableDiffusionPipeline
@@ -78,12 +86,17 @@ def build_sd15_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.flo
     (the real CLIP vocabulary is a download), padded to 77 tokens. About 2 GB on disk in fp16.
 
     scale="tiny8": the same layout at toy widths (a VAE of factor 8 at 512 px, a small UNet and text
-    encoder): the data side of SD 1.5 without its compute, for benchmarks of the data path."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    encoder): the data side of SD 1.5 without its compute, for benchmarks of the data path.
+
+    scale="mini": an SD1.x that differs from TinySD in every way a chapter could wrongly assume: four
+    UNet levels (TinySD: three) with two layers per block (TinySD: one), 13 residuals (TinySD: 7), a VAE
+    of factor 8 (TinySD: 4) at 128 px (TinySD: 64), SD 1.5's PNDM scheduler predicting ε (TinySD: DDIM
+    predicting v), 77 tokens, fp32. Small enough to run every chapter on a CPU in CI (ZC_SD=<folder>)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    if scale not in ("sd15", "tiny8"):
-        raise ValueError(f"scale must be 'sd15' or 'tiny8', got {scale!r}")
+    if scale not in ("sd15", "tiny8", "mini"):
+        raise ValueError(f"scale must be 'sd15', 'tiny8' or 'mini', got {scale!r}")
     unet_cfg, vae_cfg, text_cfg = dict(SD15_UNET), dict(SD15_VAE), dict(SD15_TEXT)
     if scale == "tiny8":
         unet_cfg.update(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64, norm_num_groups=8,
@@ -93,12 +106,23 @@ def build_sd15_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.flo
                        mid_block_add_attention=False)  # attention over 64x64 latents would dominate
         text_cfg.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                         projection_dim=64)
+    if scale == "mini":
+        unet_cfg.update(sample_size=16, block_out_channels=(16, 32, 32, 32), layers_per_block=2,
+                        cross_attention_dim=32, norm_num_groups=8, attention_head_dim=4,
+                        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
+                        up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",))
+        vae_cfg.update(sample_size=128, block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
+                       mid_block_add_attention=False)
+        text_cfg.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        projection_dim=32)
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(TINYSD / "tokenizer", model_max_length=77)
     text_cfg.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=tokenizer.pad_token_id)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    schedule = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                    set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    scheduler = (PNDMScheduler(skip_prk_steps=True, **schedule) if scale == "mini"  # SD 1.5's own scheduler
+                 else DDIMScheduler(clip_sample=False, **schedule))
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**vae_cfg), text_encoder=CLIPTextModel(CLIPTextConfig(**text_cfg)), tokenizer=tokenizer,
         unet=UNet2DConditionModel(**unet_cfg), scheduler=scheduler, safety_checker=None, feature_extractor=None,

@@ -97,6 +97,7 @@ class TrainResult:
     seconds: float  # the whole call: data encoding, training and evaluations
     step_seconds: float = 0.0  # of which the optimiser steps alone (what a speed comparison wants)
     snapshots: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # step -> validation images
+    start_step: int = 0  # where this call began: 0, or the step of the checkpoint it resumed from
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -186,7 +187,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                               cpu=cfg.device == "cpu", log_with=_trackers(cfg.report_to), project_dir=str(out))
     device, main = accelerator.device, accelerator.is_main_process
+    if device.type == "cpu" and cfg.mixed_precision == "fp16":
+        raise ValueError("mixed_precision='fp16' on a CPU: use 'no' (zc.sd.precision(device) picks one per device)")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    check_resumable(out, cfg)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -234,6 +238,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     if has_checkpoint(out / "checkpoint"):
         state = load_checkpoint(out / "checkpoint", modules, opt)
         start, history = state["step"], state["history"]
+        snapshots = load_snapshots(out, start)
     model, opt = accelerator.prepare(model, opt)
     params = [p for g in opt.param_groups for p in g["params"]]
     if cfg.report_to:
@@ -253,61 +258,69 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
                **hide_bar(not accelerator.is_local_main_process))
     step_seconds, last_eval = 0.0, {}
-    for step in bar:
-        tick = time.perf_counter()
-        if stop_after is not None and step - start >= stop_after:
-            save(step)
-            accelerator.end_training()
-            return None
-        losses = []
-        for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum batches per process
-            g = step_generator(rank_seed, "controlnet", step * cfg.grad_accum + micro)
-            b = next(loader)
-            with accelerator.accumulate(model):
-                cond = (b["sources"].float() / 255).to(device, weight_dtype)
-                drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
-                if cache is not None:
-                    latents = cache.latents_for(b["idx"], device)
-                    text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
-                else:
-                    with torch.no_grad():
-                        x = b["targets"].to(device, weight_dtype) / 127.5 - 1
-                        latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-                        prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
-                        text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(weight_dtype)
-                noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
-                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
-                noisy = noise_scheduler.add_noise(latents, noise, t)
-                with accelerator.autocast():
-                    pred = model(noisy, t, text, cond)
-                loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
-                                             "--mixed-precision no / bf16 instead of fp16")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-        mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()  # over processes
-        history.append({"step": step, "loss": mean_loss})
-        accelerator.log({"loss": mean_loss}, step=step)
-        step_seconds += time.perf_counter() - tick
-        done = step + 1
-        early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
-        if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
-            if main:
-                last_eval, images = evaluate(pipe, _net(accelerator.unwrap_model(model)), eval_set, cfg)
-                history.append({"step": done, **last_eval})
-                accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
-                snapshots[done] = images[:8]
-                save_grid(images, out / f"validation_{done:06d}.png")
-            accelerator.wait_for_everyone()
-        if step % 10 == 0 or done == cfg.steps:
-            bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == score})
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save(done)
+    completed = start  # optimiser steps done and logged: what a checkpoint written now would hold
+    try:
+        for step in bar:
+            tick = time.perf_counter()
+            if stop_after is not None and step - start >= stop_after:
+                save(step)
+                accelerator.end_training()
+                return None
+            losses = []
+            for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum batches per process
+                g = step_generator(rank_seed, "controlnet", step * cfg.grad_accum + micro)
+                b = next(loader)
+                with accelerator.accumulate(model):
+                    cond = (b["sources"].float() / 255).to(device, weight_dtype)
+                    drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
+                    if cache is not None:
+                        latents = cache.latents_for(b["idx"], device)
+                        text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
+                    else:
+                        with torch.no_grad():
+                            x = b["targets"].to(device, weight_dtype) / 127.5 - 1
+                            latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+                            prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
+                            text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(weight_dtype)
+                    noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
+                    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
+                    noisy = noise_scheduler.add_noise(latents, noise, t)
+                    with accelerator.autocast():
+                        pred = model(noisy, t, text, cond)
+                    loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
+                                                 "--mixed-precision no / bf16 instead of fp16")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                losses.append(loss.detach())
+            mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()  # over processes
+            history.append({"step": step, "loss": mean_loss})
+            completed = step + 1
+            accelerator.log({"loss": mean_loss}, step=step)
+            step_seconds += time.perf_counter() - tick
+            done = step + 1
+            early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
+            if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
+                if main:
+                    last_eval, images = evaluate(pipe, _net(accelerator.unwrap_model(model)), eval_set, cfg)
+                    history.append({"step": done, **last_eval})
+                    accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
+                    snapshots[done] = images[:8]
+                    save_grid(images, out / f"validation_{done:06d}.png")
+                accelerator.wait_for_everyone()
+            if step % 10 == 0 or done == cfg.steps:
+                bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == score})
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                save(done)
+    except KeyboardInterrupt:  # a stopped kernel; a killed one (a Colab disconnect) keeps its last checkpoint
+        if main and completed > start:
+            save_checkpoint(out / "checkpoint", modules, opt, {"step": completed, "history": history})
+            print(f"interrupted: checkpoint at step {completed} in {out / 'checkpoint'}; run again to resume")
+        raise
     controlnet = _net(accelerator.unwrap_model(model))
     if main:
         controlnet.save_pretrained(out / "controlnet")
@@ -317,7 +330,42 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         atomic_write(out / "time.json", lambda p: p.write_text(json.dumps(seconds)))
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots)
+    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots, start)
+
+
+RESUMABLE_FIELDS_MAY_CHANGE = ("steps", "eval_every", "eval_n", "eval_steps", "checkpoint_every", "device",
+                               "report_to", "num_workers", "out", "cache")  # a resumed run may differ in these
+
+
+def check_resumable(out: Path, cfg: TrainConfig) -> None:
+    """A checkpoint in `out` must come from the same recipe: resuming it with another batch, learning
+    rate, model or data would silently mix two runs. ValueError names the differences and the fixes."""
+    saved = out / "config.json"
+    if not (has_checkpoint(out / "checkpoint") and saved.is_file()):
+        return
+    theirs = json.loads(saved.read_text())
+    diff = {k: (theirs.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+            if k not in RESUMABLE_FIELDS_MAY_CHANGE and k in theirs and theirs[k] != v}
+    if diff:
+        said = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise ValueError(f"{out} holds a run with other settings ({said}): resume it with its settings, delete "
+                         "that folder, or train into another (out=..., or ZC_RUNS for the chapters)")
+
+
+def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
+    """The validation images of a resumed run's earlier evaluations, read back from the grids
+    save_grid wrote (8 per step, as 8-bit PNG: equal to the uninterrupted run's to 1/255)."""
+    import numpy as np
+    from PIL import Image
+
+    snaps = {}
+    for f in sorted(out.glob("validation_*.png")):
+        step = int(f.stem.split("_")[1])
+        if step <= upto:
+            row = torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255
+            h = row.shape[1]
+            snaps[step] = torch.stack(row.split(h, dim=2))  # (3, h, 8h) -> (8, 3, h, h)
+    return snaps
 
 
 def _net(model):

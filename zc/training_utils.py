@@ -50,23 +50,42 @@ def atomic_write(path: Path, write) -> None:
 
 def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
                     state: dict) -> None:
-    """modules -> model.safetensors, optimizer -> optimizer.pt, counters -> state.json (written last:
-    a checkpoint counts only once its state.json is there)."""
+    """modules -> model.safetensors, optimizer -> optimizer.pt, counters -> state.json, written into
+    folder.new/ and swapped in whole: a process killed at any moment leaves either the previous
+    checkpoint or this one (folder/, or folder.old/ during the swap), never a mix of the two."""
+    import shutil
+
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    new, old = folder.with_name(folder.name + ".new"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
     tensors = {f"{name}.{k}": v.detach().contiguous().cpu()
                for name, m in modules.items() for k, v in m.state_dict().items()}
-    atomic_write(folder / "model.safetensors", lambda p: save_file(tensors, str(p)))
-    atomic_write(folder / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
-    atomic_write(folder / "state.json", lambda p: p.write_text(json.dumps(state, indent=2)))
+    save_file(tensors, str(new / "model.safetensors"))
+    torch.save(optimizer.state_dict(), new / "optimizer.pt")
+    (new / "state.json").write_text(json.dumps(state, indent=2))
+    if has_checkpoint(folder):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete(folder: Path) -> Path:
+    """folder, or folder.old when a kill fell between the two renames of save_checkpoint's swap."""
+    folder = Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    return old if not (folder / "state.json").is_file() and (old / "state.json").is_file() else folder
 
 
 def load_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer | None) -> dict:
     from safetensors.torch import load_file
 
-    folder = Path(folder)
+    folder = _complete(folder)
     tensors = load_file(str(folder / "model.safetensors"))
     for name, m in modules.items():
         prefix = name + "."
@@ -77,4 +96,4 @@ def load_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torc
 
 
 def has_checkpoint(folder: Path) -> bool:
-    return (Path(folder) / "state.json").is_file()
+    return (_complete(folder) / "state.json").is_file()
