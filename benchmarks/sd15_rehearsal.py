@@ -12,51 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import _results  # benchmarks/_results.py
-
-STAGES = ("load", "train", "sample")
+from zc.rehearsal import STAGES
 
 
 def stage(name: str, sd: str, args) -> dict:
-    import zc
-    from zc import train as zt
-    from zc.fill50k import Fill50k
-    from zc.sample import sample
+    from zc.rehearsal import stage as run_stage
 
-    t0 = time.time()
-    out = {"stage": name}
-    if name == "load":
-        pipe = zc.load_sd(sd)
-        cn = zc.ControlNet.for_pipeline(pipe)
-        count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
-        out.update(unet_m=round(count(pipe.unet)), controlnet_m=round(count(cn)), vae_factor=pipe.vae_scale_factor,
-                   size=pipe.unet.config.sample_size * pipe.vae_scale_factor, residuals=cn.num_residuals)
-    elif name == "train":
-        with tempfile.TemporaryDirectory() as run:
-            cfg = zt.TrainConfig.preset("sd15", sd=sd, n_train=args.pairs, steps=args.train_steps, batch=args.batch,
-                                        eval_every=args.train_steps, eval_n=1, eval_steps=2, checkpoint_every=10_000,
-                                        mixed_precision="no", device="cpu", out=run)
-            r = zt.train(cfg)
-        out.update(steps=args.train_steps, batch=args.batch, s_per_step=round(r.step_seconds / args.train_steps, 1),
-                   gradient_checkpointing=cfg.gradient_checkpointing)
-    else:
-        pipe = zc.load_sd(sd)
-        cn = zc.ControlNet.for_pipeline(pipe).eval()
-        test = Fill50k.generate(1, size=512, seed=0, split="test")
-        t1 = time.time()
-        sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=args.sample_steps,
-               generator=torch.Generator().manual_seed(0))
-        out.update(steps=args.sample_steps, s_per_step=round((time.time() - t1) / args.sample_steps, 1))
-    out.update(seconds=round(time.time() - t0, 1), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
+    out = run_stage(name, sd, "cpu", pairs=args.pairs, train_steps=args.train_steps, batch=args.batch,
+                    sample_steps=args.sample_steps)
+    out["peak_rss_gb"] = out.pop("peak_gb")  # the column name of the stored results
     return out
 
 

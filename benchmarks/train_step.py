@@ -147,9 +147,14 @@ def run(config: str, batch: int, steps: int, warmup: int, device: str, dtype) ->
         loss.backward()
         opt.step()
 
+    from torch.utils.flop_counter import FlopCounterMode
+
     for m in methods:
         for _ in range(warmup):
             step(m)
+        with FlopCounterMode(display=False) as flops:  # matmuls and convolutions of one whole step
+            step(m)
+        result[m]["flops"] = flops.get_total_flops()
         step(m, measure=True)
         forward, params, opt = built[m]
         param_bytes = sum(p.numel() * p.element_size() for p in params)
@@ -188,8 +193,14 @@ def main(argv=None):
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {args.dtype}; median of {args.steps} steps\n")
     head = f"{'config':10} {'method':32} {'trainable':>11} {'step ms':>9} {'x plain':>8} {'x diffusers':>12} {'train MB':>9} {'x plain':>8}"
+    from zc.budget import peak_flops
+
+    peak = peak_flops(name) if args.device.startswith("cuda") else None
+    head += f" {'TFLOP/step':>10}"
     if args.device.startswith("cuda"):
         head += f" {'peak MB':>9} {'x plain':>8}"
+    if peak:  # model FLOPs utilisation: what the step computes per second / the card's dense peak
+        head += f" {'MFU':>6}"
     print(head)
     print("-" * len(head))
     for config in args.config:
@@ -197,9 +208,12 @@ def main(argv=None):
         plain, ref = rows[0], rows[2]
         for r in rows:
             line = (f"{r['config']:10} {r['method']:32} {r['trainable']:>11,} {r['ms']:>9.1f} {r['ms'] / plain['ms']:>8.2f} "
-                    f"{r['ms'] / ref['ms']:>12.3f} {r['train_bytes'] / 2**20:>9.1f} {r['train_bytes'] / plain['train_bytes']:>8.2f}")
+                    f"{r['ms'] / ref['ms']:>12.3f} {r['train_bytes'] / 2**20:>9.1f} {r['train_bytes'] / plain['train_bytes']:>8.2f}"
+                    f" {r['flops'] / 1e12:>10.2f}")
             if "peak" in r:
                 line += f" {r['peak'] / 2**20:>9.0f} {r['peak'] / plain['peak']:>8.2f}"
+            if peak:
+                line += f" {r['flops'] / (r['ms'] / 1e3) / peak:>6.1%}"
             print(line)
 
 

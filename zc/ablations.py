@@ -37,7 +37,7 @@ from . import conditions, metrics, shapes
 from .conditions import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
-from .sd import load_sd
+from .sd import load_sd, precision
 from .train import TrainConfig, train
 from .training_utils import hide_bar
 
@@ -172,11 +172,13 @@ def read_csv(path: str | Path) -> list[dict]:
 
 def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, ...] = (0,), sd: str | None = None,
             n_test: int | None = None, condition: str = "outline", names: list[str] | None = None,
-            device: str = "auto") -> Path:
+            device: str = "auto", overrides: dict | None = None, sample_steps: int = 20) -> Path:
     """Train and measure every run of `preset` (or only those in `names`) on `condition`, for each
     seed; append to out/results.csv and out/curves.csv. Finished (condition, run, seed) rows are
     skipped, so a rerun resumes an interrupted sweep. With an SD other than TinySD the runs take the
-    sd15 preset's memory settings (batch 4, gradient checkpointing, fp16 on a GPU)."""
+    sd15 preset's memory settings (batch 4, gradient checkpointing, bf16/fp16 on a GPU). `overrides`:
+    TrainConfig fields set for every run (e.g. fewer steps for a rehearsal); sample_steps: sampler steps
+    of the final measurements."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out)
@@ -185,8 +187,8 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     done = {(r.get("condition", "outline"), r["name"], int(r["seed"])) for r in read_csv(table)} if table.is_file() else set()
     base, runs = runs_for(preset)
     if sd and sd != "tinysd":  # SD 1.5 scale: what fits a 16 GB GPU
-        base = {**base, "batch": 4, "gradient_checkpointing": True,
-                "mixed_precision": "fp16" if device == "cuda" else "no"}
+        base = {**base, "batch": 4, "gradient_checkpointing": True, "mixed_precision": precision(device)}
+    base = {**base, **(overrides or {})}
     if names:
         unknown = set(names) - {r.name for r in runs}
         if unknown:
@@ -210,13 +212,13 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
-        score = measure(pipe, result.controlnet.eval(), test, seed)  # the pipe it trained with (its decoder, if unlocked)
+        score = measure(pipe, result.controlnet.eval(), test, seed, steps=sample_steps)  # the pipe it trained with (its decoder, if unlocked)
         if cfg.sd_locked and cfg.architecture != "concat":  # the SD is as loaded: what it does alone is per seed
             if seed not in base_alone:
-                base_alone[seed] = forgetting(pipe, seed=seed)
+                base_alone[seed] = forgetting(pipe, seed=seed, steps=sample_steps)
             score.update(base_alone[seed])
         else:  # the SD itself trained: what does it still do alone?
-            score.update(forgetting(pipe, result.controlnet, seed=seed))
+            score.update(forgetting(pipe, result.controlnet, seed=seed, steps=sample_steps))
         losses = [h["loss"] for h in result.history if "loss" in h]
         _append(curves, ["condition", "name", "seed", "step", "score", "shape_iou", "fill_accuracy"],
                 [{"condition": condition, "name": run.name, "seed": seed, "step": h["step"], "score": round(h[key], 4),

@@ -18,6 +18,13 @@ PEAK_FLOPS = {  # dense fp16/bf16 tensor-core peak, vendor datasheets (T4 has no
     "H100 (80 GB)": 989e12,
 }
 MEASURED = {"H100 (80 GB)"}  # the rest: estimates
+PEAK_BY_NAME = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12,
+                "A10": 125e12, "V100": 125e12, "T4": 65e12}  # dense fp16/bf16 tensor peak (V100, T4: fp16 only)
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The dense half-precision peak of a GPU from its name (torch.cuda.get_device_name()), or None."""
+    return next((v for k, v in PEAK_BY_NAME.items() if k in device_name), None)
 
 
 def train_seconds(steps: int, batch: int = 4, gpu: str = "H100 (80 GB)") -> float:

@@ -147,7 +147,7 @@ def sample(
             callback(i + 1, len(timesteps))
 
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return (images / 2 + 0.5).clamp(0, 1).float()
+    return (images / 2 + 0.5).clamp(0, 1).float().cpu()  # on the CPU, where every measure and plot works
 
 
 def cfg_rw_weights(sizes: Sequence[int], mode: bool | str = "literal") -> list[float]:

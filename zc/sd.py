@@ -39,6 +39,8 @@ def looks_like_hub_id(name: str) -> bool:
 def precision(device: str | torch.device = "cpu") -> str:
     """The mixed precision a training run should use on `device`: "no" on a CPU (its half-precision
     kernels are slow or missing), "bf16" on a GPU that has it (A100, H100, L4), else "fp16" (T4, V100)."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type != "cuda":
         return "no"
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
@@ -126,6 +128,8 @@ def build_sd15_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.flo
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**vae_cfg), text_encoder=CLIPTextModel(CLIPTextConfig(**text_cfg)), tokenizer=tokenizer,
         unet=UNet2DConditionModel(**unet_cfg), scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False).to(dtype=dtype)
+        requires_safety_checker=False)
+    if dtype != torch.float32:  # built in fp32; diffusers warns on every cast, so cast only when asked
+        pipe.to(dtype=dtype)
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)

@@ -196,7 +196,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
-    pipe.to(device=device, dtype=weight_dtype)  # the frozen SD in the training precision
+    pipe.to(device)
+    if pipe.unet.dtype != weight_dtype:  # the frozen SD in the training precision (diffusers warns on any cast)
+        pipe.to(dtype=weight_dtype)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()] or None
     data = (Fill50k.load(cfg.data) if cfg.data else
