@@ -66,10 +66,10 @@ def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torc
     save_file(tensors, str(new / "model.safetensors"))
     torch.save(optimizer.state_dict(), new / "optimizer.pt")
     (new / "state.json").write_text(json.dumps(state, indent=2))
-    if has_checkpoint(folder):
+    if (folder / "state.json").is_file():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
-    else:
+    else:  # none yet, or a kill fell between the renames (folder.old is then the whole one): keep .old
         shutil.rmtree(folder, ignore_errors=True)
     os.replace(new, folder)
     shutil.rmtree(old, ignore_errors=True)
