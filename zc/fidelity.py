@@ -81,3 +81,57 @@ def plot_history(history: list[dict], threshold: float = 0.7, ax=None, key: str 
     ax.legend(loc="upper left", fontsize=8)
     ax2.legend(loc="lower right", fontsize=8)
     return ax
+
+
+# --- images that are not flat renders -------------------------------------------------------------
+# The measures were built on TinySD's flat renders; SD 1.5 draws light, texture and compression. Each
+# perturbation turns the ground-truth render into such an image at a strength in [0, 1] (0 = as is),
+# so the measures can be checked against a known answer (benchmarks/fidelity_robustness.py).
+PERTURBATIONS: dict = {}
+
+
+def perturbation(name: str):
+    def register(fn):
+        PERTURBATIONS[name] = fn
+        return fn
+    return register
+
+
+@perturbation("lighting")
+def lighting(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
+    """Light from the top: brightness falls by a share s from the top row to the bottom one, over
+    the whole image (shape and background), as in SD's lit scenes (and TinySD-shaded's fills)."""
+    y = (torch.arange(x.shape[-2]) + 0.5) / x.shape[-2]
+    return x * (1 - s * y)[None, None, :, None]
+
+
+@perturbation("texture")
+def texture(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
+    """A smooth random pattern (noise at 1/8 resolution, upsampled) of amplitude s, like paper or
+    fabric: everywhere, on the shape and the background."""
+    b, _, h, w = x.shape
+    coarse = torch.randn(b, 3, max(h // 8, 1), max(w // 8, 1), generator=g)
+    field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    return (x + s * field / 2).clamp(0, 1)
+
+
+@perturbation("noise")
+def noise(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
+    """Per-pixel Gaussian noise of standard deviation s/2 (sensor noise, sampling grain)."""
+    return (x + s / 2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+@perturbation("jpeg")
+def jpeg(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
+    """JPEG compression at quality 100 - 95 s (s = 1: quality 5, heavy blocks and ringing)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for im in (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=max(int(round(100 - 95 * s)), 1))
+        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))))
+    return torch.stack(out).permute(0, 3, 1, 2).float() / 255
