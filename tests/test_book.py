@@ -56,7 +56,10 @@ def test_book_builds_with_every_chapter_and_figure(tmp_path):
         assert page.is_file(), f
         text = page.read_text()
         assert "cdn.jsdelivr.net/npm/mathjax" not in text, f"{f} loads MathJax from a CDN"
-        if f.startswith("notebooks/"):
+        if f.startswith("notebooks/"):  # launch buttons from the one repository setting; install cell folded
+            url = config["repository"]["url"].removeprefix("https://github.com/")
+            assert f"colab.research.google.com/github/{url}/blob/main/{f}.ipynb" in text, f"{f}: no Colab button"
+            assert "tag_hide-cell" in text, f"{f}: the install cell is not folded"
             images = re.findall(r'<img[^>]+src="([^"]+\.png)"', text)
             assert images, f"{f} shows no figure"
             for src_ in images:
