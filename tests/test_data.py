@@ -127,3 +127,59 @@ def test_training_on_a_folder(pipe, tmp_path):
     r = zt.train(zt.TrainConfig(out=str(tmp_path / "o"), data=str(tmp_path / "data"), steps=2, batch=2,
                                 eval_every=2, eval_n=2, eval_steps=2, device="cpu"), pipe=pipe)
     assert len([h for h in r.history if "loss" in h]) == 2 and (tmp_path / "o" / "controlnet").is_dir()
+
+
+def test_training_draws_each_steps_latents_from_the_vae_posterior(pipe, tmp_path, monkeypatch):
+    """Two steps on the same pair see different latents, spread as the VAE's posterior (TinySD was
+    trained on draws, not on the mean); the cache and the model's own posterior agree."""
+    from diffusers import DDPMScheduler
+
+    seen = []
+    real = DDPMScheduler.add_noise
+
+    def record(self, original_samples, noise, timesteps):
+        seen.append(original_samples.detach().clone())
+        return real(self, original_samples, noise, timesteps)
+
+    monkeypatch.setattr(DDPMScheduler, "add_noise", record)
+    r = zt.train(zt.TrainConfig(out=str(tmp_path), steps=4, batch=16, n_train=1, eval_every=0, device="cpu"), pipe=pipe)
+    draws = torch.cat(seen)  # (64, 4, h, w): one pair, 64 draws
+    data = Fill50k.generate(1, size=64, seed=0)
+    with torch.no_grad():
+        post = pipe.vae.encode(data.targets.float() / 127.5 - 1).latent_dist
+    sf = pipe.vae.config.scaling_factor
+    assert not torch.equal(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), post.mean[0] * sf, atol=4 * (post.std * sf).max().item() / 8, rtol=0)
+    ratio = draws.std(0) / (post.std[0] * sf)  # per element, over 64 draws
+    assert 0.85 < ratio.median() < 1.15, ratio.median()
+    assert r.history[-1]["step"] == 3
+
+
+def test_latent_mean_option_trains_on_the_mean_with_the_same_other_draws(pipe, tmp_path, monkeypatch):
+    from diffusers import DDPMScheduler
+
+    seen = {}
+    real = DDPMScheduler.add_noise
+
+    for latent in ("sample", "mean"):
+        rows = seen.setdefault(latent, [])
+        monkeypatch.setattr(DDPMScheduler, "add_noise",
+                            lambda self, x, n, t, rows=rows: (rows.append((x.clone(), n.clone(), t.clone())),
+                                                              real(self, x, n, t))[1])
+        zt.train(zt.TrainConfig(out=str(tmp_path / latent), steps=2, batch=4, n_train=4, eval_every=0, device="cpu",
+                                latent=latent, cache=str(tmp_path / "cache")), pipe=pipe)
+    (xs, ns, ts), (xm, nm, tm) = seen["sample"][1], seen["mean"][1]
+    assert torch.equal(ns, nm) and torch.equal(ts, tm)  # the same noise and timesteps: only the latent differs
+    assert not torch.equal(xs, xm)
+    with pytest.raises(ValueError, match="latent must be"):
+        zt.train(zt.TrainConfig(out=str(tmp_path / "x"), steps=1, latent="median", device="cpu"), pipe=pipe)
+
+
+def test_a_cache_of_means_only_is_refused(pipe, tmp_path):
+    data = Fill50k.generate(4, seed=5)
+    LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    del meta["stores"]  # what zc before the fix wrote: no log-variance, means only
+    (tmp_path / "c" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="older zc that kept only the VAE posterior's mean"):
+        LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)

@@ -5,18 +5,25 @@ change during ControlNet training: zc encodes them once (diffusers' train_contro
 batch again, every step) and reads them back per batch. The cache lives on disk, not in RAM:
 
     folder/meta.json        what it was made from: the data's fingerprint and the model's
-    folder/latents.npy      (N, 4, h, w) VAE latents x scaling_factor, one row per pair
+    folder/latents.npy      (N, 4, h, w) the VAE posterior's mean x scaling_factor, one row per pair
+    folder/logvar.npy       (N, 4, h, w) its log-variance, shifted to the scaled latent (+ 2 ln scaling_factor)
     folder/text.npy         (U, L, D) text features of the U distinct prompts ("" included)
     folder/prompt_ids.npy   (N,) row of text.npy for each pair
     folder/progress.json    pairs encoded so far (an interrupted encoding continues from there)
 
+The VAE encodes an image to a distribution, not a point: SD (and TinySD) were trained on *draws* from
+it, so every training step draws its latents again, mean + std x eps with eps from the step's own
+generator (latents_for(idx, device, generator)): what diffusers' train_controlnet.py does by encoding
+every batch, at the cost of one extra array (the log-variance: twice the disk of the mean alone).
+
 Rows are read with one positioned read each (os.pread), never memory-mapped whole, so a training
 step costs O(batch) memory whatever N is. A cache made from other data or another model is refused
-with the difference named.
+with the difference named; so is one made by zc before 0.2, which kept the posterior's mean only.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -26,7 +33,8 @@ import torch
 from .tinysd import encode_prompts
 from .training_utils import atomic_write, hide_bar
 
-FILES = ("meta.json", "latents.npy", "text.npy", "prompt_ids.npy")
+FILES = ("meta.json", "latents.npy", "logvar.npy", "text.npy", "prompt_ids.npy")
+STORES = "VAE posterior mean and log-variance, x scaling_factor"  # what a cache of this zc holds (meta.json)
 
 
 def model_fingerprint(pipe, dtype: torch.dtype) -> dict:
@@ -53,10 +61,13 @@ class LatentCache:
 
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        meta = _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype)})
+        meta = _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES})
         meta_path = self.folder / "meta.json"
         if meta_path.is_file():
             theirs = json.loads(meta_path.read_text())
+            if theirs.get("stores") != STORES:
+                raise ValueError(f"latent cache {self.folder} was made by an older zc that kept only the VAE posterior's "
+                                 "mean (training needs draws from it): delete that folder, it is encoded again once")
             for part in ("data", "model"):
                 if theirs.get(part) != meta[part]:
                     diff = {k: (theirs.get(part, {}).get(k), v) for k, v in meta[part].items()
@@ -88,22 +99,36 @@ class LatentCache:
                     t = encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch])
                 self.text.write(i, t.float().cpu().numpy())
             _create(self.folder / "latents.npy", (n, 4, h, h), self.np_dtype)
+            _create(self.folder / "logvar.npy", (n, 4, h, h), self.np_dtype)
             done = 0
         self.latents = _Rows(self.folder / "latents.npy")
+        self.logvar = _Rows(self.folder / "logvar.npy")
         self.text = _Rows(self.folder / "text.npy")
         if done < n:
             bar = tqdm(range(done, n, batch), desc="encoding targets with the VAE (once)", leave=False, **hide_bar())
             for i in bar:
                 idx = range(i, min(i + batch, n))
                 x = data.batch(idx, sources=False)["targets"].to(device, dtype) / 127.5 - 1
+                sf = pipe.vae.config.scaling_factor
                 with torch.no_grad():
-                    z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-                self.latents.write(i, z.float().cpu().numpy().astype(self.np_dtype))
+                    post = pipe.vae.encode(x).latent_dist
+                self.latents.write(i, (post.mean * sf).float().cpu().numpy().astype(self.np_dtype))
+                self.logvar.write(i, (post.logvar + 2 * math.log(sf)).float().cpu().numpy().astype(self.np_dtype))
                 atomic_write(progress, lambda p, k=idx.stop: p.write_text(json.dumps({"done": k})))
         self.size = n
 
-    def latents_for(self, idx, device) -> torch.Tensor:
-        return torch.from_numpy(self.latents.read(idx)).to(device, self.dtype)
+    def latents_for(self, idx, device, generator: torch.Generator | None = None, mean: bool = False) -> torch.Tensor:
+        """(B, 4, h, w) scaled latents of pairs `idx`: a draw from each one's VAE posterior, mean + std x
+        eps with eps ~ N(0, 1) from `generator` (CPU); without a generator, or with mean=True, the
+        posterior's mean (mean=True still takes eps from the generator, so what it draws next is the same)."""
+        mu = torch.from_numpy(self.latents.read(idx)).to(device, self.dtype)
+        if generator is None:
+            return mu
+        eps = torch.randn(mu.shape, generator=generator).to(device, self.dtype)
+        if mean:
+            return mu
+        std = torch.from_numpy(self.logvar.read(idx)).to(device, torch.float32).mul(0.5).exp().to(self.dtype)
+        return mu + std * eps
 
     def text_for(self, prompt_ids: torch.Tensor, device) -> torch.Tensor:
         return torch.from_numpy(self.text.read(prompt_ids.tolist())).to(device, self.dtype)

@@ -46,6 +46,7 @@ class TrainConfig:
     condition: str = "outline"  # what the ControlNet learns to follow (conditions.py); outline = fill50k
     kinds: str = ""  # comma-separated shape kinds to generate; "" = the condition's default
     encode: str = "cache"  # "cache": VAE latents + text features once, on disk; "fly": every batch (diffusers)
+    latent: str = "sample"  # "sample": a draw from the VAE posterior each step (SD's training); "mean": its mean
     cache: str = ""  # the cache folder ("" = out/cache): give later runs on the same data the same folder
     num_workers: int = 0  # DataLoader workers reading each batch's images (helps for folders on a GPU box)
     out: str = "runs/controlnet"  # checkpoints, log.jsonl and the final controlnet/ folder
@@ -209,6 +210,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                                 kinds=kinds)
     if cfg.encode not in ("cache", "fly"):
         raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
+    if cfg.latent not in ("sample", "mean"):
+        raise ValueError(f"latent must be 'sample' (a draw from the VAE posterior) or 'mean', got {cfg.latent!r}")
     cache = None
     if cfg.encode == "cache":  # the main process encodes; the others then open the finished cache
         folder = Path(cfg.cache) if cfg.cache else out / "cache"
@@ -276,12 +279,15 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                     cond = (b["sources"].float() / 255).to(device, weight_dtype)
                     drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
                     if cache is not None:
-                        latents = cache.latents_for(b["idx"], device)
+                        latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
                         text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
                     else:
                         with torch.no_grad():
                             x = b["targets"].to(device, weight_dtype) / 127.5 - 1
-                            latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+                            post = pipe.vae.encode(x).latent_dist  # drawn as the cache draws: the same eps
+                            eps = torch.randn(post.mean.shape, generator=g).to(device, post.mean.dtype)
+                            z = post.mean if cfg.latent == "mean" else post.mean + post.std * eps
+                            latents = z * pipe.vae.config.scaling_factor
                             prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
                             text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(weight_dtype)
                     noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
