@@ -4,7 +4,9 @@ One measurement anchors everything: zc's ControlNet training step on SD 1.5 (bat
 H100, 124 ms (benchmarks/results/h100/bench_sd15_bf16.txt). Other GPUs are estimated from it by their
 peak dense fp16/bf16 tensor FLOP/s, i.e. assuming the same share of peak (MFU) on each card; sampling
 is estimated from the same step: a training step is about three forward passes of UNet + ControlNet
-per image (forward, and backward at twice the cost), a CFG sampler step two forward passes.
+per image (forward, and backward at twice the cost), a CFG sampler step two forward passes. Both
+assume half precision, as the chapters use on a GPU (zc.sd.precision, zc.sd.inference_dtype): in
+fp32 a T4 is about eight times slower still.
 
     print(budget.table(train_steps=5000, batch=4))          # chapter 6's default on SD 1.5
 """
