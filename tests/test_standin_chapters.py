@@ -51,9 +51,12 @@ def test_chapter_runs_on_an_sd_that_is_not_tinysd(path, standin):
     shutil.copy(path, copy)
     env = {**os.environ, **SMALL, **{k: v for k, v in standin.items() if k != "cwd"}}
     env.pop("ZC_EXECUTED", None)
-    r = subprocess.run([sys.executable, "-m", "pytest", str(copy), "--nbmake", "--overwrite", "--nbmake-timeout=900",
-                        "-q", "-p", "no:cacheprovider", "--rootdir", standin["cwd"]],
-                       capture_output=True, text=True, env=env, cwd=standin["cwd"])
+    cmd = [sys.executable, "-m", "pytest", str(copy), "--nbmake", "--overwrite", "--nbmake-timeout=300", "-q",
+           "-p", "no:cacheprovider", "--rootdir", standin["cwd"]]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=standin["cwd"])
+    if r.returncode and "CellTimeoutError" in r.stdout:  # a cell that never answered (no chapter takes 300 s here):
+        shutil.copy(path, copy)  # a lost kernel message, seen in the full suite only; once more, then it counts
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=standin["cwd"])
     assert r.returncode == 0, r.stdout[-4000:]
     nb = nbformat.read(copy, as_version=4)
     text = outputs(nb)

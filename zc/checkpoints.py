@@ -75,8 +75,6 @@ NO_PUBLIC = {  # conditions no public SD 1.5 ControlNet reads, and why
     "keypoints": "the public pose ControlNets (openpose) read skeletons of people, not two dots",
     "palette": "no public SD 1.5 ControlNet reads a colour palette (shuffle re-arranges a whole image)",
 }
-TRAIN_MINUTES = {"tinysd": "about 2 min on 2 CPU cores (450 steps)",
-                 "sd15": "about 40 min on an A100 for 5000 steps at batch 4 (estimate: chapter 6's budget table)"}
 
 
 # --- where chapter 6 keeps its runs --------------------------------------------------------------------
@@ -188,14 +186,18 @@ def public_fits(hub_id: str, unet) -> tuple[bool, str]:
 
 
 def missing_message(condition: str, model, why: str = "") -> str:
-    scale = "tinysd" if is_tinysd(model) else "sd15"
+    from .budget import train_seconds
+
+    cost = ("about 2 min on 2 CPU cores (450 steps)" if is_tinysd(model) else
+            f"5000 steps at batch 4: about {train_seconds(5000, 4, 'A100 (40/80 GB)') / 60:.0f} min on an A100, "
+            f"{train_seconds(5000, 4, 'T4 (16 GB)') / 60:.0f} on a T4, estimated by zc.budget")
     cmd = (f"python -m zc.train --sd {sd_location(model)} --condition {'outline' if condition == 'fill50k' else condition}"
            f" --out {run_folder(model, condition)}")
     public = PUBLIC.get(condition)
     lines = [f"no {condition} ControlNet for the SD {sd_location(model)!r}."]
     if why:
         lines.append(f"  Public checkpoint: {why}.")
-    lines.append(f"  Train one: run chapter 6 with this ZC_SD ({TRAIN_MINUTES[scale]}), or `{cmd}`; the chapters "
+    lines.append(f"  Train one: run chapter 6 with this ZC_SD ({cost}), or `{cmd}`; the chapters "
                  f"then find it in {run_folder(model, condition)}.")
     if public:
         lines.append(f"  Or, for SD 1.5 and its fine-tunes, the public checkpoint {public.hub_id} (needs the "
@@ -211,9 +213,8 @@ def available(pipe, model=None, names=None, device=None) -> tuple[dict[str, Foun
     for name in names or list(conditions.CONDITIONS):
         try:
             found[name] = find(pipe, name, model=model, device=device)
-        except FileNotFoundError as e:
-            missing[name] = str(e).splitlines()[0] + (" " + str(e).splitlines()[1].strip()
-                                                      if len(str(e).splitlines()) > 1 else "")
+        except FileNotFoundError as e:  # what is missing, and why the public one does not serve
+            missing[name] = " ".join(line.strip() for line in str(e).splitlines()[:2])
     return found, missing
 
 
