@@ -54,7 +54,7 @@ def test_chapter_runs_on_an_sd_that_is_not_tinysd(path, standin):
     cmd = [sys.executable, "-m", "pytest", str(copy), "--nbmake", "--overwrite", "--nbmake-timeout=300", "-q",
            "-p", "no:cacheprovider", "--rootdir", standin["cwd"]]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=standin["cwd"])
-    if r.returncode and "CellTimeoutError" in r.stdout:  # a cell that never answered (no chapter takes 300 s here):
+    if r.returncode and "timed out" in r.stdout.lower():  # a cell that never answered (none takes 300 s here):
         shutil.copy(path, copy)  # a lost kernel message, seen in the full suite only; once more, then it counts
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=standin["cwd"])
     assert r.returncode == 0, r.stdout[-4000:]
