@@ -88,7 +88,7 @@ class Normalize:
 def run(cmd, env=None):
     """(wall seconds, CompletedProcess) of a command; exits with its stderr when it fails."""
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env)
     if r.returncode:
         raise SystemExit(f"{' '.join(map(str, cmd))}\n{r.stderr[-4000:]}")
     return time.time() - t0, r
@@ -103,11 +103,50 @@ def peak_rss_gb(cmd, env=None) -> tuple[float, float, str]:
     return float(seconds), float(gb), r.stderr
 
 
-def main(argv=None):
-    import os
-
+def to_diffusers_layout(fill50k_folder: Path, out: Path) -> None:
+    """A fill50k folder (zc's layout) as diffusers' dataset: out/train.parquet with image /
+    conditioning_image / text columns."""
     import datasets
 
+    from zc.fill50k import Fill50k
+
+    rows = Fill50k.load(fill50k_folder)
+    hf = datasets.Dataset.from_dict({
+        "image": [str(fill50k_folder / t) for _, t in rows.rows],
+        "conditioning_image": [str(fill50k_folder / s) for s, _ in rows.rows], "text": rows.prompts,
+    }).cast_column("image", datasets.Image()).cast_column("conditioning_image", datasets.Image())
+    out.mkdir(parents=True, exist_ok=True)
+    hf.to_parquet(str(out / "train.parquet"))
+
+
+def script_copy(script: str, tmp: Path) -> tuple[Path, dict]:
+    """(path, env) of a runnable copy of train_controlnet.py whose torchvision import is the SHIM."""
+    import os
+
+    (tmp / "shim").mkdir(exist_ok=True)
+    (tmp / "shim" / "tv_transforms.py").write_text(SHIM)
+    source = Path(script).read_text()
+    if "from torchvision import transforms\n" not in source:
+        raise SystemExit(f"{script} has no 'from torchvision import transforms' line: is it train_controlnet.py?")
+    copy = tmp / "train_controlnet.py"
+    copy.write_text(source.replace("from torchvision import transforms\n", "import tv_transforms as transforms\n"))
+    return copy, {**os.environ, "PYTHONPATH": str(tmp / "shim")}
+
+
+def script_command(script: Path, init: Path, data: Path, out: Path, steps: int, batch: int, lr: float, seed: int,
+                   checkpointing_steps: int = 1_000_000) -> list:
+    """diffusers' train_controlnet.py on TinySD with the comparison's settings."""
+    import zc
+
+    return [sys.executable, script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
+            "--controlnet_model_name_or_path", init, "--train_data_dir", data,
+            "--output_dir", out, "--resolution", "64", "--train_batch_size", batch,
+            "--learning_rate", lr, "--lr_warmup_steps", "0", "--max_train_steps", steps,
+            "--proportion_empty_prompts", "0.5", "--checkpointing_steps", checkpointing_steps, "--seed", seed,
+            "--report_to", "tensorboard"]
+
+
+def main(argv=None):
     import zc
     from zc import conditions
     from zc.fill50k import Fill50k
@@ -127,34 +166,15 @@ def main(argv=None):
         tmp = Path(tmp)
         data = Fill50k.generate(args.pairs, size=64, seed=0)
         data.save(tmp / "fill50k")  # zc reads the original layout
-        rows = Fill50k.load(tmp / "fill50k")
-        hf = datasets.Dataset.from_dict({
-            "image": [str(tmp / "fill50k" / t) for _, t in rows.rows],
-            "conditioning_image": [str(tmp / "fill50k" / s) for s, _ in rows.rows], "text": rows.prompts,
-        }).cast_column("image", datasets.Image()).cast_column("conditioning_image", datasets.Image())
-        (tmp / "hf").mkdir()
-        hf.to_parquet(str(tmp / "hf" / "train.parquet"))  # diffusers' layout: image / conditioning_image / text
+        to_diffusers_layout(tmp / "fill50k", tmp / "hf")
         pipe = zc.load_sd()
         zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
-        (tmp / "shim").mkdir()
-        (tmp / "shim" / "tv_transforms.py").write_text(SHIM)
-        source = Path(args.script).read_text()
-        if "from torchvision import transforms\n" not in source:
-            raise SystemExit(f"{args.script} has no 'from torchvision import transforms' line: is it train_controlnet.py?")
-        script = tmp / "train_controlnet.py"
-        script.write_text(source.replace("from torchvision import transforms\n", "import tv_transforms as transforms\n"))
-
-        env = {**os.environ, "PYTHONPATH": str(tmp / "shim")}
+        script, env = script_copy(args.script, tmp)
         test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
         results = {"diffusers train_controlnet.py": [], "zc.train": []}
         for seed in args.seeds:
             d_out, z_out = tmp / f"diffusers_{seed}", tmp / f"zc_{seed}"
-            diffusers_cmd = [sys.executable, script, "--pretrained_model_name_or_path", zc.sd.TINYSD,
-                             "--controlnet_model_name_or_path", tmp / "init", "--train_data_dir", tmp / "hf",
-                             "--output_dir", d_out, "--resolution", "64", "--train_batch_size", args.batch,
-                             "--learning_rate", args.lr, "--lr_warmup_steps", "0", "--max_train_steps", args.steps,
-                             "--proportion_empty_prompts", "0.5", "--checkpointing_steps", "1000000", "--seed", seed,
-                             "--report_to", "tensorboard"]
+            diffusers_cmd = script_command(script, tmp / "init", tmp / "hf", d_out, args.steps, args.batch, args.lr, seed)
             zc_cmd = [sys.executable, "-m", "zc.train", "--preset", "cpu", "--data", tmp / "fill50k", "--steps",
                       args.steps, "--batch", args.batch, "--lr", args.lr, "--eval-every", "0", "--checkpoint-every",
                       "1000000", "--seed", seed, "--out", z_out]
