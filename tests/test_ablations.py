@@ -100,6 +100,9 @@ def test_guidance_and_transfer_tables(tmp_path):
     rows = ablations.guidance_table(pipe, cn, test, seeds=(0, 1), steps=2)
     assert {(r["mode"], r["prompt"]) for r in rows} == {(m, p) for m in ablations.GUIDANCE for p in ("none", "perfect")}
     assert all(0 <= r["shape_iou"] <= 1 and r["seeds"] == 2 for r in rows)
+    for r in rows:  # the mean of the per-seed values, and a 95% t half-width over them
+        assert len(r["shape_iou_by_seed"]) == 2 and r["shape_iou"] == pytest.approx(sum(r["shape_iou_by_seed"]) / 2)
+        assert r["shape_iou_ci"] >= 0
     rows, images = ablations.transfer_table({"a": pipe}, cn, test, steps=2)
     without, with_ = rows
     assert (without["controlnet"], with_["controlnet"]) == ("none", "ControlNet")
@@ -188,3 +191,16 @@ def test_conflict_geometry_tells_the_prompts_kind_from_the_outlines():
     assert obeys_prompt["area_ratio"] < 0.9 < obeys_outline["area_ratio"]
     bigger = dataclasses.replace(squares, radius=squares.radius * 1.15)  # obeys the kind, not the size
     assert ablations.conflict_geometry(shapes.render(bigger), sc)["area_ratio"] > obeys_prompt["area_ratio"] + 0.2
+
+
+def test_references_bracket_the_sweep_scores():
+    """The no-control baseline (SD alone, per run seed and prompt setting) and the ceiling (the
+    training renders scored by the same measure) on the sweep's held-out scenes."""
+    rows = ablations.references("keypoints", seeds=(0, 1), n_test=4, steps=2)
+    by = {(r["name"], r["seed"]): r for r in rows}
+    assert set(by) == {(n, s) for n in (ablations.NO_CONTROL, ablations.CEILING) for s in (0, 1)}
+    ceiling = by[ablations.CEILING, 0]
+    assert {ceiling[p] for p in ablations.PROMPTS} == {1.0}  # the renders hit both keypoints
+    assert all(0 <= by[ablations.NO_CONTROL, 0][p] < 1.0 for p in ablations.PROMPTS)
+    summary = ablations.summarize(rows, ablations.PROMPTS)  # the chapter's table reads them like runs
+    assert [s["name"] for s in summary] == [ablations.NO_CONTROL, ablations.CEILING]

@@ -226,3 +226,17 @@ def test_tqdm_disable_hides_every_zc_and_loading_bar(monkeypatch):
         assert not diffusers_logging.is_progress_bar_enabled()
     finally:
         diffusers_logging.enable_progress_bar()
+
+
+def test_condition_share_is_zero_for_an_untrained_controlnet_and_moves_when_it_acts(pipe):
+    from zc.train import condition_share
+
+    data = Fill50k.generate(4, seed=3, split="test")
+    cn = zc.ControlNet.for_pipeline(pipe)  # zero convolutions: the condition cannot change the loss yet
+    rows = condition_share(pipe, cn, data, timesteps=(100, 900))
+    assert [r["t"] for r in rows] == [100, 900]
+    assert all(r["loss"] == r["loss_blank"] and r["share"] == 0 for r in rows)
+    with torch.no_grad():  # a ControlNet that acts: the real and the blank condition give other losses
+        randomize_(cn, std=0.05, generator=torch.Generator().manual_seed(0))
+    rows = condition_share(pipe, cn, data, timesteps=(100, 900))
+    assert all(r["loss"] != r["loss_blank"] for r in rows)

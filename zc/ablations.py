@@ -233,6 +233,28 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     return table
 
 
+NO_CONTROL, CEILING = "no control (SD alone)", "ceiling (training renders)"
+
+
+def references(condition: str, seeds=(0, 1, 2), n_test: int = 32, sd: str | None = None, steps: int = 20) -> list[dict]:
+    """What every sweep score sits between, on the sweep's own held-out scenes and protocol (run_all):
+    the SD with no ControlNet under each prompt setting, sampled with each run seed (the no-control
+    baseline), and the training renders themselves scored by the same measure (the ceiling, the
+    same under every prompt). Rows in results.csv's form (name, seed, the four settings)."""
+    pipe = load_sd(sd)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
+    key = conditions.get(condition).score
+    ceiling = conditions.measure(shapes.render(test.scenes, size), test.scenes)[key]
+    rows = []
+    for seed in seeds:
+        rows.append({"condition": condition, "score": key, "name": NO_CONTROL, "group": "bounds", "seed": seed,
+                     **{k: round(v, 4) for k, v in measure(pipe, None, test, seed, steps=steps).items()}})
+        rows.append({"condition": condition, "score": key, "name": CEILING, "group": "bounds", "seed": seed,
+                     **{p: round(ceiling, 4) for p in PROMPTS}})
+    return rows
+
+
 # --- summaries and figures ---------------------------------------------------------------------
 def t_interval(x: list[float], level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width of the two-sided t-interval) of `x` over seeds; half-width inf for one value."""
@@ -403,8 +425,9 @@ GUIDANCE = {"CFG": {}, "CFG-RW": {"cfg_rw": True}, "guess mode": {"guess_mode": 
 
 
 def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int = 20, guidance_scale: float = 5.0):
-    """CFG vs CFG-RW vs guess mode with no prompt and the full prompt: IoU and (full prompt) fill
-    colour accuracy, mean and std over sampling seeds."""
+    """CFG vs CFG-RW vs guess mode with no prompt and the full prompt: IoU (mean, 95% t half-width
+    and the per-seed values, so two modes can be compared paired by seed) and, with the full
+    prompt, fill colour accuracy, over sampling seeds."""
     from .fidelity import condition_fidelity
 
     cond = test.conditions()
@@ -419,9 +442,9 @@ def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int 
                 ious.append(metrics.iou(shape_regions(images), discs).mean().item())
                 if setting == "perfect":
                     fills.append(condition_fidelity(images, test)["fill_accuracy"])
-            x = torch.tensor(ious)
-            rows.append({"mode": mode, "prompt": setting, "seeds": len(seeds), "shape_iou": x.mean().item(),
-                         "shape_iou_std": x.std().item() if len(x) > 1 else 0.0,
+            mean, half = t_interval(ious)
+            rows.append({"mode": mode, "prompt": setting, "seeds": len(seeds), "shape_iou": mean,
+                         "shape_iou_ci": half, "shape_iou_by_seed": ious,  # paired by sampling seed across modes
                          "fill_accuracy": sum(fills) / len(fills) if fills else float("nan")})
     return rows
 
@@ -487,7 +510,17 @@ def main(argv=None):
     ap.add_argument("--conditions", nargs="+", default=["outline"], help="conditions.py names, one sweep each")
     ap.add_argument("--runs", nargs="+", default=None, help="only these run names of the preset")
     ap.add_argument("--sd", default=None, help="SD to control (default: $ZC_SD or TinySD)")
+    ap.add_argument("--references", action="store_true",
+                    help="write out/references.csv (no-control baseline and ceiling per condition, per seed) and stop")
     args = ap.parse_args(argv)
+    if args.references:
+        rows = [r for c in args.conditions for r in references(c, tuple(args.seeds), PRESETS[args.preset][1], args.sd)]
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        path = Path(args.out) / "references.csv"
+        path.unlink(missing_ok=True)
+        _append(path, ["condition", "score", "name", "group", "seed", *PROMPTS], rows)
+        print(format_table(summarize(rows, PROMPTS)))
+        return
     for condition in args.conditions:
         table = run_all(args.preset, args.out, tuple(args.seeds), args.sd, condition=condition, names=args.runs)
     import matplotlib

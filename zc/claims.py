@@ -22,6 +22,8 @@ from .ablations import CURVE_MEASURES, auc_rows, curve_key
 from .fidelity import sudden_convergence_step
 from .resources import RESULTS
 
+PREREGISTERED_SEEDS = 3  # the sweep's seeds per design, fixed before it ran: verdicts use seeds 0-2 only;
+# seeds added later to a comparison (to settle it) are reported beside its verdict, never used by it
 TIE = 0.02  # score differences whose whole 95% interval lies within +-TIE count as no difference
 SETTINGS = ("none", "insufficient", "conflicting", "perfect")
 
@@ -45,6 +47,30 @@ def interval_verdict(diffs: list[dict]) -> str:
             state.append("against")
         elif d["low"] > 0:
             state.append("supports")
+        else:
+            state.append("unclear")
+    if state and all(x == "supports" for x in state):
+        return "reproduced"
+    if "supports" in state:
+        return "partly"
+    if state and all(x == "against" for x in state):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def non_inferiority_verdict(diffs: list[dict]) -> str:
+    """Verdict of a claim that the reference is *not worse* (the paper's "comparable"): a setting
+    supports it when the whole 95% interval of (reference minus the other) lies above -TIE (at most a
+    tie's worth worse), goes against it when the whole interval lies below -TIE, and is unclear
+    otherwise (or with one seed). Aggregated as interval_verdict does."""
+    state = []
+    for d in diffs:
+        if d["seeds"] < 2:
+            state.append("unclear")
+        elif d["low"] > -TIE:
+            state.append("supports")
+        elif d["high"] < -TIE:
+            state.append("against")
         else:
             state.append("unclear")
     if state and all(x == "supports" for x in state):
@@ -113,14 +139,17 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
     return _row("sudden convergence, in < 10k steps", "; ".join(parts), verdict)
 
 
+COMPARABLE = "a ControlNet on the locked SD controls comparably to fine-tuning the whole UNet"
+NOT_WORSE = {COMPARABLE, f"{COMPARABLE} (1k pairs)"}  # claims of no loss, not of a gain
 ARCHITECTURE = [  # (claim, the run it compares the reference ControlNet with, prompt settings it predicts a gap in)
     ("zero convs beat Gaussian-initialised convs", "Gaussian-init convs", SETTINGS),
     ("ControlNet-lite fails with no or an insufficient prompt", "ControlNet-lite", ("none", "insufficient")),
     ("adding the condition directly (no trainable copy) is worse", "condition added directly", SETTINGS),
     ("50% prompt dropout teaches control from the condition alone", "prompt dropout 0%", ("none",)),
     ("copying SD's encoder beats training the same network from scratch", "from scratch", SETTINGS),
-    ("a ControlNet on the locked SD controls better than fine-tuning the whole UNet", "UNet fine-tuned, concat",
-     SETTINGS),
+    # the paper (Sec. 4.4) compares with SD v2 depth-to-image and claims *comparable* control at a far lower
+    # cost, not better: decided by non_inferiority_verdict (NOT_WORSE)
+    (COMPARABLE, "UNet fine-tuned, concat", SETTINGS),
     # the paper's motivation for locking: what the fine-tuned SD can still do alone (ablations.forgetting)
     ("fine-tuning the whole UNet on the task makes SD forget; the locked SD does not", "UNet fine-tuned, concat",
      ("base_kind_accuracy", "base_colour_accuracy")),
@@ -200,6 +229,7 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
     from .ablations import paired_difference
 
     rows = [convergence(curves, results)]
+    registered = [r for r in ablation_rows if int(r["seed"]) < PREREGISTERED_SEEDS]
     conditions = list(dict.fromkeys(r.get("condition", "outline") for r in ablation_rows))
     names = {c: {r["name"] for r in ablation_rows if r.get("condition", "outline") == c} for c in conditions}
     have = {k for r in ablation_rows for k in r}  # the columns measured
@@ -209,9 +239,17 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
         tested = False
         for cond in conditions:
             if {ref, other} <= names[cond] and set(settings) <= have:
-                diffs = {p: paired_difference(ablation_rows, ref, other, p, cond) for p in settings}
-                rows.append(_row(claim, f"{ref} minus {other}: " + ", ".join(_fmt(p, d) for p, d in diffs.items())
-                                 + f" ({diffs[settings[0]]['seeds']} seeds)", interval_verdict(list(diffs.values())), cond))
+                diffs = {p: paired_difference(registered, ref, other, p, cond) for p in settings}
+                measured = (f"{ref} minus {other}: " + ", ".join(_fmt(p, d) for p, d in diffs.items())
+                            + f" ({diffs[settings[0]]['seeds']} seeds)")
+                every = {p: paired_difference(ablation_rows, ref, other, p, cond) for p in settings}
+                if every[settings[0]]["seeds"] > diffs[settings[0]]["seeds"]:  # seeds added after the sweep
+                    measured += (f"; with the {every[settings[0]]['seeds'] - diffs[settings[0]]['seeds']} seeds added "
+                                 "later to settle it (not used by the verdict): "
+                                 + ", ".join(_fmt(p, d) for p, d in every.items()))
+                rows.append(_row(claim, measured,
+                                 (non_inferiority_verdict if claim in NOT_WORSE else interval_verdict)(list(diffs.values())),
+                                 cond))
                 tested = True
         if not tested:
             rows.append(_row(claim, f"no '{other}' run", "not tested"))
@@ -275,16 +313,31 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
         rows.append(_row("a ControlNet transfers to fine-tuned community models", "no transfer run", "not tested"))
 
     if guidance:
-        gr = {(r["mode"], r["prompt"]): r for r in guidance}
-        rw, cfg, guess = gr["CFG-RW", "none"], gr["CFG", "none"], gr["guess mode", "none"]
-        rwp, cfgp = gr["CFG-RW", "perfect"], gr["CFG", "perfect"]
-        rows.append(_row("CFG resolution weighting (w_i = 64/h_i) improves on CFG without a prompt",
-                         f"no prompt: IoU CFG-RW {rw['shape_iou']:.2f} vs CFG {cfg['shape_iou']:.2f} (guess mode {guess['shape_iou']:.2f}); "
-                         f"full prompt: IoU {rwp['shape_iou']:.2f} vs {cfgp['shape_iou']:.2f}, fill accuracy {rwp['fill_accuracy']:.2f} "
-                         f"vs {cfgp['fill_accuracy']:.2f} (weights taken literally, x8 at the middle: original issue #582)",
-                         "reproduced" if rw["shape_iou"] >= cfg["shape_iou"] else "not reproduced"))
+        rows.append(guidance_claim(guidance))
     rows += [_row(claim, why, "not tested") for claim, why in NOT_TESTED]
     return rows
+
+
+def guidance_claim(guidance: list[dict]) -> dict:
+    """CFG-RW (the paper's w_i = 64/h_i, taken literally) against plain CFG with no prompt, by the
+    interval rule: the paired difference over sampling seeds (ablations.guidance_table)."""
+    from .ablations import t_interval
+
+    gr = {(r["mode"], r["prompt"]): r for r in guidance}
+
+    def diff(a, b):
+        d = [x - y for x, y in zip(gr[a]["shape_iou_by_seed"], gr[b]["shape_iou_by_seed"])]
+        mean, half = t_interval(d)
+        return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(d)}
+
+    rw, guess = diff(("CFG-RW", "none"), ("CFG", "none")), diff(("guess mode", "none"), ("CFG", "none"))
+    rwp, cfgp = gr["CFG-RW", "perfect"], gr["CFG", "perfect"]
+    return _row("CFG resolution weighting (w_i = 64/h_i) improves on CFG without a prompt",
+                f"no prompt, IoU minus CFG's over {rw['seeds']} sampling seeds: {_fmt('CFG-RW', rw)}, "
+                f"{_fmt('guess mode', guess)}; full prompt: IoU CFG-RW {rwp['shape_iou']:.2f} vs CFG "
+                f"{cfgp['shape_iou']:.2f}, fill accuracy {rwp['fill_accuracy']:.2f} vs {cfgp['fill_accuracy']:.2f} "
+                "(weights taken literally, x8 at SD's middle: original issue #582; CFG 5 only)",
+                interval_verdict([rw]))
 
 
 def format_claims(rows: list[dict]) -> str:

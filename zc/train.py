@@ -158,6 +158,36 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
     return conditions.measure(images, eval_set.scenes), images
 
 
+@torch.no_grad()
+def condition_share(pipe, controlnet, data: Fill50k, timesteps=(100, 500, 900), seed: int = 0) -> list[dict]:
+    """How much of the training loss the condition can remove, per timestep: the loss of the
+    controlled UNet on `data` (full prompts, latents drawn from the VAE posterior, the same noise
+    for both) with the real condition images and with blank ones (all zeros, what the hint
+    encoder sees for "no condition"). Rows {t, loss, loss_blank, share = 1 - loss / loss_blank}."""
+    from diffusers import DDPMScheduler
+
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    model = ControlledUNet(pipe.unet, controlnet.eval())
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    g = torch.Generator().manual_seed(seed)
+    x = (data.targets.float() / 127.5 - 1).to(device, dtype)
+    post = pipe.vae.encode(x).latent_dist
+    eps = torch.randn(post.mean.shape, generator=g).to(device, post.mean.dtype)
+    latents = (post.mean + post.std * eps) * pipe.vae.config.scaling_factor
+    text = encode_prompts(pipe.tokenizer, pipe.text_encoder, data.prompts).to(device, dtype)
+    cond = data.conditions().to(device, dtype)
+    rows = []
+    for t in timesteps:
+        tt = torch.full((len(data),), t, device=device, dtype=torch.long)
+        noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
+        noisy = scheduler.add_noise(latents, noise, tt)
+        target = _target(scheduler, latents, noise, tt).float()
+        loss, blank = (F.mse_loss(model(noisy, tt, text, c).float(), target).item()
+                       for c in (cond, torch.zeros_like(cond)))
+        rows.append({"t": t, "loss": loss, "loss_blank": blank, "share": 1 - loss / blank})
+    return rows
+
+
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
     """Validation images side by side in one PNG."""
     from PIL import Image
