@@ -20,6 +20,7 @@ import torch
 
 import zc
 from zc import conditions, zoo
+from zc.fidelity import convergence_step
 
 
 def main(argv=None):
@@ -37,7 +38,7 @@ def main(argv=None):
         run = out / name
         if (run / "log.jsonl").is_file():
             history = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-            r["convergence_step"] = zoo.convergence_step(history, conditions.get(name).score, r["none_empty"],
+            r["convergence_step"] = convergence_step(history, conditions.get(name).score, r["none_empty"],
                                                          r["control_empty"])
             r["train_minutes"] = zoo.train_minutes(run)
         rows.append(r)

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from zc import metrics, shapes
-from zc.fidelity import condition_fidelity, prompt_colours, sudden_convergence_step
+from zc.fidelity import condition_fidelity, convergence_step, prompt_colours
 from zc.fill50k import Fill50k, disc_masks
 
 
@@ -82,7 +82,10 @@ def test_prompt_colours():
         prompt_colours(["plaid circle with red background"])
 
 
-def test_sudden_convergence_step():
+def test_convergence_step_is_relative_to_the_baseline_and_the_final_score():
     h = [{"step": s, "shape_iou": v} for s, v in [(100, 0.1), (200, 0.75), (300, 0.5), (400, 0.8), (500, 0.9)]]
-    assert sudden_convergence_step(h, 0.7) == 400
-    assert sudden_convergence_step(h, 0.95) is None
+    # baseline 0.1, final 0.9: the bar is 0.1 + 0.7 * 0.8 = 0.66; step 200 reaches it but 300 falls back
+    assert convergence_step(h, "shape_iou", baseline=0.1) == 400
+    assert convergence_step(h, "shape_iou", baseline=0.1, fraction=0.95) == 500
+    assert convergence_step(h, "shape_iou", baseline=0.85) is None  # never rose 0.1 above the baseline
+    assert convergence_step([], "shape_iou", baseline=0.1) is None

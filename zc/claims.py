@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from .ablations import CURVE_MEASURES, auc_rows, curve_key
-from .fidelity import sudden_convergence_step
+from .fidelity import convergence_step
 from .resources import RESULTS
 
 PREREGISTERED_SEEDS = 3  # the sweep's seeds per design, fixed before it ran: verdicts use seeds 0-2 only;
@@ -127,7 +127,7 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
         sud = suddenness(curve, window=length / 10)
         hist = [{"step": s, "score": v} for s, v in sorted(curve)]
         final = sorted(curve)[-1][1]
-        step = sudden_convergence_step(hist, threshold=curve[0][1] + 0.7 * (final - curve[0][1]), key="score")
+        step = convergence_step(hist, "score", baseline=sorted(curve)[0][1], final=final)  # first evaluation: no control yet
         if sud is None:  # left out of the verdict: neither sudden nor gradual as far as the curve can tell
             parts.append(f"{labels[k]}: evaluations too sparse around its rise to tell (at step {step})")
             continue

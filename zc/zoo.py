@@ -70,24 +70,6 @@ def benchmark(pipe, name: str, n: int = 64, steps: int = 20, seed: int = 0) -> d
     return row
 
 
-def convergence_step(history: list[dict], key: str, baseline: float, final: float | None = None,
-                     fraction: float = 0.7) -> int | None:
-    """First evaluated step from which the score stays at or above baseline + fraction x (final - baseline)
-    (baseline: the no-control score),
-    final = the run's last evaluation. None when the run never rose 0.1 above the baseline."""
-    evals = [h for h in history if key in h]
-    if not evals:
-        return None
-    final = evals[-1][key] if final is None else final
-    if final - baseline < 0.1:
-        return None
-    bar = baseline + fraction * (final - baseline)
-    for i, h in enumerate(evals):
-        if all(e[key] >= bar for e in evals[i:]):
-            return h["step"]
-    return None
-
-
 def train_minutes(run: Path) -> float | None:
     """Minutes of a stored training run: time.json (written by zc.train), else the time between its
     config.json (written first) and log.jsonl (written last)."""
