@@ -67,3 +67,20 @@ def test_book_builds_with_every_chapter_and_figure(tmp_path):
     scripts = re.findall(r'<script[^>]+src="([^"]*mathjax[^"]*)"', (html / "notebooks/04_controlnet.html").read_text())
     assert scripts, "no MathJax script on a page with formulas"
     assert all((html / "notebooks" / s.split("?")[0]).resolve().is_file() for s in scripts), scripts
+
+
+def test_glossary_defines_every_measure_and_the_chapters_use_no_retired_name():
+    """One name per measure (book/glossary.md): every key zc prints has its entry, and no chapter
+    says chance, AUC, keypoint error or structure C any more."""
+    import json
+    import re
+
+    from zc import conditions
+
+    glossary = (ROOT / "book" / "glossary.md").read_text()
+    for key, name in conditions.NAMES.items():
+        assert f"`{key}`" in glossary and f"| {name} |" in glossary, key
+    retired = re.compile(r"(?i:\bchance\b|keypoint error|structure C)|\bAUC\b")  # AUC: not the code's `auc` key
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"])
+        assert not retired.findall(text), (nb.name, retired.findall(text))

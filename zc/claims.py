@@ -83,7 +83,9 @@ def non_inferiority_verdict(diffs: list[dict]) -> str:
 
 
 def _fmt(setting: str, d: dict) -> str:
-    return f"{setting} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+    from .conditions import name
+
+    return f"{name(setting)} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
 
 def suddenness(curve: list[tuple[float, float]], window: float) -> float | None:

@@ -265,6 +265,18 @@ def measure(images: torch.Tensor, scenes: shapes.Scenes, per_item: bool = False,
 
 
 SCORES = ("shape_iou", "kind_accuracy", "colour_accuracy", "keypoint_accuracy")  # the [0, 1] measures, higher better
+NAMES = {  # the one name the book gives each measure (book/glossary.md defines them; tables print these)
+    "shape_iou": "shape IoU", "kind_accuracy": "kind accuracy", "fill_accuracy": "fill accuracy",
+    "background_accuracy": "background accuracy", "colour_accuracy": "colour accuracy",
+    "centre_error": "centre error", "top_error": "top error", "keypoint_accuracy": "keypoint accuracy",
+    "base_kind_accuracy": "SD-alone kind accuracy", "base_colour_accuracy": "SD-alone colour accuracy",
+    "final_loss": "final training loss", "sec_per_step": "seconds per step",
+}
+
+
+def name(key: str) -> str:
+    """The book's name of a measure key (NAMES); the key itself when it has none."""
+    return NAMES.get(key, key)
 
 
 AREA = {"circle": math.pi, "square": 1.6**2, "triangle": 3 * math.sqrt(3) / 4, "diamond": 1.5**2}  # area / r^2

@@ -111,14 +111,14 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
 
 
 def format_table(rows: list[dict], header: bool = True) -> str:
-    head = (f"{'condition':11s} {'judged by':18s} {'alone':>6s} {'+CN':>6s} {'alone':>6s} {'+CN':>6s} {'truth':>6s}"
+    head = (f"{'condition':11s} {'judged by':18s} {'no CN':>6s} {'+CN':>6s} {'no CN':>6s} {'+CN':>6s} {'ceil.':>6s}"
             f" {'converged':>9s} {'train':>6s}\n{'':31s}{'(empty prompt)':>14s} {'(full prompt)':>13s}"
             f" {'':6s} {'at step':>9s} {'min':>6s}")
     lines = [head] if header else []
     for r in rows:
         conv = r.get("convergence_step")
         minutes = r.get("train_minutes")
-        lines.append(f"{r['condition']:11s} {r['score']:18s} {r['none_empty']:6.3f} {r['control_empty']:6.3f} "
+        lines.append(f"{r['condition']:11s} {conditions.name(r['score']):18s} {r['none_empty']:6.3f} {r['control_empty']:6.3f} "
                      f"{r['none_full']:6.3f} {r['control_full']:6.3f} {r['ceiling']:6.3f} "
                      f"{('never' if conv is None else str(conv)) if 'convergence_step' in r else '-':>9s} "
                      f"{(f'{minutes:6.1f}' if minutes else '     -')}")
