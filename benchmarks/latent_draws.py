@@ -4,6 +4,11 @@ draws from it (now), nothing else changed: same pairs, seeds, noise, timesteps a
 prompts) at each evaluation, per seed, and the paired difference with a 95% t-interval.
 
     python benchmarks/latent_draws.py --seeds 0 1 2 3 4 --out benchmarks/results/cpu/latent_draws.txt
+
+The same harness for any other difference from diffusers' script, one TrainConfig field at a time
+(--field, --values old new), e.g. i.i.d. batches per step against shuffled epochs:
+
+    python benchmarks/latent_draws.py --field batches --values iid epochs --out benchmarks/results/cpu/batches.txt
 """
 from __future__ import annotations
 
@@ -23,33 +28,41 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--pairs", type=int, default=5000)
     ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--field", default="latent", help="the TrainConfig field compared")
+    ap.add_argument("--values", nargs=2, default=["mean", "sample"], help="its two values: old new")
     ap.add_argument("--out", default="benchmarks/results/cpu/latent_draws.txt")
     args = ap.parse_args(argv)
+    old, new = args.values
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for latent in ("mean", "sample"):
-                cfg = zt.TrainConfig(steps=args.steps, batch=16, lr=2e-4, n_train=args.pairs, seed=seed, latent=latent,
+            for value in (old, new):
+                cfg = zt.TrainConfig(steps=args.steps, batch=16, lr=2e-4, n_train=args.pairs, seed=seed,
                                      eval_every=args.eval_every, eval_n=32, checkpoint_every=10**6, device="cpu",
-                                     out=f"{tmp}/{latent}{seed}", cache=f"{tmp}/cache{seed}")  # one cache per seed
+                                     out=f"{tmp}/{value}{seed}", cache=f"{tmp}/cache{seed}")  # one cache per seed
+                setattr(cfg, args.field, type(getattr(cfg, args.field))(value))
                 r = zt.train(cfg)
                 for h in r.history:
                     if "shape_iou" in h and h["step"] % args.eval_every == 0:
-                        rows.append({"seed": seed, "latent": latent, "step": h["step"], "shape_iou": round(h["shape_iou"], 4)})
-                print(json.dumps([x for x in rows if x["seed"] == seed and x["latent"] == latent]), flush=True)
+                        rows.append({"seed": seed, args.field: value, "step": h["step"],
+                                     "shape_iou": round(h["shape_iou"], 4)})
+                print(json.dumps([x for x in rows if x["seed"] == seed and x[args.field] == value]), flush=True)
     steps = sorted({r["step"] for r in rows})
-    lines = [f"$ python benchmarks/latent_draws.py --seeds {' '.join(map(str, args.seeds))} --steps {args.steps} "
+    flags = "" if args.field == "latent" else f" --field {args.field} --values {old} {new}"
+    lines = [f"$ python benchmarks/latent_draws.py{flags} --seeds {' '.join(map(str, args.seeds))} --steps {args.steps} "
              f"--pairs {args.pairs} --eval-every {args.eval_every}",
              f"{_results.machine()}; TinySD, {args.pairs} generated fill50k pairs, batch 16, lr 2e-4, 50% empty prompts; "
-             "shape IoU on 32 held-out outlines with full prompts (20 DDIM steps, CFG 5)", "",
-             f"{'step':>5s} {'mean (old)':>11s} {'sample (new)':>13s} {'sample - mean, 95% interval':>30s}  per seed (sample - mean)"]
+             "shape IoU on 32 held-out outlines with full prompts (20 DDIM steps, CFG 5)", ""]
+    names = {"mean": "mean (old)", "sample": "sample (new)"} if args.field == "latent" else {old: old, new: new}
+    lines.append(f"{'step':>5s} {names[old]:>11s} {names[new]:>13s} {f'{new} - {old}, 95% interval':>30s}  "
+                 f"per seed ({new} - {old})")
     for s in steps:
-        by = {lat: {r["seed"]: r["shape_iou"] for r in rows if r["step"] == s and r["latent"] == lat} for lat in ("mean", "sample")}
-        d = [by["sample"][k] - by["mean"][k] for k in args.seeds]
+        by = {v: {r["seed"]: r["shape_iou"] for r in rows if r["step"] == s and r[args.field] == v} for v in (old, new)}
+        d = [by[new][k] - by[old][k] for k in args.seeds]
         m, hw = t_interval(d)
-        mean_m = sum(by["mean"].values()) / len(by["mean"])
-        mean_s = sum(by["sample"].values()) / len(by["sample"])
-        lines.append(f"{s:5d} {mean_m:11.3f} {mean_s:13.3f} {m:+10.3f} [{m - hw:+.3f}, {m + hw:+.3f}]      "
+        mean_o = sum(by[old].values()) / len(by[old])
+        mean_n = sum(by[new].values()) / len(by[new])
+        lines.append(f"{s:5d} {mean_o:11.3f} {mean_n:13.3f} {m:+10.3f} [{m - hw:+.3f}, {m + hw:+.3f}]      "
                      + " ".join(f"{x:+.3f}" for x in d))
     _results.write(args.out, lines, rows)
 

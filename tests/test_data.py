@@ -183,3 +183,21 @@ def test_a_cache_of_means_only_is_refused(pipe, tmp_path):
     (tmp_path / "c" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="older zc that kept only the VAE posterior's mean"):
         LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)
+
+
+def test_step_batches_iid_and_epochs():
+    from zc.train import StepBatches
+
+    n, batch = 12, 4
+    epochs = list(StepBatches(n, batch, seed=0, start=0, stop=6, mode="epochs"))
+    first, second = sum(epochs[:3], []), sum(epochs[3:], [])
+    assert sorted(first) == list(range(n)) and sorted(second) == list(range(n))  # each pair once per epoch
+    assert first != second  # every epoch its own shuffle
+    # a resumed sampler (start=4) reads exactly the batches an uninterrupted one reads there
+    assert list(StepBatches(n, batch, seed=0, start=4, stop=6, mode="epochs")) == epochs[4:]
+    straddle = list(StepBatches(10, 4, seed=1, start=0, stop=5, mode="epochs"))  # batches cross epoch ends
+    assert sorted(sum(straddle, [])[:10]) == list(range(10)) and all(len(b) == 4 for b in straddle)
+    iid = sum(StepBatches(n, batch, seed=0, start=0, stop=30), [])
+    assert len(set(iid)) == n and max(iid.count(i) for i in range(n)) > 10  # with replacement: repeats
+    with pytest.raises(ValueError, match="batches must be"):
+        StepBatches(n, batch, 0, 0, 1, mode="sorted")

@@ -47,6 +47,7 @@ class TrainConfig:
     kinds: str = ""  # comma-separated shape kinds to generate; "" = the condition's default
     encode: str = "cache"  # "cache": VAE latents + text features once, on disk; "fly": every batch (diffusers)
     latent: str = "sample"  # "sample": a draw from the VAE posterior each step (SD's training); "mean": its mean
+    batches: str = "iid"  # "iid": each step draws its pairs anew; "epochs": shuffled passes over the data (diffusers)
     cache: str = ""  # the cache folder ("" = out/cache): give later runs on the same data the same folder
     num_workers: int = 0  # DataLoader workers reading each batch's images (helps for folders on a GPU box)
     out: str = "runs/controlnet"  # checkpoints, log.jsonl and the final controlnet/ folder
@@ -102,14 +103,27 @@ class TrainResult:
 
 
 class StepBatches(torch.utils.data.Sampler):
-    """Index batches by step: batch k depends only on (seed, k), so a resumed run reads the same pairs."""
+    """Index batches by step: batch k depends only on (seed, k), so a resumed run reads the same pairs.
+    mode "iid": each batch drawn with replacement; "epochs": positions k*batch ... (k+1)*batch of the
+    concatenated epochs, each epoch its own permutation (what a shuffling DataLoader does)."""
 
-    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int):
-        self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, mode: str = "iid"):
+        if mode not in ("iid", "epochs"):
+            raise ValueError(f"batches must be 'iid' or 'epochs', got {mode!r}")
+        self.n, self.batch, self.seed, self.start, self.stop, self.mode = n, batch, seed, start, stop, mode
+
+    def _epoch(self, e: int) -> list[int]:
+        return torch.randperm(self.n, generator=step_generator(self.seed, "epoch", e)).tolist()
 
     def __iter__(self):
         for k in range(self.start, self.stop):
-            yield torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, "data", k)).tolist()
+            if self.mode == "iid":
+                yield torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, "data", k)).tolist()
+                continue
+            positions = range(k * self.batch, (k + 1) * self.batch)
+            epochs = {p // self.n for p in positions}
+            perms = {e: self._epoch(e) for e in epochs}
+            yield [perms[p // self.n][p % self.n] for p in positions]
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -288,7 +302,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     rank_seed = cfg.seed + 7919 * accelerator.process_index  # each process draws its own batches
     loader = iter(torch.utils.data.DataLoader(
         _Reader(data, targets=cache is None), collate_fn=_as_is, num_workers=cfg.num_workers,
-        batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum)))
+        batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
+                                  cfg.batches)))
     score = conditions.get(cfg.condition).score
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
                **hide_bar(not accelerator.is_local_main_process))
