@@ -395,8 +395,9 @@ def curve_key(curves: list[dict]) -> str:
     return "score" if curves and "score" in curves[0] else "shape_iou" if curves and "shape_iou" in curves[0] else "iou"
 
 
-def plot_curves(curves: list[dict], names=None, ax=None):
-    """Held-out fidelity (perfect prompt) against training steps: a thin line per seed, a thick mean."""
+def plot_curves(curves: list[dict], names=None, ax=None, per_seed: bool = True):
+    """Held-out fidelity (perfect prompt) against training steps: a thin line per seed (per_seed),
+    a thick mean."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -406,7 +407,7 @@ def plot_curves(curves: list[dict], names=None, ax=None):
     for i, name in enumerate(names):
         rows = [r for r in curves if r["name"] == name]
         seeds = sorted({r["seed"] for r in rows})
-        for s in seeds:
+        for s in seeds if per_seed else ():
             pts = sorted((r["step"], r[key]) for r in rows if r["seed"] == s)
             ax.plot(*zip(*pts), color=f"C{i}", lw=0.6, alpha=0.5)
         steps = sorted({r["step"] for r in rows})
@@ -418,6 +419,49 @@ def plot_curves(curves: list[dict], names=None, ax=None):
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     return ax
+
+
+def show_sweep(summary: list[dict], curves: list[dict], bounds: list[dict], condition: str, names: list[str],
+               title: str, columns=PROMPTS, per_seed: bool = True, rows: list[dict] | None = None,
+               reference: str = "ControlNet") -> None:
+    """A stored sweep on one condition, as chapter 9 and its appendix show it: the table (mean ±
+    95% half-width over seeds) ending with the no-control baseline and the ceiling (`bounds`:
+    summarize(references rows)), the reference minus each run paired by seed (given the raw
+    `rows`), the sample efficiency of each run's curve, and a figure: the prompt settings as bars
+    (baseline and ceiling as lines) over the training curves."""
+    import matplotlib.pyplot as plt
+
+    part = [s for s in summary if s["condition"] == condition and s["name"] in names]
+    if not part:
+        print(f"no stored {condition} runs yet: scripts/ablation_sweep.sh")
+        return
+    ends = [b for b in bounds if b["condition"] == condition]
+    print(format_table(part + [{**b, **{c: b.get(c, float("nan")) for c in columns},
+                                **{c + "_ci": b.get(c + "_ci", float("inf")) for c in columns}} for b in ends], columns))
+    if rows is not None and reference in names:  # the differences the readings quote
+        print(f"\n{reference} minus each run, paired by seed: mean [95% interval]")
+        for name in names:
+            if name != reference and any(s["name"] == name for s in part):
+                ds = [paired_difference(rows, reference, name, c, condition) for c in columns]
+                print(f"{name:33s}" + "  ".join(f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" for d in ds))
+    runs = [r for r in curves if r["condition"] == condition and r["name"] in names]
+    print(f"\n{'run':33s}{'mean over training':>19s}{'reached':>9s}{'step':>7s}")
+    for e in sample_efficiency(runs, condition):
+        ci = f"±{e['auc_ci']:.2f}" if e["seeds"] > 1 else "±  - "
+        step = "—" if e["steps_to"] is None else f"{e['steps_to']:.0f}"
+        print(f"{e['name']:33s}{e['auc']:13.3f} {ci}{e['reached']:>9s}{step:>7s}")
+    fig, ax = plt.subplots(2, 1, figsize=(11, 7))
+    plot_settings(part, title, ax=ax[0])
+    w = 0.8 / len(part)  # baseline and ceiling: a line across each setting's bars
+    for b, style in zip(ends, (":", "--")):
+        x0 = [j - w / 2 for j in range(len(PROMPTS))]
+        ax[0].hlines([b[p] for p in PROMPTS], x0, [x + 0.8 for x in x0], "0.3", style, lw=1, label=b["name"])
+    ax[0].legend(fontsize=7, ncol=4)
+    plot_curves(runs, ax=ax[1], per_seed=per_seed)
+    ax[1].set_title(f"{condition}: its score during training (perfect prompt"
+                    + ("; thin: seeds)" if per_seed else "; means over seeds)"))
+    plt.tight_layout()
+    plt.show()
 
 
 # --- tables that reuse one trained ControlNet -----------------------------------------------------
