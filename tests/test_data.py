@@ -201,3 +201,14 @@ def test_step_batches_iid_and_epochs():
     assert len(set(iid)) == n and max(iid.count(i) for i in range(n)) > 10  # with replacement: repeats
     with pytest.raises(ValueError, match="batches must be"):
         StepBatches(n, batch, 0, 0, 1, mode="sorted")
+
+
+def test_tune_allocator_on_glibc_and_opt_out(monkeypatch):
+    import sys
+
+    from zc.resources import tune_allocator
+
+    monkeypatch.setenv("ZC_MALLOC", "0")
+    assert tune_allocator() is False  # opted out: glibc's defaults stay
+    monkeypatch.setenv("ZC_MALLOC", "1")
+    assert tune_allocator() is sys.platform.startswith("linux")  # this project's machines: Linux, glibc
