@@ -24,6 +24,7 @@ import torch
 from vs_diffusers_script import run, script_command, script_copy, to_diffusers_layout
 
 TRAINERS = ("diffusers train_controlnet.py", "zc.train")
+BOUNDS = ("no control (TinySD alone)", "ceiling (training renders)")
 
 
 def welch(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -81,10 +82,18 @@ def main(argv=None):
             key = conditions.get(cond).score
 
             def score(folder, test=test, key=key):
-                cn = zc.ControlNet.from_pretrained(folder).eval()
-                images = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=20,
-                                generator=torch.Generator().manual_seed(0))
+                cn = zc.ControlNet.from_pretrained(folder).eval() if folder is not None else None
+                images = sample(pipe, cn, test.prompts, test.conditions() if cn is not None else None,
+                                num_inference_steps=20, generator=torch.Generator().manual_seed(0))
                 return round(conditions.measure(images, test.scenes)[key], 4)
+
+            if (cond, None, BOUNDS[0]) not in done:  # what every score sits between, on the same scenes
+                ceiling = round(conditions.measure(test.targets.float() / 255, test.scenes)[key], 4)
+                new = [{"condition": cond, "seed": None, "trainer": name, "step": None, "score": key, "value": v}
+                       for name, v in zip(BOUNDS, (score(None), ceiling))]
+                rows += new
+                with partial.open("a") as f:
+                    f.write("".join(json.dumps(r) + "\n" for r in new))
 
             for seed in args.seeds:
                 for trainer in TRAINERS:
@@ -118,7 +127,9 @@ def main(argv=None):
              f"{len(args.seeds)} training seeds; zc - script: Welch's 95% interval", ""]
     for cond in args.conditions:
         key = conditions.get(cond).score
-        lines += [f"{cond} ({key})", f"{'step':>5s} {'script':>14s} {'zc.train':>14s} {'zc - script, 95% interval':>28s}"]
+        bounds = {r["trainer"]: r["value"] for r in rows if r["condition"] == cond and r["trainer"] in BOUNDS}
+        lines += [f"{cond} ({key}; " + ", ".join(f"{k}: {v:.3f}" for k, v in bounds.items()) + ")",
+                  f"{'step':>5s} {'script':>14s} {'zc.train':>14s} {'zc - script, 95% interval':>28s}"]
         for s in at:
             v = {t: [r["value"] for r in rows if (r["condition"], r["trainer"], r["step"]) == (cond, t, s)
                      and r["seed"] in args.seeds] for t in TRAINERS}
