@@ -202,13 +202,3 @@ def test_step_batches_iid_and_epochs():
     with pytest.raises(ValueError, match="batches must be"):
         StepBatches(n, batch, 0, 0, 1, mode="sorted")
 
-
-def test_tune_allocator_on_glibc_and_opt_out(monkeypatch):
-    import sys
-
-    from zc.resources import tune_allocator
-
-    monkeypatch.setenv("ZC_MALLOC", "0")
-    assert tune_allocator() is False  # opted out: glibc's defaults stay
-    monkeypatch.setenv("ZC_MALLOC", "1")
-    assert tune_allocator() is sys.platform.startswith("linux")  # this project's machines: Linux, glibc

@@ -11,9 +11,6 @@ class _NoTorchvisionNotice(_logging.Filter):
 
 
 _logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
-from .resources import tune_allocator as _tune_allocator
-
-_tune_allocator()  # sampling then training in one process: see resources.tune_allocator
 from .condition_encoder import ConditionEncoder
 from .controlled_unet import ControlledUNet, MultiControlNet, lock
 from .controlnet import ControlNet, ControlNetConfig
