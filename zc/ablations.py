@@ -302,9 +302,13 @@ def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition:
     mean difference, its 95% t-interval and the seeds used."""
     by = {(r["name"], int(r["seed"])): float(r[setting]) for r in rows if r.get("condition", "outline") == condition}
     seeds = sorted(s for (n, s) in by if n == a and (b, s) in by)
-    diff = [by[a, s] - by[b, s] for s in seeds]
+    return difference_interval([by[a, s] - by[b, s] for s in seeds])
+
+
+def difference_interval(diff: list[float]) -> dict:
+    """Mean of paired differences, its 95% t-interval and how many pairs: {mean, low, high, seeds}."""
     mean, half = t_interval(diff) if diff else (float("nan"), float("inf"))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
+    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(diff)}
 
 
 def _auc(curve: list[tuple[float, float]]) -> float:

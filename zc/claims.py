@@ -49,6 +49,12 @@ def interval_verdict(diffs: list[dict]) -> str:
             state.append("supports")
         else:
             state.append("unclear")
+    return _aggregate(state)
+
+
+def _aggregate(state: list[str]) -> str:
+    """A claim's verdict from its settings' states: reproduced when every one supports it, partly
+    when some do, not reproduced when every one goes against it, inconclusive otherwise."""
     if state and all(x == "supports" for x in state):
         return "reproduced"
     if "supports" in state:
@@ -62,7 +68,7 @@ def non_inferiority_verdict(diffs: list[dict]) -> str:
     """Verdict of a claim that the reference is *not worse* (the paper's "comparable"): a setting
     supports it when the whole 95% interval of (reference minus the other) lies above -TIE (at most a
     tie's worth worse), goes against it when the whole interval lies below -TIE, and is unclear
-    otherwise (or with one seed). Aggregated as interval_verdict does."""
+    otherwise (or with one seed). Aggregated as interval_verdict does (_aggregate)."""
     state = []
     for d in diffs:
         if d["seeds"] < 2:
@@ -73,13 +79,7 @@ def non_inferiority_verdict(diffs: list[dict]) -> str:
             state.append("against")
         else:
             state.append("unclear")
-    if state and all(x == "supports" for x in state):
-        return "reproduced"
-    if "supports" in state:
-        return "partly"
-    if state and all(x == "against" for x in state):
-        return "not reproduced"
-    return "inconclusive"
+    return _aggregate(state)
 
 
 def _fmt(setting: str, d: dict) -> str:
@@ -128,8 +128,7 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
         length = max(s for s, _ in curve)
         sud = suddenness(curve, window=length / 10)
         hist = [{"step": s, "score": v} for s, v in sorted(curve)]
-        final = sorted(curve)[-1][1]
-        step = convergence_step(hist, "score", baseline=sorted(curve)[0][1], final=final)  # first evaluation: no control yet
+        step = convergence_step(hist, "score", baseline=hist[0]["score"])  # first evaluation: no control yet
         if sud is None:  # left out of the verdict: neither sudden nor gradual as far as the curve can tell
             parts.append(f"{labels[k]}: evaluations too sparse around its rise to tell (at step {step})")
             continue
@@ -323,14 +322,12 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
 def guidance_claim(guidance: list[dict]) -> dict:
     """CFG-RW (the paper's w_i = 64/h_i, taken literally) against plain CFG with no prompt, by the
     interval rule: the paired difference over sampling seeds (ablations.guidance_table)."""
-    from .ablations import t_interval
+    from .ablations import difference_interval
 
     gr = {(r["mode"], r["prompt"]): r for r in guidance}
 
     def diff(a, b):
-        d = [x - y for x, y in zip(gr[a]["shape_iou_by_seed"], gr[b]["shape_iou_by_seed"])]
-        mean, half = t_interval(d)
-        return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(d)}
+        return difference_interval([x - y for x, y in zip(gr[a]["shape_iou_by_seed"], gr[b]["shape_iou_by_seed"])])
 
     rw, guess = diff(("CFG-RW", "none"), ("CFG", "none")), diff(("guess mode", "none"), ("CFG", "none"))
     rwp, cfgp = gr["CFG-RW", "perfect"], gr["CFG", "perfect"]

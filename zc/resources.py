@@ -22,4 +22,3 @@ def stored_result(*parts: str) -> Path:
             f"stored result {'/'.join(parts)} not found in {RESULTS}: this zc has no benchmarks/results. Install zc "
             "from a wheel or clone of the project (both carry them), or rerun the benchmark named in the chapter")
     return path
-

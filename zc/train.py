@@ -111,9 +111,14 @@ class StepBatches(torch.utils.data.Sampler):
         if mode not in ("iid", "epochs"):
             raise ValueError(f"batches must be 'iid' or 'epochs', got {mode!r}")
         self.n, self.batch, self.seed, self.start, self.stop, self.mode = n, batch, seed, start, stop, mode
+        self._perms: dict[int, list[int]] = {}
 
     def _epoch(self, e: int) -> list[int]:
-        return torch.randperm(self.n, generator=step_generator(self.seed, "epoch", e)).tolist()
+        """Epoch e's permutation, drawn once (each step of the epoch reads it)."""
+        if e not in self._perms:
+            self._perms = {k: v for k, v in self._perms.items() if k >= e - 1}  # a batch spans at most two
+            self._perms[e] = torch.randperm(self.n, generator=step_generator(self.seed, "epoch", e)).tolist()
+        return self._perms[e]
 
     def __iter__(self):
         for k in range(self.start, self.stop):
@@ -121,9 +126,7 @@ class StepBatches(torch.utils.data.Sampler):
                 yield torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, "data", k)).tolist()
                 continue
             positions = range(k * self.batch, (k + 1) * self.batch)
-            epochs = {p // self.n for p in positions}
-            perms = {e: self._epoch(e) for e in epochs}
-            yield [perms[p // self.n][p % self.n] for p in positions]
+            yield [self._epoch(p // self.n)[p % self.n] for p in positions]
 
     def __len__(self) -> int:
         return self.stop - self.start
