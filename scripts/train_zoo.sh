@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # The recipe of the ControlNets shipped in zc/weights/<condition>-controlnet: one command each, on the
-# shipped TinySD, 2 CPU cores (8 to 13 minutes each; see benchmarks/results/cpu/zoo/README.md).
-#   scripts/train_zoo.sh                 # every condition of the zoo
+# shipped TinySD, 2 CPU cores (8 to 13 minutes each; see benchmarks/results/cpu/zoo/README.md), and of
+# the palette's IP-Adapter (zc/weights/palette-ip-adapter: the colours as cross-attention tokens).
+#   scripts/train_zoo.sh                 # every condition of the zoo, then the palette's IP-Adapter
 #   scripts/train_zoo.sh scribble        # one
+#   scripts/train_zoo.sh palette-ip-adapter
 # Evaluations use empty prompts: the curve shows what the condition alone controls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-for c in ${@:-outline silhouette lowres scribble keypoints palette}; do
+for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip-adapter}; do
+  c=${name%-ip-adapter}  # the condition
   kinds=circle,square,triangle,diamond  # every kind of the shapes world (fill50k itself is circles only)
   extra=()
   steps=4000
+  trained=controlnet  # the folder zc.train writes the trained part to
   # the palette says nothing about where: its residuals are pooled over space (ControlNet 1.1 shuffle's
   # global_pool_conditions), and every caption is dropped, since with the prompt's colour words present half
   # the time its hint block learns to ignore the condition (benchmarks/results/cpu/zoo/README.md)
-  [ "$c" = palette ] && extra=(--global-pool --empty-prompt-prob 1.0)
+  [ "$name" = palette ] && extra=(--global-pool --empty-prompt-prob 1.0)
+  # as an IP-Adapter (zc/ip_adapter.py), also with every caption dropped; 10% of the palettes are blanked
+  # too, so that the zero features CFG gives the unconditional branch mean "no palette"
+  if [ "$name" != "$c" ]; then
+    extra=(--architecture ip-adapter --empty-prompt-prob 1.0 --condition-dropout 0.1)
+    trained=ip-adapter
+  fi
   # the silhouette's steps are slower (its evaluations score four kinds of masks): 3500 fit the 15-minute
   # budget; it converged at step 175 and its last evaluations wobble within noise of each other
-  [ "$c" = silhouette ] && steps=3500
+  [ "$name" = silhouette ] && steps=3500
   $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps "$steps" --batch 16 --n-train 10000 \
-      --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 "${extra[@]}" --out "runs/zoo/$c"
-  mkdir -p "benchmarks/results/cpu/zoo/$c"
-  cp "runs/zoo/$c/log.jsonl" "runs/zoo/$c/config.json" "runs/zoo/$c/time.json" "benchmarks/results/cpu/zoo/$c/"
-  rm -rf "zc/weights/$c-controlnet" && cp -r "runs/zoo/$c/controlnet" "zc/weights/$c-controlnet"
+      --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 "${extra[@]}" --out "runs/zoo/$name"
+  mkdir -p "benchmarks/results/cpu/zoo/$name"
+  cp "runs/zoo/$name/log.jsonl" "runs/zoo/$name/config.json" "runs/zoo/$name/time.json" "benchmarks/results/cpu/zoo/$name/"
+  dest="zc/weights/$c-$trained"
+  rm -rf "$dest" && cp -r "runs/zoo/$name/$trained" "$dest"
 done

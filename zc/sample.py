@@ -18,9 +18,16 @@ Where the control goes, and how strongly, is the whole menu of options:
   seen in training (original issue #582); `cfg_rw="normalised"` divides the weights by their
   largest, so they rise from 1/8 to 1 like guess mode's; chapter 7 measures both;
 - `control_guidance_start/end`: the fraction of the steps during which the control is on.
+
+A global condition (`ip_adapter`, `ip_condition`: zc/ip_adapter.py) enters through extra tokens in
+the UNet's cross-attentions instead; as in diffusers' pipelines, the unconditional branch of CFG gets
+zero features ("no condition"), so CFG amplifies it as it does the prompt. It composes with any
+ControlNet above.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import inspect
 from typing import Sequence
 
@@ -58,6 +65,8 @@ def sample(
     scheduler=None,  # default: pipe.scheduler (DDIM for TinySD); any diffusers scheduler works
     progress: bool = False,
     callback=None,  # called as callback(step, num_steps) after each sampler step (a widget's progress bar)
+    ip_adapter=None,  # a zc.ip_adapter.IPAdapter: a global condition as extra cross-attention tokens
+    ip_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the image the adapter reads
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]."""
     from diffusers.utils.torch_utils import randn_tensor
@@ -70,6 +79,8 @@ def sample(
     concat = isinstance(controlnet, ConcatConditioned)  # a fine-tuned UNet that reads the condition itself
     if concat and (guess_mode or cfg_rw):
         raise ValueError("guess_mode and cfg_rw weight ControlNet residuals; a ConcatConditioned model has none")
+    if concat and ip_adapter is not None:
+        raise ValueError("a ConcatConditioned model calls its own UNet; it cannot take an IP-Adapter")
     if cfg_rw not in (False, True, "literal", "normalised"):
         raise ValueError(f"cfg_rw must be False, True / 'literal' or 'normalised', got {cfg_rw!r}")
     if not 0.0 <= control_guidance_start < control_guidance_end <= 1.0:
@@ -106,6 +117,18 @@ def sample(
     prompt_embeds, negative_embeds = pipe.encode_prompt(prompts, device, 1, do_cfg, [negative_prompt] * batch)
     text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
 
+    added = None  # the global condition's features, [unconditional, conditional] as the text
+    if (ip_adapter is None) != (ip_condition is None):
+        raise ValueError("ip_adapter and ip_condition go together: pass both (a global condition) or neither")
+    if ip_adapter is not None:
+        check_condition(ip_condition, (batch, ip_adapter.config["condition_channels"], *ip_condition.shape[-2:]),
+                        "ip_condition")
+        if next(ip_adapter.parameters()).dtype != dtype or next(ip_adapter.parameters()).device != device:
+            ip_adapter = copy.deepcopy(ip_adapter).to(device, dtype)  # the UNet's precision, as its own layers
+        feats = ip_adapter.features(ip_condition).to(device, dtype)[:, None]  # (B, 1, D)
+        added = {"image_embeds": [torch.cat([torch.zeros_like(feats), feats]) if do_cfg else feats]}
+    attached = ip_adapter.attached(pipe.unet) if ip_adapter is not None else contextlib.nullcontext()
+
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
     shape = (batch, pipe.unet.config.in_channels, h, h)
@@ -113,38 +136,39 @@ def sample(
     step_args = inspect.signature(scheduler.step).parameters  # eta (DDIM) and generator, where taken
     extra = {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in step_args}
 
-    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling")):
-        model_in = torch.cat([latents] * 2) if do_cfg else latents
-        model_in = scheduler.scale_model_input(model_in, t)
-        down = mid = None
-        on = not (i / len(timesteps) < control_guidance_start or (i + 1) / len(timesteps) > control_guidance_end)
-        if concat:  # the condition enters the UNet's input; control start/end switch it to a blank one
-            c = cond_arg if on else torch.zeros_like(cond_arg)
-            pred = controlnet(model_in, t, text, c)
-        elif controlnet is not None:
-            if control_cond_only:
-                ctrl_in, ctrl_text = scheduler.scale_model_input(latents, t), text.chunk(2)[1]
-            else:
-                ctrl_in, ctrl_text = model_in, text
-            scale = conditioning_scale if on else _zero_like(conditioning_scale)
-            down, mid = controlnet(ctrl_in.to(cdtype), t, ctrl_text.to(cdtype), cond_arg, scale, guess_mode)
-            down, mid = [d.to(dtype) for d in down], mid.to(dtype)
-            if cfg_rw:  # w_i = (size of the first skip) / h_i, or that over its largest
-                *w_down, w_mid = cfg_rw_weights([d.shape[-1] for d in down] + [mid.shape[-1]], cfg_rw)
-                down = [d * w for d, w in zip(down, w_down)]
-                mid = mid * w_mid
-            if control_cond_only:  # nothing for the unconditional half
-                down = [torch.cat([torch.zeros_like(d), d]) for d in down]
-                mid = torch.cat([torch.zeros_like(mid), mid])
-        if not concat:
-            pred = pipe.unet(model_in, t, encoder_hidden_states=text, down_block_additional_residuals=down,
-                             mid_block_additional_residual=mid).sample
-        if do_cfg:
-            uncond, cond = pred.chunk(2)
-            pred = uncond + guidance_scale * (cond - uncond)
-        latents = scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
-        if callback is not None:
-            callback(i + 1, len(timesteps))
+    with attached:  # the IP-Adapter's processors in the UNet for the loop only
+        for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling")):
+            model_in = torch.cat([latents] * 2) if do_cfg else latents
+            model_in = scheduler.scale_model_input(model_in, t)
+            down = mid = None
+            on = not (i / len(timesteps) < control_guidance_start or (i + 1) / len(timesteps) > control_guidance_end)
+            if concat:  # the condition enters the UNet's input; control start/end switch it to a blank one
+                c = cond_arg if on else torch.zeros_like(cond_arg)
+                pred = controlnet(model_in, t, text, c)
+            elif controlnet is not None:
+                if control_cond_only:
+                    ctrl_in, ctrl_text = scheduler.scale_model_input(latents, t), text.chunk(2)[1]
+                else:
+                    ctrl_in, ctrl_text = model_in, text
+                scale = conditioning_scale if on else _zero_like(conditioning_scale)
+                down, mid = controlnet(ctrl_in.to(cdtype), t, ctrl_text.to(cdtype), cond_arg, scale, guess_mode)
+                down, mid = [d.to(dtype) for d in down], mid.to(dtype)
+                if cfg_rw:  # w_i = (size of the first skip) / h_i, or that over its largest
+                    *w_down, w_mid = cfg_rw_weights([d.shape[-1] for d in down] + [mid.shape[-1]], cfg_rw)
+                    down = [d * w for d, w in zip(down, w_down)]
+                    mid = mid * w_mid
+                if control_cond_only:  # nothing for the unconditional half
+                    down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+                    mid = torch.cat([torch.zeros_like(mid), mid])
+            if not concat:
+                pred = pipe.unet(model_in, t, encoder_hidden_states=text, down_block_additional_residuals=down,
+                                 mid_block_additional_residual=mid, added_cond_kwargs=added).sample
+            if do_cfg:
+                uncond, cond = pred.chunk(2)
+                pred = uncond + guidance_scale * (cond - uncond)
+            latents = scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
+            if callback is not None:
+                callback(i + 1, len(timesteps))
 
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1).float().cpu()  # on the CPU, where every measure and plot works

@@ -30,6 +30,7 @@ from . import conditions
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
 from .fill50k import Fill50k
+from .ip_adapter import IPAdapter, IPAdapterConditioned
 from .latent_cache import LatentCache
 from .sample import sample
 from .sd import load_sd
@@ -62,7 +63,9 @@ class TrainConfig:
     decoder_lr: float = 2e-6  # its learning rate when unlocked
     only_mid_control: bool = False  # only the middle residual reaches the UNet
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
-    architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned)
+    architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned);
+    # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked
+    condition_dropout: float = 0.0  # per pair, the condition image replaced by zeros ("no condition")
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
@@ -168,9 +171,12 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
     if cfg.eval_prompts not in ("full", "empty"):
         raise ValueError(f"eval_prompts must be 'full' or 'empty', got {cfg.eval_prompts!r}")
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
-    images = sample(pipe, controlnet, prompts, eval_set.conditions(),
-                    num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
-                    generator=torch.Generator().manual_seed(cfg.seed))
+    how = dict(num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
+               generator=torch.Generator().manual_seed(cfg.seed))
+    if isinstance(controlnet, IPAdapter):
+        images = sample(pipe, None, prompts, None, ip_adapter=controlnet, ip_condition=eval_set.conditions(), **how)
+    else:
+        images = sample(pipe, controlnet, prompts, eval_set.conditions(), **how)
     controlnet.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
 
@@ -273,6 +279,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     if cfg.architecture == "concat":  # no ControlNet: the UNet reads the condition and all of it trains
         pipe.unet.to(torch.float32)
         controlnet = model = ConcatConditioned(pipe.unet).to(device, torch.float32)
+    elif cfg.architecture == "ip-adapter":  # no ControlNet: the condition becomes tokens in every cross-attention
+        controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
+        model = IPAdapterConditioned(pipe.unet, controlnet)
     else:
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
                                              zero_conv_init=cfg.zero_conv_init,
@@ -282,7 +291,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         if not cfg.sd_locked:
             pipe.unet.to(torch.float32)  # trained weights stay fp32
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
-        (pipe.unet if cfg.architecture == "concat" else controlnet).enable_gradient_checkpointing()
+        (pipe.unet if cfg.architecture in ("concat", "ip-adapter") else controlnet).enable_gradient_checkpointing()
     controlnet.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
@@ -326,6 +335,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                 with accelerator.accumulate(model):
                     cond = (b["sources"].float() / 255).to(device, weight_dtype)
                     drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
+                    if cfg.condition_dropout > 0:  # drawn only then: runs without it keep their random streams
+                        keep = torch.rand(cfg.batch, generator=g) >= cfg.condition_dropout
+                        cond = cond * keep.to(device, cond.dtype)[:, None, None, None]
                     if cache is not None:
                         latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
                         text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
@@ -378,15 +390,16 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             print(f"interrupted: checkpoint at step {completed} in {out / 'checkpoint'}; run again to resume")
         raise
     controlnet = _net(accelerator.unwrap_model(model))
+    final = "ip-adapter" if cfg.architecture == "ip-adapter" else "controlnet"  # the trained part's folder
     if main:
-        controlnet.save_pretrained(out / "controlnet")
+        controlnet.save_pretrained(out / final)
         atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
         seconds = {"seconds": round(time.time() - t0, 1), "step_seconds": round(step_seconds, 1),
                    "steps_this_call": cfg.steps - start}  # of this call (a resumed run: since the resume)
         atomic_write(out / "time.json", lambda p: p.write_text(json.dumps(seconds)))
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(controlnet, history, out / "controlnet", time.time() - t0, step_seconds, snapshots, start)
+    return TrainResult(controlnet, history, out / final, time.time() - t0, step_seconds, snapshots, start)
 
 
 RESUMABLE_FIELDS_MAY_CHANGE = ("steps", "eval_every", "eval_n", "eval_steps", "checkpoint_every", "device",
@@ -425,8 +438,10 @@ def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
 
 
 def _net(model):
-    """What the loop trains: the ControlNet inside a ControlledUNet, or the concat model itself."""
-    return model.controlnet if isinstance(model, ControlledUNet) else model
+    """What the loop trains: the ControlNet inside a ControlledUNet, the IP-Adapter, or the concat model."""
+    if isinstance(model, ControlledUNet):
+        return model.controlnet
+    return model.adapter if isinstance(model, IPAdapterConditioned) else model
 
 
 def _trackers(report_to: str) -> list[str] | None:

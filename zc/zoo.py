@@ -17,6 +17,7 @@ import torch
 from . import conditions, shapes
 from .controlnet import ControlNet
 from .fill50k import Fill50k
+from .ip_adapter import IPAdapter
 from .resources import WEIGHTS
 from .sample import sample, samples_in_guess_mode
 
@@ -33,6 +34,19 @@ def folder(name: str) -> Path:
 def shipped() -> list[str]:
     """The conditions with a shipped ControlNet, in the registry's order (dense to sparse)."""
     return [n for n in conditions.CONDITIONS if (folder(n) / "config.json").is_file()]
+
+
+def adapter_folder(name: str) -> Path:
+    """zc/weights/<name>-ip-adapter (or under $ZC_ZOO): the condition as a global control (ip_adapter.py)."""
+    conditions.get(name)
+    return Path(os.environ.get("ZC_ZOO") or WEIGHTS) / f"{name}-ip-adapter"
+
+
+def load_adapter(name: str, device="cpu") -> IPAdapter:
+    if not (adapter_folder(name) / "config.json").is_file():
+        raise FileNotFoundError(f"no shipped IP-Adapter for {name!r} in {adapter_folder(name)}: train it with "
+                                f"scripts/train_zoo.sh {name}-ip-adapter")
+    return IPAdapter.from_pretrained(adapter_folder(name)).to(device).eval()
 
 
 def load(name: str, device="cpu") -> ControlNet:
@@ -87,19 +101,24 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
     fixes position and size, `colours` the fill and background colours. Rows: TinySD alone, each
     ControlNet alone, both (their residuals summed), each with every measure and "joint": the mean
     over images of keypoint hit x colour accuracy (both constraints at once). A pooled ControlNet
-    alone samples in guess mode (as in diffusers); guess_mode=True puts the pair there too."""
+    alone samples in guess mode (as in diffusers); guess_mode=True puts the pair there too.
+    Where `colours` has a shipped IP-Adapter (adapter_folder), two more rows: it alone, and `where`'s
+    ControlNet with it (the colours as tokens, the place as residuals)."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(where, n, size)
     c_where, c_col = test.conditions(), conditions.draw(colours, test.scenes, size)
     a, b = load(where, pipe.device), load(colours, pipe.device)
     empty = [""] * n
-    runs = {"TinySD alone": (None, None), f"{where} only": (a, c_where), f"{colours} only": (b, c_col),
-            f"{where} + {colours}": ([a, b], [c_where, c_col])}
+    runs = {"TinySD alone": (None, None, None), f"{where} only": (a, c_where, None),
+            f"{colours} only": (b, c_col, None), f"{where} + {colours}": ([a, b], [c_where, c_col], None)}
+    if (adapter_folder(colours) / "config.json").is_file():
+        ipa = load_adapter(colours, pipe.device)
+        runs |= {f"{colours} IP-Adapter only": (None, None, ipa), f"{where} + {colours} IP-Adapter": (a, c_where, ipa)}
     rows, images = [], {}
-    for label, (nets, cond) in runs.items():
+    for label, (nets, cond, ipa) in runs.items():
         gm = samples_in_guess_mode(nets, guess_mode)
         x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                   guess_mode=gm)
+                   guess_mode=gm, ip_adapter=ipa, ip_condition=c_col if ipa is not None else None)
         images[label] = x
         m = conditions.measure(x, test.scenes, per_item=True)
         mean = {k: sum(v) / len(v) for k, v in m.items()}

@@ -1,0 +1,128 @@
+"""The global control (zc/ip_adapter.py): unchanged base at init, attach/detach, diffusers' own file and
+pipeline, training through zc.train."""
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+import zc
+from zc import train as zt
+from zc.fill50k import Fill50k
+from zc.ip_adapter import IPAdapter, IPAdapterConditioned, cross_attention_names
+from zc.sample import sample
+
+from conftest import inputs, make_unet
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+def trained_like(adapter, seed=0):
+    """W'_v non-zero, as after training."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter.processors:
+            p.to_v_ip[0].weight.copy_(0.2 * torch.randn(p.to_v_ip[0].weight.shape, generator=g))
+    return adapter
+
+
+def palettes(n, seed=3, size=64):
+    ds = Fill50k.generate(n, size=size, seed=seed, split="test", condition="palette")
+    return ds.prompts, ds.conditions()
+
+
+def test_init_leaves_the_base_unchanged_and_detaches_cleanly(unet):
+    x = inputs()
+    plain = unet(x["sample"], x["timestep"], x["encoder_hidden_states"]).sample
+    adapter = IPAdapter.for_unet(unet)
+    model = IPAdapterConditioned(unet, adapter)
+    with torch.no_grad():
+        at_init = model(x["sample"], x["timestep"], x["encoder_hidden_states"], x["controlnet_cond"])
+    assert torch.equal(at_init, plain)  # W'_v = 0: exactly nothing added
+    with torch.no_grad():
+        moved = IPAdapterConditioned(unet, trained_like(adapter))(
+            x["sample"], x["timestep"], x["encoder_hidden_states"], x["controlnet_cond"])
+        other = IPAdapterConditioned(unet, adapter)(
+            x["sample"], x["timestep"], x["encoder_hidden_states"], x["controlnet_cond"].flip(0))
+    assert (moved - plain).abs().max() > 1e-3  # a trained adapter acts ...
+    assert (moved - other).abs().max() > 1e-4  # ... and reads its condition
+    assert unet.encoder_hid_proj is None and unet.config.encoder_hid_dim_type is None  # detached again
+    assert all(type(p).__name__ != "IPAdapterAttnProcessor2_0" for p in unet.attn_processors.values())
+    assert torch.equal(unet(x["sample"], x["timestep"], x["encoder_hidden_states"]).sample, plain)
+
+
+def test_the_first_gradient_reaches_the_zero_value_projection(unet):
+    x = inputs()
+    adapter = IPAdapter.for_unet(unet)
+    out = IPAdapterConditioned(unet, adapter)(x["sample"], x["timestep"], x["encoder_hidden_states"],
+                                              x["controlnet_cond"])
+    out.square().mean().backward()
+    assert all(p.to_v_ip[0].weight.grad.abs().sum() > 0 for p in adapter.processors)
+    assert all(p.to_k_ip[0].weight.grad.abs().sum() == 0 for p in adapter.processors)  # zero until W'_v moves
+
+
+def test_another_unet_is_refused_by_name(unet):
+    adapter = IPAdapter.for_unet(make_unet("2level"))
+    if len(cross_attention_names(unet)) == len(adapter.processors):
+        pytest.skip("same cross-attentions")
+    with pytest.raises(ValueError, match="IPAdapter.for_unet"):
+        IPAdapterConditioned(unet, adapter)
+
+
+def test_save_load_and_diffusers_pipeline_give_the_same_images(pipe, tmp_path):
+    adapter = trained_like(IPAdapter.for_unet(pipe.unet), seed=1)
+    adapter.save_pretrained(tmp_path / "ipa")
+    loaded = IPAdapter.from_pretrained(tmp_path / "ipa")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in adapter.state_dict().items())
+    prompts, cond = palettes(2)
+    prompts = ["", prompts[1]]
+    ref = None
+    for i in range(2):  # diffusers' pipelines give every prompt of a call the same image_embeds: one at a time
+        kw = dict(num_inference_steps=6, generator=torch.Generator().manual_seed(i))
+        ours = sample(pipe, None, prompts[i:i + 1], None, ip_adapter=loaded, ip_condition=cond[i:i + 1], **kw)
+        kw["generator"] = torch.Generator().manual_seed(i)
+        plain = sample(pipe, None, prompts[i:i + 1], None, **kw)
+        assert (ours - plain).abs().max() > 0.05  # the palette changes the picture
+        if ref is None:
+            import copy
+
+            ref = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                          unet=copy.deepcopy(pipe.unet), scheduler=pipe.scheduler, safety_checker=None,
+                                          feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+            ref.set_progress_bar_config(disable=True)
+            ref.load_ip_adapter(str(tmp_path / "ipa"), subfolder="", weight_name="ip-adapter.safetensors",
+                                image_encoder_folder=None)
+        feats = loaded.features(cond[i:i + 1])[:, None]  # (1, 1, D); CFG's unconditional half: zeros (encode_image's)
+        kw["generator"] = torch.Generator().manual_seed(i)
+        theirs = ref(prompts[i:i + 1], guidance_scale=5.0, output_type="pt",
+                     ip_adapter_image_embeds=[torch.cat([torch.zeros_like(feats), feats])], **kw).images
+        assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_sampler_refuses_half_an_ip_adapter(pipe):
+    adapter = IPAdapter.for_unet(pipe.unet)
+    with pytest.raises(ValueError, match="go together"):
+        sample(pipe, None, [""], None, num_inference_steps=2, ip_adapter=adapter)
+    with pytest.raises(ValueError, match="ip_condition"):
+        sample(pipe, None, [""], None, num_inference_steps=2, ip_adapter=adapter, ip_condition=torch.rand(2, 3, 64, 64))
+
+
+def test_from_pretrained_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        IPAdapter.from_pretrained(tmp_path)
+
+
+def test_training_an_ip_adapter_with_condition_dropout_resumes_exactly(pipe, tmp_path):
+    cfg = dict(steps=4, batch=2, n_train=8, eval_every=2, eval_n=2, eval_steps=2, checkpoint_every=100, device="cpu",
+               condition="palette", architecture="ip-adapter", condition_dropout=0.5, empty_prompt_prob=1.0)
+    straight = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)
+    c = zt.TrainConfig(out=str(tmp_path / "b"), **cfg)
+    assert zt.train(c, stop_after=3, pipe=pipe) is None
+    resumed = zt.train(c, pipe=pipe)
+    a, b = straight.controlnet.state_dict(), resumed.controlnet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.folder.name == "ip-adapter" and (resumed.folder / "ip-adapter.safetensors").is_file()
+    assert all(p.to_v_ip[0].weight.abs().sum() > 0 for p in resumed.controlnet.processors)  # it trained
+    assert "colour_accuracy" in [k for h in resumed.history for k in h]
+    assert pipe.unet.encoder_hid_proj is None  # the shared pipeline is left as it was

@@ -1,0 +1,187 @@
+"""A global control: IP-Adapter's decoupled cross-attention (Ye et al. 2023), built from diffusers' pieces.
+
+A ControlNet adds *spatial* residuals to the UNet's features; colour, in TinySD as in SD, is read from
+the text tokens through cross-attention. A condition with no "where" (a colour palette) is better
+given where colour is read: as extra tokens. Each cross-attention of the locked UNet gets a second
+attention over the condition's tokens, added to the text's (the paper's Eq. 5):
+
+    Z = Attention(Q, K_t, V_t) + λ · Attention(Q, K_c, V_c)
+    K_c = c W'_k,  V_c = c W'_v,  c = proj(f(condition))      (c: num_tokens tokens)
+
+f pools the condition image to a small vector (`features`), proj is diffusers' `ImageProjection`
+(linear + LayerNorm, as IP-Adapter's), and the attention is diffusers' `IPAdapterAttnProcessor2_0`.
+Only proj, W'_k and W'_v train. W'_k starts as the text's W_k (IP-Adapter's init) and W'_v at zero:
+at init the adapter adds exactly nothing, and since the attention weights are not zero the first
+gradient reaches W'_v (chapter 2's argument for zero convolutions, in another place).
+
+Why this and not Uni-ControlNet's global adapter (the condition's tokens concatenated to the text's):
+in one softmax with the text, extra tokens take attention from the prompt even when they carry
+nothing, so the base model changes at init, and a palette competes with the prompt's colour words
+for the same attention; decoupled, the text's attention is untouched. And diffusers ships every
+piece: `save_pretrained` writes the file `pipe.load_ip_adapter` reads, and its pipelines take the
+pooled condition as `ip_adapter_image_embeds` (tests/test_ip_adapter.py: same images as zc.sample).
+
+    adapter = IPAdapter.for_unet(pipe.unet)
+    images = sample(pipe, None, [""] * 8, None, ip_adapter=adapter, ip_condition=palettes)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_TOKENS = 4  # tokens per condition: diffusers' loader fixes 4 for this ("proj.weight") layout
+WEIGHT_NAME = "ip-adapter.safetensors"  # what pipe.load_ip_adapter(folder, subfolder="", weight_name=...) reads
+
+
+def features(condition: torch.Tensor, grid: int) -> torch.Tensor:
+    """f(condition): (B, C, H, W) in [0, 1] -> (B, C * grid * grid), each cell's mean colour. Size-free,
+    so the same adapter reads a 64 px or a 512 px palette."""
+    return F.adaptive_avg_pool2d(condition.float(), grid).flatten(1)  # (B, C, g, g) -> (B, C g g)
+
+
+def cross_attention_names(unet) -> list[str]:
+    """The UNet's cross-attention processors, in the order diffusers numbers IP-Adapter weights
+    (its loader gives the i-th the key 2i + 1)."""
+    return [n for n in unet.attn_processors if n.endswith("attn2.processor")]
+
+
+class IPAdapter(nn.Module):
+    """The trained part of a decoupled cross-attention adapter; attached to a UNet only while used."""
+
+    def __init__(self, inner_dims: list[int], cross_attention_dim: int, condition_channels: int = 3, grid: int = 4):
+        super().__init__()
+        from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+        from diffusers.models.embeddings import ImageProjection
+
+        self.config = {"inner_dims": list(inner_dims), "cross_attention_dim": cross_attention_dim,
+                       "condition_channels": condition_channels, "grid": grid, "num_tokens": NUM_TOKENS}
+        self.image_proj = ImageProjection(condition_channels * grid * grid, cross_attention_dim, NUM_TOKENS)
+        self.processors = nn.ModuleList([IPAdapterAttnProcessor2_0(d, cross_attention_dim, num_tokens=NUM_TOKENS)
+                                         for d in inner_dims])
+
+    @classmethod
+    def for_unet(cls, unet, condition_channels: int = 3, grid: int = 4) -> "IPAdapter":
+        """A new adapter for `unet`: W'_k copied from each cross-attention's W_k, W'_v zero."""
+        attns = [unet.get_submodule(n.removesuffix(".processor")) for n in cross_attention_names(unet)]
+        if not attns:
+            raise ValueError("this UNet has no cross-attention: an IP-Adapter needs one to add its tokens to")
+        adapter = cls([a.to_k.out_features for a in attns], unet.config.cross_attention_dim, condition_channels, grid)
+        with torch.no_grad():
+            for proc, attn in zip(adapter.processors, attns):
+                proc.to_k_ip[0].weight.copy_(attn.to_k.weight)
+                proc.to_v_ip[0].weight.zero_()
+        return adapter.to(unet.device)
+
+    def check_unet(self, unet) -> None:
+        """ValueError unless `unet` has the cross-attentions this adapter was built for."""
+        attns = [unet.get_submodule(n.removesuffix(".processor")) for n in cross_attention_names(unet)]
+        dims = [a.to_k.out_features for a in attns]
+        if dims != self.config["inner_dims"] or unet.config.cross_attention_dim != self.config["cross_attention_dim"]:
+            raise ValueError(f"this IP-Adapter was built for a UNet with cross-attention widths "
+                             f"{self.config['inner_dims']} (text width {self.config['cross_attention_dim']}), this "
+                             f"UNet has {dims} ({unet.config.cross_attention_dim}): build one with "
+                             "IPAdapter.for_unet(unet)")
+
+    def features(self, condition: torch.Tensor) -> torch.Tensor:
+        return features(condition, self.config["grid"])
+
+    @contextlib.contextmanager
+    def attached(self, unet):
+        """Within the block, `unet` runs with this adapter (its processors and projection); after it,
+        exactly as before. Call the UNet with added_cond_kwargs={"image_embeds": [features[:, None]]}."""
+        from diffusers.models.embeddings import MultiIPAdapterImageProjection
+
+        self.check_unet(unet)
+        before = dict(unet.attn_processors)
+        mine = dict(zip(cross_attention_names(unet), self.processors))
+        old_proj, old_type = unet.encoder_hid_proj, unet.config.encoder_hid_dim_type
+        unet.set_attn_processor({n: mine.get(n, p) for n, p in before.items()})
+        unet.encoder_hid_proj = MultiIPAdapterImageProjection([self.image_proj])
+        unet.register_to_config(encoder_hid_dim_type="ip_image_proj")
+        try:
+            yield unet
+        finally:
+            unet.set_attn_processor(before)
+            unet.encoder_hid_proj = old_proj
+            unet.register_to_config(encoder_hid_dim_type=old_type)
+
+    def set_scale(self, scale: float) -> None:
+        """λ of the docstring's equation (1.0 as trained)."""
+        for p in self.processors:
+            p.scale = [scale]
+
+    # --- diffusers' IP-Adapter file ------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """folder/ip-adapter.safetensors in the layout pipe.load_ip_adapter reads (image_proj.proj.*,
+        image_proj.norm.*, ip_adapter.<2i+1>.to_k_ip/to_v_ip.weight), and folder/config.json for zc."""
+        from safetensors.torch import save_file
+
+        from .training_utils import atomic_write
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {"image_proj.proj." + k.removeprefix("image_embeds."): v
+                 for k, v in self.image_proj.state_dict().items() if k.startswith("image_embeds.")}
+        state |= {"image_proj." + k: v for k, v in self.image_proj.state_dict().items() if k.startswith("norm.")}
+        for i, p in enumerate(self.processors):
+            state[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = p.to_k_ip[0].weight
+            state[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = p.to_v_ip[0].weight
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        atomic_write(out / WEIGHT_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(self.config, indent=2)))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "IPAdapter":
+        from safetensors.torch import load_file
+
+        path = Path(folder)
+        for f in ("config.json", WEIGHT_NAME):
+            if not (path / f).is_file():
+                raise FileNotFoundError(f"{path} has no {f}: not an IP-Adapter folder written by "
+                                        "IPAdapter.save_pretrained")
+        config = json.loads((path / "config.json").read_text())
+        config.pop("num_tokens", None)
+        adapter = cls(**config)
+        state = load_file(str(path / WEIGHT_NAME))
+        own = {"image_proj.image_embeds." + k.removeprefix("image_proj.proj."): v
+               for k, v in state.items() if k.startswith("image_proj.proj.")}
+        own |= {k: v for k, v in state.items() if k.startswith("image_proj.norm.")}
+        for i in range(len(adapter.processors)):
+            for w in ("to_k_ip", "to_v_ip"):
+                key = f"ip_adapter.{2 * i + 1}.{w}.weight"
+                if key not in state:
+                    raise ValueError(f"{path / WEIGHT_NAME} has no {key}: saved for another UNet than its config.json says")
+                own[f"processors.{i}.{w}.0.weight"] = state[key]
+        adapter.load_state_dict(own, strict=True)
+        return adapter
+
+    # --- what the training loop needs (as a ControlNet's) ----------------------------------------
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+
+class IPAdapterConditioned(nn.Module):
+    """The locked UNet with an IP-Adapter, called like ControlledUNet: model(z_t, t, c_t, c_i) -> ε.
+    c_i is the condition image (B, C, H, W); an all-zero one means "no condition" (its features are
+    zero, what the unconditional branch of CFG gets too)."""
+
+    def __init__(self, unet: nn.Module, adapter: IPAdapter):
+        super().__init__()
+        adapter.check_unet(unet)
+        unet.requires_grad_(False)
+        self.unet, self.adapter = unet, adapter
+
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return self.adapter.param_groups(lr)
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+        embeds = self.adapter.features(controlnet_cond).to(sample.dtype)[:, None]  # (B, 1, D): one "image" each
+        with self.adapter.attached(self.unet):
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                             added_cond_kwargs={"image_embeds": [embeds]}).sample
