@@ -59,9 +59,27 @@ def register(name: str, score: str, about: str, kinds: tuple[str, ...] = shapes.
 
 
 def get(name: str) -> Condition:
+    """A registered condition, or a stack of them: "keypoints+scribble" draws each one's image and
+    concatenates them along the channels, (B, 3k, H, W), the input of one network for several
+    conditions (Uni-ControlNet's local adapter; zeros where a condition is not given). A stack is
+    judged by its first member's measure."""
+    if "+" in name:
+        parts = [get(n) for n in name.split("+")]
+        if len({p.name for p in parts}) < len(parts) or any(p.name == "palette" for p in parts):
+            raise ValueError(f"a stack takes distinct spatial conditions, got {name!r} (the palette has no "
+                             "'where': give it to an IP-Adapter, zc/ip_adapter.py)")
+        return Condition(name, lambda scenes, size: torch.cat([p.draw(scenes, size) for p in parts], dim=1),
+                         parts[0].score, tuple(dict.fromkeys(k for p in parts for k in p.kinds)),
+                         " + ".join(p.name for p in parts))
     if name not in CONDITIONS:
-        raise ValueError(f"unknown condition {name!r}; choose from {sorted(CONDITIONS)}")
+        raise ValueError(f"unknown condition {name!r}; choose from {sorted(CONDITIONS)}, or a stack of them "
+                         "joined by '+'")
     return CONDITIONS[name]
+
+
+def members(name: str) -> list[str]:
+    """The conditions of a stack ("keypoints+scribble" -> ["keypoints", "scribble"]); [name] for one."""
+    return [get(n).name for n in name.split("+")]
 
 
 def draw(name: str, scenes: shapes.Scenes, size: int) -> torch.Tensor:

@@ -44,7 +44,8 @@ class TrainConfig:
     sd: str = "tinysd"  # the locked SD: "tinysd", an SD1.x diffusers folder or a hub id
     data: str = ""  # a fill50k-style folder (prompt.json + source/ + target/); "" = generate pairs
     n_train: int = 10000  # pairs to generate when data == ""
-    condition: str = "outline"  # what the ControlNet learns to follow (conditions.py); outline = fill50k
+    condition: str = "outline"  # what the ControlNet learns to follow (conditions.py); outline = fill50k;
+    # "a+b": one network for several (their images stacked along the channels; see condition_dropout)
     kinds: str = ""  # comma-separated shape kinds to generate; "" = the condition's default
     encode: str = "cache"  # "cache": VAE latents + text features once, on disk; "fly": every batch (diffusers)
     latent: str = "sample"  # "sample": a draw from the VAE posterior each step (SD's training); "mean": its mean
@@ -65,7 +66,7 @@ class TrainConfig:
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned);
     # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked
-    condition_dropout: float = 0.0  # per pair, the condition image replaced by zeros ("no condition")
+    condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
@@ -151,6 +152,18 @@ class _Reader(torch.utils.data.Dataset):
 
     def __getitems__(self, idx):
         return {**self.data.batch(idx, targets=self.targets), "idx": torch.tensor(idx)}
+
+
+def drop_conditions(cond: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Each pair's condition (each member's 3 channels, for a stack "a+b") replaced by zeros with
+    probability p, independently: a network trained so reads any subset. p = 0 draws nothing, so
+    runs without dropout keep their random streams."""
+    if p <= 0:
+        return cond
+    groups = cond.shape[1] // 3 if cond.shape[1] % 3 == 0 else 1
+    keep = torch.rand(cond.shape[0], groups, generator=generator) >= p  # (B, k)
+    keep = keep.repeat_interleave(cond.shape[1] // groups, dim=1)  # (B, k) -> (B, C)
+    return cond * keep.to(cond.device, cond.dtype)[:, :, None, None]
 
 
 def _target(scheduler, latents, noise, t):
@@ -283,7 +296,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
         model = IPAdapterConditioned(pipe.unet, controlnet)
     else:
+        channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
+                                             conditioning_channels=channels,
                                              zero_conv_init=cfg.zero_conv_init,
                                              only_mid_control=cfg.only_mid_control,
                                              global_pool_conditions=cfg.global_pool).to(device, torch.float32)
@@ -335,9 +350,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                 with accelerator.accumulate(model):
                     cond = (b["sources"].float() / 255).to(device, weight_dtype)
                     drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
-                    if cfg.condition_dropout > 0:  # drawn only then: runs without it keep their random streams
-                        keep = torch.rand(cfg.batch, generator=g) >= cfg.condition_dropout
-                        cond = cond * keep.to(device, cond.dtype)[:, None, None, None]
+                    cond = drop_conditions(cond, cfg.condition_dropout, g)
                     if cache is not None:
                         latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
                         text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)

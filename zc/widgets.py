@@ -52,10 +52,20 @@ def condition_from_canvas(rgba: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
 
+def palette_image(fill: str, background: str, size: int) -> torch.Tensor:
+    """(1, 3, size, size) in [0, 1]: the palette condition's layout (left fill, right background) from
+    two "#rrggbb" colours, what the palette IP-Adapter reads."""
+    rgb = [torch.tensor([int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)]) for c in (fill, background)]
+    left = (torch.arange(size) < size // 2)[None, None, None, :]  # (1, 1, 1, W)
+    return torch.where(left, rgb[0][None, :, None, None], rgb[1][None, :, None, None]).expand(1, 3, size, size)
+
+
 def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", conditioning_scale: float = 1.0,
-             guidance_scale: float = 5.0, seed: int = 0, steps: int = 20, progress=None) -> torch.Tensor:
-    """(2, 3, H, W): the prompt sampled with the same seed, control off (0) and on (1).
-    progress(done, total) is called after every sampler step of both."""
+             guidance_scale: float = 5.0, seed: int = 0, steps: int = 20, progress=None, ip_adapter=None,
+             ip_condition: torch.Tensor | None = None) -> torch.Tensor:
+    """(2, 3, H, W): the prompt sampled with the same seed, control off (0) and on (1); with an
+    IP-Adapter, "on" also reads its global condition (the colours). progress(done, total) is called
+    after every sampler step of both."""
     from .sample import sample
 
     g = lambda: torch.Generator().manual_seed(int(seed))  # noqa: E731
@@ -64,7 +74,8 @@ def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", condit
                  callback=tick(0))
     on = sample(pipe, controlnet, [prompt], condition.to(pipe.device), num_inference_steps=steps,
                 guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, generator=g(),
-                callback=tick(steps))
+                callback=tick(steps), ip_adapter=ip_adapter,
+                ip_condition=ip_condition.to(pipe.device) if ip_adapter is not None else None)
     return torch.cat([off, on])
 
 
@@ -88,9 +99,12 @@ def _hex(rgb) -> str:
 
 class DrawCondition:
     """The widget (display it as the last expression of a cell). `pipe`: an SD pipeline (default
-    zc.load_sd()); `controlnets`: {condition: ControlNet} (default: every shipped zoo ControlNet)."""
+    zc.load_sd()); `controlnets`: {condition: ControlNet} (default: every shipped zoo ControlNet);
+    `ip_adapter`: the palette's IP-Adapter (default: the shipped one, where it fits this SD), which
+    lets any drawn condition take the fill and background pickers' colours too ("with these colours")."""
 
-    def __init__(self, pipe=None, controlnets: dict | None = None, steps: int = 20, prompt: str = ""):
+    def __init__(self, pipe=None, controlnets: dict | None = None, steps: int = 20, prompt: str = "",
+                 ip_adapter="shipped"):
         import ipywidgets as W
         from ipycanvas import Canvas
 
@@ -103,6 +117,15 @@ class DrawCondition:
         if not names:
             raise ValueError("no ControlNet to draw for: pass controlnets={'outline': cn} or train the zoo's")
         self.steps, self.last_seconds, self.images = steps, None, None
+        if ip_adapter == "shipped":
+            ip_adapter = None
+            if (zoo.adapter_folder("palette") / "config.json").is_file():
+                ip_adapter = zoo.load_adapter("palette", self.pipe.device)
+                try:
+                    ip_adapter.check_unet(self.pipe.unet)
+                except ValueError:
+                    ip_adapter = None  # shipped for TinySD, not for this SD
+        self.ip_adapter = ip_adapter
         px = self.size * SCALE
         self.canvas = Canvas(width=px, height=px,
                              layout=W.Layout(width=f"{px}px", height=f"{px}px", border="1px solid #888"))
@@ -120,6 +143,8 @@ class DrawCondition:
         self.seed = W.IntText(value=0, description="seed")
         self.fill_colour = W.ColorPicker(value="#ff4500", description="fill")
         self.bg_colour = W.ColorPicker(value="#87ceeb", description="background")
+        self.with_colours = W.Checkbox(value=False, description="with these colours (palette IP-Adapter)",
+                                       disabled=self.ip_adapter is None, style=wide)
         self.button = W.Button(description="generate", button_style="primary")
         self.button.add_class("zc-generate")
         blank = torch.full((2, 3, self.size, self.size), 0.9)
@@ -143,7 +168,7 @@ class DrawCondition:
                          W.HTML(f"<b style='display:inline-block;width:{px}px'>control off</b>"),
                          W.HTML("<b>control on</b>")])
         controls = W.VBox([self.kind, self.shape_kind, W.HBox([self.eraser, self.clear_button]), self.fill_colour,
-                           self.bg_colour, self.scale, self.guidance, self.seed, self.button])
+                           self.bg_colour, self.with_colours, self.scale, self.guidance, self.seed, self.button])
         self.widget = W.VBox([self.prompt, labels, W.HBox([self.canvas, self.output]), controls, self.progress,
                               self.status])
         self.clear()
@@ -240,8 +265,11 @@ class DrawCondition:
         def show(done, total):
             self.progress.value = done
 
+        colours = self.with_colours.value and self.ip_adapter is not None and self.kind.value != "palette"
         self.images = generate(self.pipe, self.controlnet(self.kind.value), cond, self.prompt.value.strip(),
-                               self.scale.value, self.guidance.value, self.seed.value, self.steps, progress=show)
+                               self.scale.value, self.guidance.value, self.seed.value, self.steps, progress=show,
+                               ip_adapter=self.ip_adapter if colours else None,
+                               ip_condition=palette_image(self.fill_colour.value, self.bg_colour.value, self.size))
         self.last_seconds = time.time() - t0
         self.output.value = _png(self.images, SCALE)
         self.status.value = f"done in {self.last_seconds:.1f} s"

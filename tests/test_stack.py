@@ -1,0 +1,53 @@
+"""One network for several spatial conditions: stacked condition images ("a+b") and condition dropout."""
+import pytest
+import torch
+from diffusers import ControlNetModel
+
+import zc
+from zc import conditions, shapes
+from zc import train as zt
+from zc.fill50k import Fill50k
+
+
+def test_a_stack_is_its_members_images_along_the_channels():
+    scenes = shapes.sample_scenes(3, torch.Generator().manual_seed(0), kinds=shapes.KINDS)
+    scenes.seed = torch.arange(3)
+    both = conditions.draw("keypoints+scribble", scenes, 64)
+    assert both.shape == (3, 6, 64, 64)
+    assert torch.equal(both[:, :3], conditions.draw("keypoints", scenes, 64))
+    assert torch.equal(both[:, 3:], conditions.draw("scribble", scenes, 64))
+    assert conditions.members("keypoints+scribble") == ["keypoints", "scribble"]
+    assert conditions.get("keypoints+scribble").score == "keypoint_accuracy"  # the first member's
+    assert Fill50k.generate(4, condition="outline+lowres").conditions().shape == (4, 6, 64, 64)
+
+
+@pytest.mark.parametrize("bad, match", [("outline+outline", "distinct"), ("keypoints+palette", "IP-Adapter"),
+                                        ("outline+nope", "unknown condition")])
+def test_bad_stacks_are_refused_by_name(bad, match):
+    with pytest.raises(ValueError, match=match):
+        conditions.get(bad)
+
+
+def test_condition_dropout_blanks_whole_members_independently():
+    cond = torch.rand(4000, 6, 2, 2) + 0.1  # never zero by itself
+    same = zt.drop_conditions(cond, 0.0, torch.Generator().manual_seed(0))
+    assert same is cond
+    out = zt.drop_conditions(cond, 0.3, torch.Generator().manual_seed(0))
+    gone = (out == 0).flatten(2).all(-1)  # (B, C): a channel blanked whole
+    assert torch.equal(gone[:, 0], gone[:, 2]) and torch.equal(gone[:, 3], gone[:, 5])  # member by member
+    share = gone[:, [0, 3]].float().mean(0)
+    assert (share - 0.3).abs().max() < 0.03  # each member with probability p
+    both = (gone[:, 0] & gone[:, 3]).float().mean()
+    assert abs(both - 0.09) < 0.02  # independently
+    assert torch.equal(out[~gone], cond[~gone])  # the rest untouched
+
+
+def test_one_network_for_two_conditions_trains_and_loads_in_diffusers(tmp_path):
+    pipe = zc.load_sd()
+    r = zt.train(zt.TrainConfig(out=str(tmp_path), steps=3, batch=2, n_train=8, eval_every=3, eval_n=2,
+                                eval_steps=2, device="cpu", condition="outline+keypoints", condition_dropout=0.5),
+                 pipe=pipe)
+    assert r.controlnet.config.conditioning_channels == 6
+    theirs = ControlNetModel.from_pretrained(r.folder)
+    assert theirs.config.conditioning_channels == 6
+    assert any("shape_iou" in h for h in r.history)
