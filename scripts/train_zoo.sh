@@ -5,12 +5,15 @@
 #   scripts/train_zoo.sh                 # every condition of the zoo, then the palette's IP-Adapter
 #   scripts/train_zoo.sh scribble        # one
 #   scripts/train_zoo.sh palette-ip-adapter
+#   scripts/train_zoo.sh spatial         # one network for every spatial condition (not in the default list:
+#                                        # 19500 steps, the five spatial ControlNets' total)
 # Evaluations use empty prompts: the curve shows what the condition alone controls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip-adapter}; do
   c=${name%-ip-adapter}  # the condition
+  dest=$c
   kinds=circle,square,triangle,diamond  # every kind of the shapes world (fill50k itself is circles only)
   extra=()
   steps=4000
@@ -28,10 +31,15 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
   # the silhouette's steps are slower (its evaluations score four kinds of masks): 3500 fit the 15-minute
   # budget; it converged at step 175 and its last evaluations wobble within noise of each other
   [ "$name" = silhouette ] && steps=3500
+  # one network, the five spatial conditions stacked along the channels (zc.zoo.SPATIAL), each member
+  # blanked half the time so that any subset works; trained for the separate ControlNets' total steps
+  if [ "$name" = spatial ]; then
+    c=outline+silhouette+lowres+scribble+keypoints dest=spatial steps=19500 extra=(--condition-dropout 0.5)
+  fi
   $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps "$steps" --batch 16 --n-train 10000 \
       --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 "${extra[@]}" --out "runs/zoo/$name"
   mkdir -p "benchmarks/results/cpu/zoo/$name"
   cp "runs/zoo/$name/log.jsonl" "runs/zoo/$name/config.json" "runs/zoo/$name/time.json" "benchmarks/results/cpu/zoo/$name/"
-  dest="zc/weights/$c-$trained"
+  dest="zc/weights/$dest-$trained"
   rm -rf "$dest" && cp -r "runs/zoo/$name/$trained" "$dest"
 done

@@ -51,3 +51,15 @@ def test_one_network_for_two_conditions_trains_and_loads_in_diffusers(tmp_path):
     theirs = ControlNetModel.from_pretrained(r.folder)
     assert theirs.config.conditioning_channels == 6
     assert any("shape_iou" in h for h in r.history)
+
+
+def test_one_network_rows_score_each_subset_on_every_members_measure():
+    from zc import zoo
+
+    pipe = zc.load_sd()
+    cn = zc.ControlNet.for_pipeline(pipe, conditioning_channels=6).eval()
+    rows = zoo.one_network(pipe, cn, "outline+keypoints", given=[["outline"], ["outline", "keypoints"]], n=2, steps=2)
+    assert [r["given"] for r in rows] == ["outline", "outline+keypoints"]
+    assert all({"shape_iou", "keypoint_accuracy"} <= set(r) for r in rows)
+    with pytest.raises(ValueError, match="not in the stack"):
+        zoo.one_network(pipe, cn, "outline+keypoints", given=[["scribble"]], n=2, steps=2)

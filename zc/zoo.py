@@ -84,6 +84,37 @@ def benchmark(pipe, name: str, n: int = 64, steps: int = 20, seed: int = 0) -> d
     return row
 
 
+SPATIAL = "outline+silhouette+lowres+scribble+keypoints"  # the one network's stack (scripts/train_zoo.sh spatial)
+
+
+def one_network_folder() -> Path:
+    """zc/weights/spatial-controlnet (or under $ZC_ZOO): one ControlNet for every spatial condition."""
+    return Path(os.environ.get("ZC_ZOO") or WEIGHTS) / "spatial-controlnet"
+
+
+def one_network(pipe, controlnet: ControlNet, stack: str = SPATIAL, given: list[list[str]] | None = None,
+                n: int = 64, steps: int = 20, seed: int = 0) -> list[dict]:
+    """One network for several conditions, given any subset of them: for each subset in `given`
+    (default: each member alone), the stack's image with the other members zeroed (what condition
+    dropout trained it on), an empty prompt, and every member's own measure on n held-out scenes.
+    Rows {given, <measure>: score}; compare each member alone with its separate ControlNet (benchmark)."""
+    names = conditions.members(stack)
+    given = given or [[m] for m in names]
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    test = test_set(stack, n, size)
+    full = test.conditions()  # (n, 3k, H, W)
+    rows = []
+    for subset in given:
+        unknown = [m for m in subset if m not in names]
+        if unknown:
+            raise ValueError(f"{unknown} not in the stack {stack!r}")
+        keep = torch.tensor([m in subset for m in names]).repeat_interleave(3)  # (3k,)
+        x = _sample(pipe, controlnet, [""] * n, full * keep[None, :, None, None].to(full.dtype), steps, seed)
+        m = conditions.measure(x, test.scenes)
+        rows.append({"given": "+".join(subset), **{k: m[k] for k in {conditions.get(c).score for c in names}}})
+    return rows
+
+
 def train_minutes(run: Path) -> float | None:
     """Minutes of a stored training run: time.json (written by zc.train), else the time between its
     config.json (written first) and log.jsonl (written last)."""
