@@ -63,3 +63,19 @@ def test_one_network_rows_score_each_subset_on_every_members_measure():
     assert all({"shape_iou", "keypoint_accuracy"} <= set(r) for r in rows)
     with pytest.raises(ValueError, match="not in the stack"):
         zoo.one_network(pipe, cn, "outline+keypoints", given=[["scribble"]], n=2, steps=2)
+
+
+def test_disagreeing_conditions_are_scored_against_both_places():
+    from zc import zoo
+
+    pipe = zc.load_sd()
+    one = zc.ControlNet.for_pipeline(pipe, conditioning_channels=6).eval()
+    two = [zc.ControlNet.for_pipeline(pipe).eval() for _ in range(2)]
+    rows, images, mirrored = zoo.disagreeing(pipe, networks={"apart": (two, "separate"), "one": (one, "stack")},
+                                             n=2, steps=2)
+    assert [r["design"] for r in rows] == ["apart", "one"] and images["one"].shape == (2, 3, 64, 64)
+    assert all(0 <= r["iou_first"] <= 1 and 0 <= r["iou_second"] <= 1 for r in rows)
+    scenes = zoo.test_set("keypoints", 2, 64).scenes
+    assert torch.allclose(mirrored.center[:, 0], 1 - scenes.center[:, 0])
+    with pytest.raises(ValueError, match="separate' or 'stack"):
+        zoo.disagreeing(pipe, networks={"x": (one, "both")}, n=2, steps=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import conditions, shapes
+from . import conditions, metrics, shapes
 from .controlnet import ControlNet
 from .fill50k import Fill50k
 from .ip_adapter import IPAdapter
@@ -113,6 +113,32 @@ def one_network(pipe, controlnet: ControlNet, stack: str = SPATIAL, given: list[
         m = conditions.measure(x, test.scenes)
         rows.append({"given": "+".join(subset), **{k: m[k] for k in {conditions.get(c).score for c in names}}})
     return rows
+
+
+def disagreeing(pipe, first: str = "keypoints", second: str = "scribble", networks: dict | None = None,
+                n: int = 16, steps: int = 20, seed: int = 0) -> tuple[list[dict], dict, "shapes.Scenes"]:
+    """Two spatial conditions that disagree: `first` drawn for the held-out scenes, `second` for the same
+    scenes mirrored left-right (another place, unless a shape sits in the middle). `networks`: {label:
+    (controlnet(s), "separate" | "stack")}; "separate": a list of two ControlNets, one per condition
+    (residuals summed); "stack": one network for the stack first+second. Rows {design, iou_first,
+    iou_second}: the drawn shape's IoU with each condition's shape (empty prompt); and the images."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    test = test_set(first, n, size)
+    a = test.scenes
+    b = shapes.Scenes(a.kind, a.fill, a.bg, torch.stack([1 - a.center[:, 0], a.center[:, 1]], 1), a.radius, a.seed)
+    ca, cb = conditions.draw(first, a, size), conditions.draw(second, b, size)
+    truth = [shapes.coverage(s, size) > 0.5 for s in (a, b)]
+    rows, images = [], {}
+    for label, (nets, how) in (networks or {}).items():
+        if how not in ("separate", "stack"):
+            raise ValueError(f"{label}: how must be 'separate' or 'stack', got {how!r}")
+        cond = [ca, cb] if how == "separate" else torch.cat([ca, cb], dim=1)
+        x = _sample(pipe, nets, [""] * n, cond, steps, seed)
+        drawn = conditions.shape_regions(x)
+        images[label] = x
+        rows.append({"design": label, **{f"iou_{w}": metrics.iou(drawn, t).mean().item()
+                                         for w, t in zip(("first", "second"), truth)}})
+    return rows, images, b
 
 
 def train_minutes(run: Path) -> float | None:
