@@ -11,6 +11,9 @@ from zc import metrics, shapes
 from zc.conditions import shape_regions
 from zc.widgets import SCALE, DrawCondition, condition_from_canvas
 
+COLOUR_NEAR = 0.3  # the pickers' colours: mean RGB distance of the controlled image's fill and background under this
+COLOUR_MARGIN = 0.3  # ... and below the uncontrolled image's by this
+
 
 @pytest.fixture(scope="module")
 def pipe():
@@ -74,3 +77,35 @@ def test_keypoints_take_two_clicks(pipe):
     assert w.images is not None
     c = condition_from_canvas(np.asarray(w.pixels), 64)[0]
     assert c[0, 32, 32] > 0.9 and c[1, 32, 32] < 0.1 and c[1, 19, 32] > 0.9  # red centre, green top
+
+
+def test_keypoints_with_the_pickers_colours(pipe):
+    """Two clicks place the shape, the palette IP-Adapter paints it near the pickers' colours (empty prompt).
+    Gold comes out yellow (0.16 away in RGB), which colour_accuracy's NEAR threshold counts as wrong, so
+    this reads mean colour distances: the controlled image's shape and background are near the picked
+    colours, the uncontrolled image's are not."""
+    from zc.widgets import palette_image
+
+    w = DrawCondition(pipe)
+    assert w.ip_adapter is not None and not w.with_colours.disabled  # the shipped one fits TinySD
+    w.kind.value = "keypoints"
+    w.fill_colour.value, w.bg_colour.value = "#ffd700", "#000080"  # gold on navy
+    w.with_colours.value = True
+    px = 64 * SCALE
+    for x, y in ((0.35, 0.6), (0.35, 0.4)):
+        w._on_down(x * px, y * px)
+        w._on_up(x * px, y * px)
+    assert w.images is not None
+    pal = palette_image("#ffd700", "#000080", 64)
+    assert pal.shape == (1, 3, 64, 64) and torch.allclose(pal[0, :, 0, 0], torch.tensor([1.0, 215 / 255, 0.0]))
+    gold, navy = pal[0, :, 0, 0], pal[0, :, 0, -1]
+
+    def distances(x):  # the drawn shape's mean colour to gold, the rest's to navy (RGB distance)
+        shape = shape_regions(x[None])[0]
+        return ((x[:, shape].mean(1) - gold).norm().item(), (x[:, ~shape].mean(1) - navy).norm().item())
+
+    (off_fill, off_bg), (on_fill, on_bg) = distances(w.images[0]), distances(w.images[1])
+    assert on_fill < COLOUR_NEAR and on_bg < COLOUR_NEAR, (on_fill, on_bg)
+    assert off_fill > on_fill + COLOUR_MARGIN and off_bg > on_bg + COLOUR_MARGIN, (off_fill, off_bg, on_fill, on_bg)
+    centre = metrics.centroids(shape_regions(w.images[1:]))[0]
+    assert (centre - torch.tensor([0.35, 0.6])).norm() < 0.1  # and where the keypoints put it

@@ -332,7 +332,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
                                   cfg.batches)))
     score = conditions.get(cfg.condition).score
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training ControlNet",
+    what = "IP-Adapter" if cfg.architecture == "ip-adapter" else "ControlNet"
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {what}",
                **hide_bar(not accelerator.is_local_main_process))
     step_seconds, last_eval = 0.0, {}
     completed = start  # optimiser steps done and logged: what a checkpoint written now would hold

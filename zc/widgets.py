@@ -121,6 +121,7 @@ class DrawCondition:
             ip_adapter = None
             if (zoo.adapter_folder("palette") / "config.json").is_file():
                 ip_adapter = zoo.load_adapter("palette", self.pipe.device)
+                ip_adapter.set_scale(zoo.IP_SCALE)  # beside a ControlNet: the scale chosen on validation scenes
                 try:
                     ip_adapter.check_unet(self.pipe.unet)
                 except ValueError:

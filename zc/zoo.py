@@ -22,6 +22,8 @@ from .resources import WEIGHTS
 from .sample import sample, samples_in_guess_mode
 
 TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
+IP_SCALE = 0.5  # the palette IP-Adapter's λ beside a ControlNet: the best joint on validation scenes
+# (TEST_SEED + 1; benchmarks/results/cpu/zoo/ip_scale.txt); alone it runs at 1.0, as trained
 
 
 def folder(name: str) -> Path:
@@ -159,8 +161,8 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
     ControlNet alone, both (their residuals summed), each with every measure and "joint": the mean
     over images of keypoint hit x colour accuracy (both constraints at once). A pooled ControlNet
     alone samples in guess mode (as in diffusers); guess_mode=True puts the pair there too.
-    Where `colours` has a shipped IP-Adapter (adapter_folder), two more rows: it alone, and `where`'s
-    ControlNet with it (the colours as tokens, the place as residuals)."""
+    Where `colours` has a shipped IP-Adapter (adapter_folder), three more rows: it alone, and `where`'s
+    ControlNet with it (the colours as tokens, the place as residuals) at scale 1 and at IP_SCALE."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(where, n, size)
     c_where, c_col = test.conditions(), conditions.draw(colours, test.scenes, size)
@@ -170,7 +172,11 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
             f"{colours} only": (b, c_col, None), f"{where} + {colours}": ([a, b], [c_where, c_col], None)}
     if (adapter_folder(colours) / "config.json").is_file():
         ipa = load_adapter(colours, pipe.device)
-        runs |= {f"{colours} IP-Adapter only": (None, None, ipa), f"{where} + {colours} IP-Adapter": (a, c_where, ipa)}
+        half = IPAdapter.from_pretrained(adapter_folder(colours)).to(pipe.device).eval()
+        half.set_scale(IP_SCALE)
+        runs |= {f"{colours} IP-Adapter only": (None, None, ipa),
+                 f"{where} + {colours} IP-Adapter": (a, c_where, ipa),
+                 f"{where} + {colours} IP-Adapter x{IP_SCALE}": (a, c_where, half)}
     rows, images = [], {}
     for label, (nets, cond, ipa) in runs.items():
         gm = samples_in_guess_mode(nets, guess_mode)
@@ -202,9 +208,10 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 
 
 def format_composition(rows: list[dict]) -> str:
-    lines = [f"{'empty prompt':34s} {'keypoint acc.':>13s} {'centre err px':>13s} {'colour acc.':>11s} {'joint':>6s}"]
-    for r in rows:
-        mode = " (guess mode)" if r.get("guess_mode") else ""
-        lines.append(f"{r['run'] + mode:34s} {r['keypoint_accuracy']:13.3f} {r['centre_error']:13.1f} "
+    labels = [r["run"] + (" (guess mode)" if r.get("guess_mode") else "") for r in rows]
+    w = max([34, *map(len, labels)])
+    lines = [f"{'empty prompt':{w}s} {'keypoint acc.':>13s} {'centre err px':>13s} {'colour acc.':>11s} {'joint':>6s}"]
+    for r, label in zip(rows, labels):
+        lines.append(f"{label:{w}s} {r['keypoint_accuracy']:13.3f} {r['centre_error']:13.1f} "
                      f"{r['colour_accuracy']:11.3f} {r.get('joint', float('nan')):6.3f}")
     return "\n".join(lines)
