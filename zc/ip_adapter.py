@@ -3,7 +3,7 @@
 A ControlNet adds *spatial* residuals to the UNet's features; colour, in TinySD as in SD, is read from
 the text tokens through cross-attention. A condition with no "where" (a colour palette) is better
 given where colour is read: as extra tokens. Each cross-attention of the locked UNet gets a second
-attention over the condition's tokens, added to the text's (the paper's Eq. 5):
+attention over the condition's tokens, added to the text's (IP-Adapter's decoupled cross-attention):
 
     Z = Attention(Q, K_t, V_t) + λ · Attention(Q, K_c, V_c)
     K_c = c W'_k,  V_c = c W'_v,  c = proj(f(condition))      (c: num_tokens tokens)
