@@ -36,7 +36,7 @@ def main(argv=None):
         x = sample(pipe, kp, [""] * args.n, val.conditions(), num_inference_steps=20,
                    generator=torch.Generator().manual_seed(0), ip_adapter=ipa, ip_condition=palettes)
         m = conditions.measure(x, val.scenes, per_item=True)
-        joint = sum(h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])) / args.n
+        joint = zoo.joint_score(m)
         row = {"scale": lam, "keypoint_accuracy": sum(m["keypoint_accuracy"]) / args.n,
                "colour_accuracy": sum(m["colour_accuracy"]) / args.n, "joint": joint}
         rows.append(row)

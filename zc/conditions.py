@@ -153,9 +153,13 @@ def palette(scenes, size):
     """A colour control (the toy analogue of the colour/shuffle ControlNets): the left half in the fill
     colour, the right half in the background colour. It says nothing about where the shape is."""
     table = shapes.colour_table().to(scenes.center.device)
-    left = (torch.arange(size, device=scenes.center.device) < size // 2)[None, None, None, :]  # (1, 1, 1, W)
-    fill, bg = table[scenes.fill][:, :, None, None], table[scenes.bg][:, :, None, None]
-    return torch.where(left, fill, bg).expand(-1, -1, size, -1)
+    return palette_image(table[scenes.fill], table[scenes.bg], size)
+
+
+def palette_image(fill: torch.Tensor, bg: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, size, size): the palette's layout from (B, 3) RGB colours in [0, 1], fill left, background right."""
+    left = (torch.arange(size, device=fill.device) < size // 2)[None, None, None, :]  # (1, 1, 1, W)
+    return torch.where(left, fill[:, :, None, None], bg[:, :, None, None]).expand(-1, -1, size, -1)
 
 
 def _polylines(lines: list[torch.Tensor], size: int, width: float) -> torch.Tensor:

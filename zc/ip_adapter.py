@@ -51,6 +51,11 @@ def cross_attention_names(unet) -> list[str]:
     return [n for n in unet.attn_processors if n.endswith("attn2.processor")]
 
 
+def cross_attentions(unet) -> list[nn.Module]:
+    """The UNet's cross-attention modules, in cross_attention_names' order."""
+    return [unet.get_submodule(n.removesuffix(".processor")) for n in cross_attention_names(unet)]
+
+
 class IPAdapter(nn.Module):
     """The trained part of a decoupled cross-attention adapter; attached to a UNet only while used."""
 
@@ -68,7 +73,7 @@ class IPAdapter(nn.Module):
     @classmethod
     def for_unet(cls, unet, condition_channels: int = 3, grid: int = 4) -> "IPAdapter":
         """A new adapter for `unet`: W'_k copied from each cross-attention's W_k, W'_v zero."""
-        attns = [unet.get_submodule(n.removesuffix(".processor")) for n in cross_attention_names(unet)]
+        attns = cross_attentions(unet)
         if not attns:
             raise ValueError("this UNet has no cross-attention: an IP-Adapter needs one to add its tokens to")
         adapter = cls([a.to_k.out_features for a in attns], unet.config.cross_attention_dim, condition_channels, grid)
@@ -80,7 +85,7 @@ class IPAdapter(nn.Module):
 
     def check_unet(self, unet) -> None:
         """ValueError unless `unet` has the cross-attentions this adapter was built for."""
-        attns = [unet.get_submodule(n.removesuffix(".processor")) for n in cross_attention_names(unet)]
+        attns = cross_attentions(unet)
         dims = [a.to_k.out_features for a in attns]
         if dims != self.config["inner_dims"] or unet.config.cross_attention_dim != self.config["cross_attention_dim"]:
             raise ValueError(f"this IP-Adapter was built for a UNet with cross-attention widths "

@@ -53,11 +53,10 @@ def condition_from_canvas(rgba: np.ndarray, size: int) -> torch.Tensor:
 
 
 def palette_image(fill: str, background: str, size: int) -> torch.Tensor:
-    """(1, 3, size, size) in [0, 1]: the palette condition's layout (left fill, right background) from
-    two "#rrggbb" colours, what the palette IP-Adapter reads."""
-    rgb = [torch.tensor([int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)]) for c in (fill, background)]
-    left = (torch.arange(size) < size // 2)[None, None, None, :]  # (1, 1, 1, W)
-    return torch.where(left, rgb[0][None, :, None, None], rgb[1][None, :, None, None]).expand(1, 3, size, size)
+    """(1, 3, size, size) in [0, 1]: the palette condition's layout (conditions.palette_image) from two
+    "#rrggbb" colours, what the palette IP-Adapter reads."""
+    fill_rgb, bg_rgb = (torch.tensor([[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)]]) for c in (fill, background))
+    return conditions.palette_image(fill_rgb, bg_rgb, size)
 
 
 def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", conditioning_scale: float = 1.0,
@@ -270,7 +269,8 @@ class DrawCondition:
         self.images = generate(self.pipe, self.controlnet(self.kind.value), cond, self.prompt.value.strip(),
                                self.scale.value, self.guidance.value, self.seed.value, self.steps, progress=show,
                                ip_adapter=self.ip_adapter if colours else None,
-                               ip_condition=palette_image(self.fill_colour.value, self.bg_colour.value, self.size))
+                               ip_condition=palette_image(self.fill_colour.value, self.bg_colour.value, self.size)
+                               if colours else None)
         self.last_seconds = time.time() - t0
         self.output.value = _png(self.images, SCALE)
         self.status.value = f"done in {self.last_seconds:.1f} s"

@@ -8,6 +8,7 @@ them (benchmarks/zoo.py stores them; the conditions chapter computes them live).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -172,7 +173,7 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
             f"{colours} only": (b, c_col, None), f"{where} + {colours}": ([a, b], [c_where, c_col], None)}
     if (adapter_folder(colours) / "config.json").is_file():
         ipa = load_adapter(colours, pipe.device)
-        half = IPAdapter.from_pretrained(adapter_folder(colours)).to(pipe.device).eval()
+        half = copy.deepcopy(ipa)
         half.set_scale(IP_SCALE)
         runs |= {f"{colours} IP-Adapter only": (None, None, ipa),
                  f"{where} + {colours} IP-Adapter": (a, c_where, ipa),
@@ -185,11 +186,18 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
         images[label] = x
         m = conditions.measure(x, test.scenes, per_item=True)
         mean = {k: sum(v) / len(v) for k, v in m.items()}
-        joint = sum(h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])) / n
+        joint = joint_score(m)
         rows.append({"run": label, "guess_mode": gm, "joint": joint,
                      **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
                                              "fill_accuracy", "background_accuracy", "shape_iou")}})
     return (rows, images, test) if return_images else rows
+
+
+def joint_score(per_item: dict) -> float:
+    """Both constraints at once: the mean over images of keypoint hit x colour accuracy (measure(...,
+    per_item=True) lists); 0 for TinySD alone, 1 at the ceiling."""
+    hits, colours = per_item["keypoint_accuracy"], per_item["colour_accuracy"]
+    return sum(h * c for h, c in zip(hits, colours)) / len(hits)
 
 
 def format_table(rows: list[dict], header: bool = True) -> str:
