@@ -26,7 +26,7 @@ $(STAMP): requirements.txt pyproject.toml
 # runs after them and builds the book from their outputs without executing anything again.
 test: $(STAMP)
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp notebooks/*.ipynb $(EXECUTED)/
-	$(BOOK_ENV) ZC_EXECUTED=$(EXECUTED) $(PY) -m pytest tests $(EXECUTED) --nbmake --overwrite --nbmake-timeout=3600 \
+	$(BOOK_ENV) ZC_EXECUTED=$(EXECUTED) $(PY) -m pytest tests $(EXECUTED) --nbmake --overwrite --nbmake-timeout=1200 \
 		-q -p no:cacheprovider --durations=20
 
 unit: $(STAMP)

@@ -2,6 +2,7 @@
 the loss averaged over processes, and an interrupted run that resumes to the same weights."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,20 @@ def launch(*args):
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zc.train", *ARGS, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r.stdout
+    # its own process group, killed whole afterwards: a failed launch leaves no rank behind that
+    # could hold the CPU (or a port) through the rest of the suite
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    return stdout
 
 
 def log(folder):

@@ -258,9 +258,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         raise ValueError("mixed_precision='fp16' on a CPU: use 'no' (zc.sd.precision(device) picks one per device)")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
     check_resumable(out, cfg)
+    accelerator.wait_for_everyone()  # every process has read the old config.json before it is replaced
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(dataclasses.asdict(cfg), indent=2)))
 
     pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
     pipe.to(device)
