@@ -152,6 +152,8 @@ def test_a_run_resumed_with_other_settings_is_refused(tmp_path):
     zt.train(zt.TrainConfig(out=str(tmp_path), **CFG), stop_after=2, pipe=pipe)
     with pytest.raises(ValueError, match=r"other settings \(batch: 2 there, 4 now\)"):
         zt.train(zt.TrainConfig(out=str(tmp_path), **{**CFG, "batch": 4}), pipe=pipe)
+    with pytest.raises(ValueError, match="already at step 2, past steps=1"):  # fewer than done: weights gone
+        zt.train(zt.TrainConfig(out=str(tmp_path), **{**CFG, "steps": 1}), pipe=pipe)
     zt.train(zt.TrainConfig(out=str(tmp_path), **{**CFG, "steps": 8}), pipe=pipe)  # more steps: allowed
 
 

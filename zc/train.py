@@ -434,6 +434,10 @@ def check_resumable(out: Path, cfg: TrainConfig) -> None:
         said = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
         raise ValueError(f"{out} holds a run with other settings ({said}): resume it with its settings, delete "
                          "that folder, or train into another (out=..., or ZC_RUNS for the chapters)")
+    done = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    if done > cfg.steps:  # a run never goes back: its weights at cfg.steps are gone
+        raise ValueError(f"{out} holds a run already at step {done}, past steps={cfg.steps}: ask for steps >= {done} "
+                         "to continue it, or train into another folder (out=..., or ZC_RUNS for the chapters)")
 
 
 def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
