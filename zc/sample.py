@@ -23,6 +23,10 @@ A global condition (`ip_adapter`, `ip_condition`: zc/ip_adapter.py) enters throu
 the UNet's cross-attentions instead; as in diffusers' pipelines, the unconditional branch of CFG gets
 zero features ("no condition"), so CFG amplifies it as it does the prompt. It composes with any
 ControlNet above.
+
+A T2I-Adapter (`t2i_adapter`, `t2i_condition`: zc/t2i_adapter.py) reads its condition once, before the
+loop; its features, times `adapter_conditioning_scale`, are added inside the UNet's down blocks at
+every step and in both branches, as in diffusers' StableDiffusionAdapterPipeline.
 """
 from __future__ import annotations
 
@@ -67,6 +71,9 @@ def sample(
     callback=None,  # called as callback(step, num_steps) after each sampler step (a widget's progress bar)
     ip_adapter=None,  # a zc.ip_adapter.IPAdapter: a global condition as extra cross-attention tokens
     ip_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the image the adapter reads
+    t2i_adapter=None,  # a diffusers T2IAdapter (zc.t2i_adapter): features added inside the down blocks
+    t2i_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the condition it reads, once
+    adapter_conditioning_scale: float = 1.0,  # multiplies the T2I-Adapter's features
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]."""
     from diffusers.utils.torch_utils import randn_tensor
@@ -79,8 +86,8 @@ def sample(
     concat = isinstance(controlnet, ConcatConditioned)  # a fine-tuned UNet that reads the condition itself
     if concat and (guess_mode or cfg_rw):
         raise ValueError("guess_mode and cfg_rw weight ControlNet residuals; a ConcatConditioned model has none")
-    if concat and ip_adapter is not None:
-        raise ValueError("a ConcatConditioned model calls its own UNet; it cannot take an IP-Adapter")
+    if concat and (ip_adapter is not None or t2i_adapter is not None):
+        raise ValueError("a ConcatConditioned model calls its own UNet; it cannot take an adapter")
     if cfg_rw not in (False, True, "literal", "normalised"):
         raise ValueError(f"cfg_rw must be False, True / 'literal' or 'normalised', got {cfg_rw!r}")
     if not 0.0 <= control_guidance_start < control_guidance_end <= 1.0:
@@ -129,6 +136,19 @@ def sample(
         added = {"image_embeds": [torch.cat([torch.zeros_like(feats), feats]) if do_cfg else feats]}
     attached = ip_adapter.attached(pipe.unet) if ip_adapter is not None else contextlib.nullcontext()
 
+    intrablock = None  # the T2I-Adapter's features, computed once for the whole loop
+    if (t2i_adapter is None) != (t2i_condition is None):
+        raise ValueError("t2i_adapter and t2i_condition go together: pass both or neither")
+    if t2i_adapter is not None:
+        from .t2i_adapter import check_unet, features
+
+        check_unet(t2i_adapter, pipe.unet, pipe.vae_scale_factor)
+        check_condition(t2i_condition, (batch, t2i_adapter.config.in_channels, size, size), "t2i_condition")
+        intrablock = [f.to(device, dtype) for f in features(t2i_adapter, t2i_condition.to(device),
+                                                              adapter_conditioning_scale)]
+        if do_cfg:  # the same features in both branches
+            intrablock = [torch.cat([f, f]) for f in intrablock]
+
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
     shape = (batch, pipe.unet.config.in_channels, h, h)
@@ -162,7 +182,9 @@ def sample(
                     mid = torch.cat([torch.zeros_like(mid), mid])
             if not concat:
                 pred = pipe.unet(model_in, t, encoder_hidden_states=text, down_block_additional_residuals=down,
-                                 mid_block_additional_residual=mid, added_cond_kwargs=added).sample
+                                 mid_block_additional_residual=mid, added_cond_kwargs=added,
+                                 down_intrablock_additional_residuals=None if intrablock is None else
+                                 [f.clone() for f in intrablock]).sample  # the UNet pops from the list
             if do_cfg:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance_scale * (cond - uncond)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import conditions
+from . import conditions, t2i_adapter
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
 from .fill50k import Fill50k
@@ -34,9 +34,13 @@ from .ip_adapter import IPAdapter, IPAdapterConditioned
 from .latent_cache import LatentCache
 from .sample import sample
 from .sd import load_sd
+from .t2i_adapter import AdapterConditioned
 from .tinysd import encode_prompts
-from .variants import ConcatConditioned
 from .training_utils import atomic_write, has_checkpoint, hide_bar, load_checkpoint, save_checkpoint, step_generator
+from .variants import ConcatConditioned
+
+
+ADAPTERS = ("ip-adapter", "t2i-adapter")  # architectures that train an adapter beside the locked UNet, no ControlNet
 
 
 @dataclass
@@ -65,7 +69,8 @@ class TrainConfig:
     only_mid_control: bool = False  # only the middle residual reaches the UNet
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned);
-    # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked
+    # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked;
+    # "t2i-adapter": a conv pyramid run once, added inside the down blocks (t2i_adapter.py), the UNet locked
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
@@ -99,7 +104,7 @@ class TrainConfig:
 class TrainResult:
     controlnet: ControlNet
     history: list[dict]  # {"step", "loss"} rows and {"step", "shape_iou", ...} rows (conditions.measure)
-    folder: Path  # out/controlnet, in diffusers format
+    folder: Path  # out/controlnet (or out/ip-adapter, out/t2i-adapter), in diffusers format
     seconds: float  # the whole call: data encoding, training and evaluations
     step_seconds: float = 0.0  # of which the optimiser steps alone (what a speed comparison wants)
     snapshots: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # step -> validation images
@@ -188,6 +193,8 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
                generator=torch.Generator().manual_seed(cfg.seed))
     if isinstance(controlnet, IPAdapter):
         images = sample(pipe, None, prompts, None, ip_adapter=controlnet, ip_condition=eval_set.conditions(), **how)
+    elif type(controlnet).__name__ == "T2IAdapter":
+        images = sample(pipe, None, prompts, None, t2i_adapter=controlnet, t2i_condition=eval_set.conditions(), **how)
     else:
         images = sample(pipe, controlnet, prompts, eval_set.conditions(), **how)
     controlnet.train(was_training)
@@ -296,6 +303,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     elif cfg.architecture == "ip-adapter":  # no ControlNet: the condition becomes tokens in every cross-attention
         controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
         model = IPAdapterConditioned(pipe.unet, controlnet)
+    elif cfg.architecture == "t2i-adapter":  # no ControlNet: a conv pyramid run once, added inside the down blocks
+        channels = eval_set.batch([0], targets=False)["sources"].shape[1]
+        controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        model = AdapterConditioned(pipe.unet, controlnet)
     else:
         channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
@@ -307,7 +318,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         if not cfg.sd_locked:
             pipe.unet.to(torch.float32)  # trained weights stay fp32
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
-        (pipe.unet if cfg.architecture in ("concat", "ip-adapter") else controlnet).enable_gradient_checkpointing()
+        (pipe.unet if cfg.architecture in ADAPTERS + ("concat",) else controlnet).enable_gradient_checkpointing()
     controlnet.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
@@ -333,7 +344,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
                                   cfg.batches)))
     score = conditions.get(cfg.condition).score
-    what = "IP-Adapter" if cfg.architecture == "ip-adapter" else "ControlNet"
+    what = {"ip-adapter": "IP-Adapter", "t2i-adapter": "T2I-Adapter"}.get(cfg.architecture, "ControlNet")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {what}",
                **hide_bar(not accelerator.is_local_main_process))
     step_seconds, last_eval = 0.0, {}
@@ -405,7 +416,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             print(f"interrupted: checkpoint at step {completed} in {out / 'checkpoint'}; run again to resume")
         raise
     controlnet = _net(accelerator.unwrap_model(model))
-    final = "ip-adapter" if cfg.architecture == "ip-adapter" else "controlnet"  # the trained part's folder
+    final = cfg.architecture if cfg.architecture in ADAPTERS else "controlnet"  # the trained part's folder
     if main:
         controlnet.save_pretrained(out / final)
         atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
@@ -460,7 +471,7 @@ def _net(model):
     """What the loop trains: the ControlNet inside a ControlledUNet, the IP-Adapter, or the concat model."""
     if isinstance(model, ControlledUNet):
         return model.controlnet
-    return model.adapter if isinstance(model, IPAdapterConditioned) else model
+    return model.adapter if isinstance(model, (IPAdapterConditioned, AdapterConditioned)) else model
 
 
 def _trackers(report_to: str) -> list[str] | None:
