@@ -460,7 +460,9 @@ def show_sweep(summary: list[dict], curves: list[dict], bounds: list[dict], cond
     for b, style in zip(ends, (":", "--")):
         x0 = [j - w / 2 for j in range(len(PROMPTS))]
         ax[0].hlines([b[p] for p in PROMPTS], x0, [x + 0.8 for x in x0], "0.3", style, lw=1, label=b["name"])
-    ax[0].legend(fontsize=7, ncol=4)
+    ax[0].set_ylim(0, 1.3)  # the legend above the bars, not over the ceiling line
+    ax[0].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax[0].legend(fontsize=7, ncol=4, loc="upper center")
     plot_curves(runs, ax=ax[1], per_seed=per_seed)
     ax[1].set_title(f"{condition}: its score during training (perfect prompt"
                     + ("; thin: seeds)" if per_seed else "; means over seeds)"))
