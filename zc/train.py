@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import conditions, t2i_adapter
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
+from .controlnext import ControlNeXt, NeXtConditioned
 from .fill50k import Fill50k
 from .ip_adapter import IPAdapter, IPAdapterConditioned
 from .latent_cache import LatentCache
@@ -40,7 +41,7 @@ from .training_utils import atomic_write, has_checkpoint, hide_bar, load_checkpo
 from .variants import ConcatConditioned
 
 
-ADAPTERS = ("ip-adapter", "t2i-adapter")  # architectures that train an adapter beside the locked UNet, no ControlNet
+ADAPTERS = ("ip-adapter", "t2i-adapter", "controlnext")  # what trains beside the locked UNet instead of a ControlNet
 
 
 @dataclass
@@ -70,7 +71,8 @@ class TrainConfig:
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned);
     # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked;
-    # "t2i-adapter": a conv pyramid run once, added inside the down blocks (t2i_adapter.py), the UNet locked
+    # "t2i-adapter": a conv pyramid run once, added inside the down blocks (t2i_adapter.py), the UNet locked;
+    # "controlnext": a small branch added after the first down block, cross-normalised (controlnext.py)
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
@@ -195,6 +197,9 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
         images = sample(pipe, None, prompts, None, ip_adapter=controlnet, ip_condition=eval_set.conditions(), **how)
     elif type(controlnet).__name__ == "T2IAdapter":
         images = sample(pipe, None, prompts, None, t2i_adapter=controlnet, t2i_condition=eval_set.conditions(), **how)
+    elif isinstance(controlnet, ControlNeXt):
+        images = sample(pipe, None, prompts, None, controlnext=controlnet, controlnext_condition=eval_set.conditions(),
+                        **how)
     else:
         images = sample(pipe, controlnet, prompts, eval_set.conditions(), **how)
     controlnet.train(was_training)
@@ -307,6 +312,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         channels = eval_set.batch([0], targets=False)["sources"].shape[1]
         controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
         model = AdapterConditioned(pipe.unet, controlnet)
+    elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
+        channels = eval_set.batch([0], targets=False)["sources"].shape[1]
+        controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        model = NeXtConditioned(pipe.unet, controlnet)
     else:
         channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
@@ -344,7 +353,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
                                   cfg.batches)))
     score = conditions.get(cfg.condition).score
-    what = {"ip-adapter": "IP-Adapter", "t2i-adapter": "T2I-Adapter"}.get(cfg.architecture, "ControlNet")
+    what = {"ip-adapter": "IP-Adapter", "t2i-adapter": "T2I-Adapter", "controlnext": "ControlNeXt"}.get(
+        cfg.architecture, "ControlNet")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {what}",
                **hide_bar(not accelerator.is_local_main_process))
     step_seconds, last_eval = 0.0, {}
@@ -468,9 +478,11 @@ def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
 
 
 def _net(model):
-    """What the loop trains: the ControlNet inside a ControlledUNet, the IP-Adapter, or the concat model."""
+    """What the loop trains: the ControlNet inside a ControlledUNet, an adapter or branch, or the concat model."""
     if isinstance(model, ControlledUNet):
         return model.controlnet
+    if isinstance(model, NeXtConditioned):
+        return model.branch
     return model.adapter if isinstance(model, (IPAdapterConditioned, AdapterConditioned)) else model
 
 

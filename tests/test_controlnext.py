@@ -1,0 +1,88 @@
+"""The ControlNeXt-style branch (zc/controlnext.py): cross normalisation, one injection point, its size
+against a ControlNet's, sampling and training through zc."""
+import pytest
+import torch
+
+import zc
+from zc import train as zt
+from zc.controlnext import ControlNeXt, NeXtConditioned, cross_normalise
+from zc.fill50k import Fill50k
+from zc.sample import sample
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+def test_cross_normalisation_gives_the_control_the_main_features_statistics():
+    g = torch.Generator().manual_seed(0)
+    control, main = torch.randn(3, 8, 4, 4, generator=g) * 5 + 2, torch.randn(3, 8, 4, 4, generator=g) * 0.3 - 1
+    out = cross_normalise(control, main)
+    for o, m in zip(out, main):
+        assert abs(o.mean() - m.mean()) < 1e-5 and abs(o.std() - m.std()) < 1e-4
+    # the pattern of the control is kept: a positive affine map of each sample
+    assert torch.corrcoef(torch.stack([out[0].flatten(), control[0].flatten()]))[0, 1] > 0.9999
+
+
+def test_at_init_the_branch_moves_the_unet_and_enters_at_one_point(pipe):
+    branch = ControlNeXt.for_pipeline(pipe).eval()
+    data = Fill50k.generate(4, seed=3, split="test")
+    z = torch.randn(4, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+    text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
+    calls = []
+    hook = branch.register_forward_hook(lambda m, a, o: calls.append(o.shape))
+    with torch.no_grad():
+        plain = pipe.unet(z, 500, encoder_hidden_states=text).sample
+        moved = NeXtConditioned(pipe.unet, branch)(z, 500, text, data.conditions())
+    hook.remove()
+    # one call per UNet call, with the shape of the first down block's output (TinySD: 32 x 8 x 8)
+    assert calls == [torch.Size([4, pipe.unet.config.block_out_channels[0], 8, 8])]
+    change = ((moved - plain).norm() / plain.norm()).item()
+    assert change > 0.05, change  # no zero init: the control acts from step 0 (a ControlNet: exactly 0)
+    with torch.no_grad():  # and leaves nothing behind once detached
+        assert torch.equal(pipe.unet(z, 500, encoder_hidden_states=text).sample, plain)
+
+
+def test_it_is_a_small_fraction_of_a_controlnet_at_sd15_size():
+    from types import SimpleNamespace
+
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(zc.sd.SD15_UNET)
+    branch = ControlNeXt.for_pipeline(SimpleNamespace(unet=unet, vae_scale_factor=8))
+    n = sum(p.numel() for p in branch.parameters())
+    assert n < 0.1 * 361_279_120, n  # ControlNeXt's "up to 90% fewer" against SD 1.5's ControlNet
+    assert (branch.config.channels, branch.config.temb_channels, branch.config.downsample) == (320, 1280, True)
+
+
+def test_sampling_runs_the_branch_every_step_and_checks_its_input(pipe):
+    branch = ControlNeXt.for_pipeline(pipe).eval()
+    data = Fill50k.generate(2, seed=4, split="test")
+    calls = []
+    hook = branch.register_forward_hook(lambda m, a, o: calls.append(o.shape[0]))
+    x = sample(pipe, None, data.prompts, None, num_inference_steps=3, controlnext=branch,
+               controlnext_condition=data.conditions(), generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    assert calls == [4, 4, 4]  # every step, both CFG branches
+    plain = sample(pipe, None, data.prompts, None, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    assert (x - plain).abs().max() > 0.05
+    with pytest.raises(ValueError, match=r"controlnext_condition must be \(2, 3, 64, 64\)"):
+        sample(pipe, None, data.prompts, None, num_inference_steps=2, controlnext=branch,
+               controlnext_condition=torch.zeros(2, 3, 32, 32))
+
+
+def test_zc_train_trains_the_branch_alone_and_saves_it(pipe, tmp_path):
+    unet_before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    cfg = zt.TrainConfig.preset("tiny", architecture="controlnext", steps=3, eval_every=3, device="cpu",
+                                out=str(tmp_path))
+    r = zt.train(cfg, pipe=pipe)
+    assert isinstance(r.controlnet, ControlNeXt) and r.folder.name == "controlnext"
+    fresh = ControlNeXt.for_pipeline(pipe, seed=cfg.seed).state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in r.controlnet.state_dict().items())
+    assert all(torch.equal(v, unet_before[k]) for k, v in pipe.unet.state_dict().items())
+    loaded = ControlNeXt.from_pretrained(r.folder)
+    assert all(torch.equal(v, r.controlnet.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert any("shape_iou" in h for h in r.history)
