@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from . import conditions, metrics, shapes
+from . import conditions, designs, metrics, shapes
 from .conditions import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
@@ -111,7 +111,10 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
                  Run("from scratch", "locked copy", {"copy_weights": False}),
                  Run("from scratch, 1k pairs", "locked copy", {"copy_weights": False, "n_train": 1000}),
                  Run("UNet fine-tuned, concat", "locked copy", {"architecture": "concat"}),
-                 Run("UNet fine-tuned, concat, 1k pairs", "locked copy", {"architecture": "concat", "n_train": 1000})]
+                 Run("UNet fine-tuned, concat, 1k pairs", "locked copy", {"architecture": "concat", "n_train": 1000}),
+                 # after ControlNet (zc.designs): beside the same locked UNet, same data, steps and scenes
+                 Run("T2I-Adapter", "successors", {"architecture": "t2i-adapter"}),
+                 Run("ControlNeXt-style", "successors", {"architecture": "controlnext"})]
     return PRESETS[preset][0], runs
 
 
@@ -119,10 +122,11 @@ def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sampl
     """The test set's condition score (conditions.measure, e.g. shape IoU for outlines) under each
     prompt setting; none of them depends on the prompt's colours."""
     cond, key = test.conditions(), conditions.get(test.condition).score
+    control = designs.sample_kwargs(controlnet, cond)  # a ControlNet, an adapter or a branch (zc.designs)
     out = {}
     for setting in PROMPTS:
-        images = sample(pipe, controlnet, prompt_setting(test.prompts, setting), cond, num_inference_steps=steps,
-                        generator=torch.Generator().manual_seed(seed), **sample_kw)
+        images = sample(pipe, prompts=prompt_setting(test.prompts, setting), num_inference_steps=steps,
+                        generator=torch.Generator().manual_seed(seed), **control, **sample_kw)
         out[setting] = conditions.measure(images, test.scenes)[key]
     return out
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import conditions, t2i_adapter
+from . import conditions, designs, t2i_adapter
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
 from .controlnext import ControlNeXt, NeXtConditioned
@@ -184,6 +184,34 @@ def _target(scheduler, latents, noise, t):
     raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
+def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(what trains, the model the loss calls as model(z_t, t, c_t, c)) for cfg.architecture
+    (zc.designs lists them): a ControlNet (or a variant) beside the locked UNet, an adapter or branch
+    beside it, or the concat model, whose UNet itself trains. Trained weights in fp32 on `device`."""
+    if cfg.architecture == "concat":  # no ControlNet: the UNet reads the condition and all of it trains
+        pipe.unet.to(torch.float32)
+        controlnet = model = ConcatConditioned(pipe.unet).to(device, torch.float32)
+    elif cfg.architecture == "ip-adapter":  # no ControlNet: the condition becomes tokens in every cross-attention
+        controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
+        model = IPAdapterConditioned(pipe.unet, controlnet)
+    elif cfg.architecture == "t2i-adapter":  # no ControlNet: a conv pyramid run once, added inside the down blocks
+        controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        model = AdapterConditioned(pipe.unet, controlnet)
+    elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
+        controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        model = NeXtConditioned(pipe.unet, controlnet)
+    else:
+        controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
+                                             conditioning_channels=channels,
+                                             zero_conv_init=cfg.zero_conv_init,
+                                             only_mid_control=cfg.only_mid_control,
+                                             global_pool_conditions=cfg.global_pool).to(device, torch.float32)
+        model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
+        if not cfg.sd_locked:
+            pipe.unet.to(torch.float32)  # trained weights stay fp32
+    return controlnet, model
+
+
 def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dict, torch.Tensor]:
     """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured on."""
     was_training = controlnet.training
@@ -193,15 +221,7 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
     how = dict(num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                generator=torch.Generator().manual_seed(cfg.seed))
-    if isinstance(controlnet, IPAdapter):
-        images = sample(pipe, None, prompts, None, ip_adapter=controlnet, ip_condition=eval_set.conditions(), **how)
-    elif type(controlnet).__name__ == "T2IAdapter":
-        images = sample(pipe, None, prompts, None, t2i_adapter=controlnet, t2i_condition=eval_set.conditions(), **how)
-    elif isinstance(controlnet, ControlNeXt):
-        images = sample(pipe, None, prompts, None, controlnext=controlnet, controlnext_condition=eval_set.conditions(),
-                        **how)
-    else:
-        images = sample(pipe, controlnet, prompts, eval_set.conditions(), **how)
+    images = sample(pipe, prompts=prompts, **designs.sample_kwargs(controlnet, eval_set.conditions()), **how)
     controlnet.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
 
@@ -302,30 +322,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     torch.manual_seed(cfg.seed)
-    if cfg.architecture == "concat":  # no ControlNet: the UNet reads the condition and all of it trains
-        pipe.unet.to(torch.float32)
-        controlnet = model = ConcatConditioned(pipe.unet).to(device, torch.float32)
-    elif cfg.architecture == "ip-adapter":  # no ControlNet: the condition becomes tokens in every cross-attention
-        controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
-        model = IPAdapterConditioned(pipe.unet, controlnet)
-    elif cfg.architecture == "t2i-adapter":  # no ControlNet: a conv pyramid run once, added inside the down blocks
-        channels = eval_set.batch([0], targets=False)["sources"].shape[1]
-        controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
-        model = AdapterConditioned(pipe.unet, controlnet)
-    elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
-        channels = eval_set.batch([0], targets=False)["sources"].shape[1]
-        controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
-        model = NeXtConditioned(pipe.unet, controlnet)
-    else:
-        channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
-        controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
-                                             conditioning_channels=channels,
-                                             zero_conv_init=cfg.zero_conv_init,
-                                             only_mid_control=cfg.only_mid_control,
-                                             global_pool_conditions=cfg.global_pool).to(device, torch.float32)
-        model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
-        if not cfg.sd_locked:
-            pipe.unet.to(torch.float32)  # trained weights stay fp32
+    channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
+    controlnet, model = build(cfg, pipe, channels, device)
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
         (pipe.unet if cfg.architecture in ADAPTERS + ("concat",) else controlnet).enable_gradient_checkpointing()
     controlnet.train()
