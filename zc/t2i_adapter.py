@@ -2,7 +2,8 @@
 its features are added inside the locked UNet's down blocks.
 
     F_c = A(c)                     once per image, not once per sampler step
-    h_i <- h_i + s * F_c^i         after down block i's layers, before its downsampler
+    h_i <- h_i + s * F_c^i         after down block i's layers (a cross-attention block: before its
+                                   downsampler; a plain DownBlock2D: after it)
 
 A ControlNet runs a trainable copy of the encoder at every step and adds its residuals to the skips;
 the adapter runs once, is smaller (on SD 1.5 77M parameters against the ControlNet's 361M; on
@@ -10,9 +11,10 @@ TinySD 0.54M against 1.26M), and adds to the encoder's own features, so they tra
 rest of the encoder as well as through the skip. Nothing starts at zero: an untrained
 adapter already changes the UNet's output (tests/test_t2i_adapter.py measures by how much).
 
-diffusers ships the design: `T2IAdapter` (its FullAdapter: pixel-unshuffle the condition to the
-latent size, then one block of resnets per UNet down block, halving the size between blocks) and
-the UNet's `down_intrablock_additional_residuals`. This module only sizes it for an SD, checks the
+diffusers ships the design: `T2IAdapter` (pixel-unshuffle the condition, then one block of resnets
+per UNet down block; its "full_adapter" layout halves the size between blocks, its SDXL layout
+"full_adapter_xl", which TinySD's block types need, keeps the first two at one size) and the
+UNet's `down_intrablock_additional_residuals`. This module only sizes it for an SD, checks the
 fit, and wraps it for zc.train; zc.sample runs it (`t2i_adapter=`, `t2i_condition=`) as diffusers'
 StableDiffusionAdapterPipeline does (a parity test checks the images).
 """
