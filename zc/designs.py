@@ -38,6 +38,9 @@ DESIGNS = {d.name: d for d in (
            "once per image", False, "t2i_adapter", "t2i_condition"),
     Design("ControlNeXt-style", "controlnext", "Peng et al. 2024", "the first down block's output, cross-normalised",
            "every step", False, "controlnext", "controlnext_condition"),
+    Design("ControlNet-XS-style", "controlnet-xs", "Zavadski et al. 2023",
+           "every down block's and the middle block's output, read back by the control", "every step", True,
+           "controlnet_xs", "controlnet_xs_condition"),
     Design("IP-Adapter", "ip-adapter", "Ye et al. 2023", "extra tokens in every cross-attention (global)",
            "once per image", True, "ip_adapter", "ip_condition"),
 )}
@@ -53,10 +56,12 @@ def of(module) -> Design:
     """The design a trained module belongs to (by its class)."""
     from diffusers import T2IAdapter
 
+    from .controlnet_xs import ControlNetXS
     from .controlnext import ControlNeXt
     from .ip_adapter import IPAdapter
 
-    for cls, name in ((T2IAdapter, "T2I-Adapter"), (ControlNeXt, "ControlNeXt-style"), (IPAdapter, "IP-Adapter")):
+    for cls, name in ((T2IAdapter, "T2I-Adapter"), (ControlNeXt, "ControlNeXt-style"),
+                      (ControlNetXS, "ControlNet-XS-style"), (IPAdapter, "IP-Adapter")):
         if isinstance(module, cls):
             return DESIGNS[name]
     return DESIGNS["ControlNet"]  # a ControlNet, a variant of it, a MultiControlNet or a concat model

@@ -28,7 +28,8 @@ A T2I-Adapter (`t2i_adapter`, `t2i_condition`: zc/t2i_adapter.py) reads its cond
 loop; its features, times `adapter_conditioning_scale`, are added inside the UNet's down blocks at
 every step and in both branches, as in diffusers' StableDiffusionAdapterPipeline. A ControlNeXt-style
 branch (`controlnext`, `controlnext_condition`: zc/controlnext.py) runs at every step, in both branches,
-and adds to the first down block's output.
+and adds to the first down block's output; a ControlNet-XS-style control (`controlnet_xs`,
+`controlnet_xs_condition`: zc/controlnet_xs.py) runs beside every down block and the middle block.
 """
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def sample(
     adapter_conditioning_scale: float = 1.0,  # multiplies the T2I-Adapter's features
     controlnext=None,  # a zc.controlnext.ControlNeXt: a small branch added after the first down block
     controlnext_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the condition it reads
+    controlnet_xs=None,  # a zc.controlnet_xs.ControlNetXS: a narrow control beside the encoder, both ways
+    controlnet_xs_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the condition it reads
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]."""
     from diffusers.utils.torch_utils import randn_tensor
@@ -90,7 +93,7 @@ def sample(
     concat = isinstance(controlnet, ConcatConditioned)  # a fine-tuned UNet that reads the condition itself
     if concat and (guess_mode or cfg_rw):
         raise ValueError("guess_mode and cfg_rw weight ControlNet residuals; a ConcatConditioned model has none")
-    if concat and (ip_adapter is not None or t2i_adapter is not None or controlnext is not None):
+    if concat and any(a is not None for a in (ip_adapter, t2i_adapter, controlnext, controlnet_xs)):
         raise ValueError("a ConcatConditioned model calls its own UNet; it cannot take an adapter")
     if cfg_rw not in (False, True, "literal", "normalised"):
         raise ValueError(f"cfg_rw must be False, True / 'literal' or 'normalised', got {cfg_rw!r}")
@@ -153,14 +156,15 @@ def sample(
         if do_cfg:  # the same features in both branches
             intrablock = [torch.cat([f, f]) for f in intrablock]
 
-    hooked = contextlib.nullcontext()  # the ControlNeXt branch, hooked into the first down block
-    if (controlnext is None) != (controlnext_condition is None):
-        raise ValueError("controlnext and controlnext_condition go together: pass both or neither")
-    if controlnext is not None:
-        check_condition(controlnext_condition, (batch, controlnext.config.conditioning_channels, size, size),
-                        "controlnext_condition")
-        c = controlnext_condition.to(device)
-        hooked = controlnext.attached(pipe.unet, torch.cat([c, c]) if do_cfg else c)
+    hooked = []  # branches that hook into the UNet's blocks (ControlNeXt, XS), with their conditions
+    for name, branch, c in (("controlnext", controlnext, controlnext_condition),
+                            ("controlnet_xs", controlnet_xs, controlnet_xs_condition)):
+        if (branch is None) != (c is None):
+            raise ValueError(f"{name} and {name}_condition go together: pass both or neither")
+        if branch is not None:
+            check_condition(c, (batch, branch.config.conditioning_channels, size, size), f"{name}_condition")
+            c = c.to(device)
+            hooked.append((branch, torch.cat([c, c]) if do_cfg else c))
 
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
@@ -169,7 +173,9 @@ def sample(
     step_args = inspect.signature(scheduler.step).parameters  # eta (DDIM) and generator, where taken
     extra = {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in step_args}
 
-    with attached, hooked:  # the IP-Adapter's processors, the ControlNeXt hook: in the UNet for the loop only
+    with attached, contextlib.ExitStack() as hooks:  # the IP-Adapter's processors, the hooks: for the loop only
+        for branch, c in hooked:
+            hooks.enter_context(branch.attached(pipe.unet, c))
         for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling")):
             model_in = torch.cat([latents] * 2) if do_cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)

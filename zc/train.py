@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import conditions, designs, t2i_adapter
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
+from .controlnet_xs import ControlNetXS, XSConditioned
 from .controlnext import ControlNeXt, NeXtConditioned
 from .fill50k import Fill50k
 from .ip_adapter import IPAdapter, IPAdapterConditioned
@@ -41,7 +42,7 @@ from .training_utils import atomic_write, has_checkpoint, hide_bar, load_checkpo
 from .variants import ConcatConditioned
 
 
-ADAPTERS = ("ip-adapter", "t2i-adapter", "controlnext")  # what trains beside the locked UNet instead of a ControlNet
+ADAPTERS = ("ip-adapter", "t2i-adapter", "controlnext", "controlnet-xs")  # what trains beside the locked UNet instead of a ControlNet
 
 
 @dataclass
@@ -72,7 +73,8 @@ class TrainConfig:
     architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned);
     # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked;
     # "t2i-adapter": a conv pyramid run once, added inside the down blocks (t2i_adapter.py), the UNet locked;
-    # "controlnext": a small branch added after the first down block, cross-normalised (controlnext.py)
+    # "controlnext": a small branch added after the first down block, cross-normalised (controlnext.py);
+    # "controlnet-xs": a narrow control beside every encoder block, both ways (controlnet_xs.py)
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
@@ -200,6 +202,9 @@ def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torc
     elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
         controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
         model = NeXtConditioned(pipe.unet, controlnet)
+    elif cfg.architecture == "controlnet-xs":  # no copy: a narrow control that reads and corrects every block
+        controlnet = ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        model = XSConditioned(pipe.unet, controlnet)
     else:
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
                                              conditioning_channels=channels,
@@ -351,7 +356,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
                                   cfg.batches)))
     score = conditions.get(cfg.condition).score
-    what = {"ip-adapter": "IP-Adapter", "t2i-adapter": "T2I-Adapter", "controlnext": "ControlNeXt"}.get(
+    what = {"ip-adapter": "IP-Adapter", "t2i-adapter": "T2I-Adapter", "controlnext": "ControlNeXt",
+            "controlnet-xs": "ControlNet-XS"}.get(
         cfg.architecture, "ControlNet")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {what}",
                **hide_bar(not accelerator.is_local_main_process))
@@ -479,7 +485,7 @@ def _net(model):
     """What the loop trains: the ControlNet inside a ControlledUNet, an adapter or branch, or the concat model."""
     if isinstance(model, ControlledUNet):
         return model.controlnet
-    if isinstance(model, NeXtConditioned):
+    if isinstance(model, (NeXtConditioned, XSConditioned)):
         return model.branch
     return model.adapter if isinstance(model, (IPAdapterConditioned, AdapterConditioned)) else model
 

@@ -1,0 +1,89 @@
+"""The ControlNet-XS-style control (zc/controlnet_xs.py): exactly the SD at init, information both
+ways at every block, its size, sampling and training through zc."""
+import pytest
+import torch
+
+import zc
+from zc import train as zt
+from zc.controlnet_xs import ControlNetXS, XSConditioned
+from zc.fill50k import Fill50k
+from zc.sample import sample
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return zc.load_sd()
+
+
+def _inputs(pipe, n=2, seed=1):
+    data = Fill50k.generate(n, seed=seed, split="test")
+    z = torch.randn(n, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(seed))
+    return data, z, pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
+
+
+def _wake(convs, seed):  # zero convolutions as after some training
+    g = torch.Generator().manual_seed(seed)
+    for m in convs:
+        m.weight.data = torch.randn(m.weight.shape, generator=g) * 0.05
+
+
+def test_information_flows_both_ways_at_every_block(pipe):
+    xs = ControlNetXS.for_pipeline(pipe).eval()
+    data, z, text = _inputs(pipe)
+    calls = []
+    hooks = [b.register_forward_hook(lambda m, a, o: calls.append(type(m).__name__)) for b in [*xs.blocks, xs.mid_block]]
+    model = XSConditioned(pipe.unet, xs)
+    with torch.no_grad():
+        alone = pipe.unet(z, 300, encoder_hidden_states=text).sample
+        assert torch.equal(model(z, 300, text, data.conditions()), alone)  # zero convs: exactly the SD
+        _wake([*xs.ctrl_to_base, *xs.base_to_ctrl, xs.controlnet_cond_embedding.conv_out], 0)
+        both = model(z, 300, text, data.conditions())
+        _wake(xs.base_to_ctrl, 1)  # another base -> control path: the output moves, so the control reads the base
+        other_read = model(z, 300, text, data.conditions())
+        for m in xs.ctrl_to_base:
+            m.weight.data.zero_()  # no control -> base path: back to the SD alone
+        silent = model(z, 300, text, data.conditions())
+    for h in hooks:
+        h.remove()
+    assert calls[: len(xs.blocks) + 1] == [type(b).__name__ for b in xs.blocks] + ["UNetMidBlock2DCrossAttn"]
+    assert (both - alone).abs().max() > 1e-4 and (other_read - both).abs().max() > 1e-5
+    assert torch.equal(silent, alone)
+
+
+def test_sampling_at_init_is_the_sd_alone_and_inputs_are_checked(pipe):
+    xs = ControlNetXS.for_pipeline(pipe).eval()
+    data = Fill50k.generate(2, seed=2, split="test")
+    kw = dict(num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    plain = sample(pipe, None, data.prompts, None, **kw)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    assert torch.equal(sample(pipe, None, data.prompts, None, controlnet_xs=xs,
+                              controlnet_xs_condition=data.conditions(), **kw), plain)
+    with pytest.raises(ValueError, match="controlnet_xs and controlnet_xs_condition go together"):
+        sample(pipe, None, data.prompts, None, num_inference_steps=2, controlnet_xs=xs)
+
+
+def test_it_is_a_few_percent_of_the_unet_at_sd15_size():
+    from types import SimpleNamespace
+
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(zc.sd.SD15_UNET)
+        xs = ControlNetXS.for_pipeline(SimpleNamespace(unet=unet, vae_scale_factor=8))
+    n, total = sum(p.numel() for p in xs.parameters()), sum(p.numel() for p in unet.parameters())
+    assert n < 0.05 * total, n / total  # the paper: 1.6%; a ControlNet: 42%
+    assert [type(b).__name__ for b in xs.blocks] == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+
+
+def test_zc_train_trains_the_control_alone_and_saves_it(pipe, tmp_path):
+    unet_before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    cfg = zt.TrainConfig.preset("tiny", architecture="controlnet-xs", steps=3, eval_every=3, device="cpu",
+                                out=str(tmp_path))
+    r = zt.train(cfg, pipe=pipe)
+    assert isinstance(r.controlnet, ControlNetXS) and r.folder.name == "controlnet-xs"
+    fresh = ControlNetXS.for_pipeline(pipe, seed=cfg.seed).state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in r.controlnet.state_dict().items())
+    assert all(torch.equal(v, unet_before[k]) for k, v in pipe.unet.state_dict().items())
+    loaded = ControlNetXS.from_pretrained(r.folder)
+    assert all(torch.equal(v, r.controlnet.state_dict()[k]) for k, v in loaded.state_dict().items())
