@@ -18,6 +18,8 @@ by: a gain in shape IoU is partly the reward read back, and the measures the rew
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -108,3 +110,24 @@ def reward_loss(pipe, segmenter: ShapeSegmenter, x0_latents: torch.Tensor, masks
     images = pipe.vae.decode(x0_latents / pipe.vae.config.scaling_factor).sample  # (B, 3, H, W) in ~[-1, 1]
     logits = segmenter((images.float() / 2 + 0.5).clamp(0, 1))
     return F.binary_cross_entropy_with_logits(logits, masks.to(logits.device).float())
+
+
+SHIPPED = Path(__file__).parent / "weights" / "shape-segmenter"
+
+
+def load_segmenter() -> ShapeSegmenter:
+    """The shipped segmenter (train_segmenter() with its defaults: scripts/train_segmenter.py), or a
+    freshly trained one where it is missing (about a minute on a CPU)."""
+    if (SHIPPED / "config.json").is_file():
+        return ShapeSegmenter.from_pretrained(SHIPPED).eval()
+    return train_segmenter()
+
+
+def condition_masks(condition: str, sources: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: the shape a condition image says should be drawn (the segmenter's target)."""
+    from .fill50k import disc_masks
+
+    if condition in ("outline", "fill50k"):
+        return disc_masks(sources)  # any closed outline: its inside, flood-filled
+    raise ValueError(f"the reward compares the drawn shape with the shape an outline implies: it is defined "
+                     f"for the outline condition (fill50k), not {condition!r}")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import conditions, designs, t2i_adapter
+from . import conditions, designs, reward, t2i_adapter
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
 from .controlnet_xs import ControlNetXS, XSConditioned
@@ -78,6 +78,9 @@ class TrainConfig:
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
+    init: str = ""  # a trained ControlNet folder to start from instead of a copy of the UNet (fine-tuning it)
+    reward_weight: float = 0.0  # ControlNet++'s cycle-consistency loss, times this (reward.py); 0: off
+    reward_t_max: int = 200  # the reward only where t < this: the one-step estimate of the image is good there
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
     gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
     eval_every: int = 250  # steps between fidelity measurements (0: never); 10x denser before the first one
@@ -205,6 +208,10 @@ def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torc
     elif cfg.architecture == "controlnet-xs":  # no copy: a narrow control that reads and corrects every block
         controlnet = ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
         model = XSConditioned(pipe.unet, controlnet)
+    elif cfg.init:  # fine-tune a trained ControlNet (ControlNet++ starts from one)
+        controlnet = ControlNet.from_pretrained(cfg.init).to(device, torch.float32)
+        controlnet.check_unet(pipe.unet)
+        model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
     else:
         controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
                                              conditioning_channels=channels,
@@ -329,6 +336,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     torch.manual_seed(cfg.seed)
     channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
     controlnet, model = build(cfg, pipe, channels, device)
+    segmenter = None  # ControlNet++'s frozen condition extractor, when the reward is on
+    if cfg.reward_weight > 0:
+        segmenter = reward.load_segmenter().to(device).requires_grad_(False)
+        pipe.vae.requires_grad_(False)  # the gradient goes through the decoder, not into it
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
         (pipe.unet if cfg.architecture in ADAPTERS + ("concat",) else controlnet).enable_gradient_checkpointing()
     controlnet.train()
@@ -396,6 +407,12 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                     with accelerator.autocast():
                         pred = model(noisy, t, text, cond)
                     loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
+                    near = t < cfg.reward_t_max  # ControlNet++: the reward where the one-step image is good
+                    if segmenter is not None and near.any():
+                        x0 = reward.predicted_x0(noise_scheduler, noisy[near], pred[near].float(), t[near])
+                        masks = reward.condition_masks(cfg.condition, b["sources"][near.cpu()])
+                        loss = loss + cfg.reward_weight * reward.reward_loss(pipe, segmenter, x0.to(pipe.vae.dtype),
+                                                                             masks)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
                                                  "--mixed-precision no / bf16 instead of fp16")
