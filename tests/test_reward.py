@@ -62,3 +62,12 @@ def test_zc_train_fine_tunes_a_trained_controlnet_with_the_reward(tmp_path):
     plain = zt.train(zt.TrainConfig.preset("tiny", init=str(shipped), steps=2, eval_every=0, device="cpu",
                                            out=str(tmp_path / "plain")), pipe=zc.load_sd())
     assert r.history[0]["loss"] > plain.history[0]["loss"]  # the reward term adds to the same batch's loss
+
+
+def test_the_reward_is_refused_where_it_is_undefined(tmp_path):
+    with pytest.raises(ValueError, match="outline condition"):
+        zt.train(zt.TrainConfig.preset("tiny", condition="keypoints", reward_weight=1.0, device="cpu",
+                                       out=str(tmp_path / "k")), pipe=zc.load_sd())
+    with pytest.raises(ValueError, match="condition_dropout"):
+        zt.train(zt.TrainConfig.preset("tiny", reward_weight=1.0, condition_dropout=0.5, device="cpu",
+                                       out=str(tmp_path / "d")), pipe=zc.load_sd())

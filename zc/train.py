@@ -338,6 +338,10 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     controlnet, model = build(cfg, pipe, channels, device)
     segmenter = None  # ControlNet++'s frozen condition extractor, when the reward is on
     if cfg.reward_weight > 0:
+        if cfg.condition_dropout > 0:
+            raise ValueError("reward_weight with condition_dropout: the reward would ask for the shape of a condition "
+                             "the model was not shown; use one or the other")
+        reward.condition_masks(cfg.condition, eval_set.batch([0], targets=False)["sources"])  # ValueError if undefined
         segmenter = reward.load_segmenter().to(device).requires_grad_(False)
         pipe.vae.requires_grad_(False)  # the gradient goes through the decoder, not into it
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
