@@ -1,0 +1,39 @@
+"""Every design on an SD1.x that is not TinySD (the 'mini' stand-in: four levels, two layers a block,
+13 residuals, VAE x8 at 128 px, ε-prediction): nothing may assume TinySD's sizes."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zc
+from zc import designs
+from zc import train as zt
+from zc.fill50k import Fill50k
+from zc.sample import sample
+from zc.sd import build_sd15_standin
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return build_sd15_standin(tmp_path_factory.mktemp("sd") / "mini", scale="mini", dtype=torch.float32)
+
+
+@pytest.mark.parametrize("name", [n for n in designs.DESIGNS if n not in ("T2I-Adapter", "UNet fine-tuned, concat")])
+def test_each_design_trains_a_step_and_samples_on_an_sd_that_is_not_tinysd(mini, name):
+    pipe = zc.load_sd(mini)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # 128
+    data = Fill50k.generate(2, size=size, seed=1)
+    module, model = zt.build(zt.TrainConfig(architecture=designs.get(name).architecture), pipe, 3)
+    z = torch.randn(2, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+    text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
+    F.mse_loss(model(z, torch.tensor([10, 900]), text, data.conditions()), z).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    x = sample(pipe, prompts=data.prompts, num_inference_steps=2, **designs.sample_kwargs(module.eval(),
+                                                                                           data.conditions()))
+    assert x.shape == (2, 3, size, size) and torch.isfinite(x).all()
+
+
+def test_a_t2i_adapter_that_no_diffusers_layout_fits_is_refused_by_name(mini):
+    """The mini UNet starts with a plain DownBlock2D and has four levels: neither SD 1.5's adapter layout
+    nor SDXL's fits its block outputs, and zc says so rather than adding features of the wrong size."""
+    with pytest.raises(ValueError, match="neither of diffusers' T2I-Adapter layouts fits"):
+        zt.build(zt.TrainConfig(architecture="t2i-adapter"), zc.load_sd(mini), 3)
