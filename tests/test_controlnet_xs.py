@@ -5,7 +5,8 @@ import torch
 
 import zc
 from zc import train as zt
-from zc.controlnet_xs import ControlNetXS, XSConditioned
+from zc.controlled_unet import HookedConditioned
+from zc.controlnet_xs import ControlNetXS
 from zc.fill50k import Fill50k
 from zc.sample import sample
 
@@ -32,7 +33,7 @@ def test_information_flows_both_ways_at_every_block(pipe):
     data, z, text = _inputs(pipe)
     calls = []
     hooks = [b.register_forward_hook(lambda m, a, o: calls.append(type(m).__name__)) for b in [*xs.blocks, xs.mid_block]]
-    model = XSConditioned(pipe.unet, xs)
+    model = HookedConditioned(pipe.unet, xs)
     with torch.no_grad():
         alone = pipe.unet(z, 300, encoder_hidden_states=text).sample
         assert torch.equal(model(z, 300, text, data.conditions()), alone)  # zero convs: exactly the SD

@@ -5,7 +5,8 @@ import torch
 
 import zc
 from zc import train as zt
-from zc.controlnext import ControlNeXt, NeXtConditioned, cross_normalise
+from zc.controlled_unet import HookedConditioned
+from zc.controlnext import ControlNeXt, cross_normalise
 from zc.fill50k import Fill50k
 from zc.sample import sample
 
@@ -34,7 +35,7 @@ def test_at_init_the_branch_moves_the_unet_and_enters_at_one_point(pipe):
     hook = branch.register_forward_hook(lambda m, a, o: calls.append(o.shape))
     with torch.no_grad():
         plain = pipe.unet(z, 500, encoder_hidden_states=text).sample
-        moved = NeXtConditioned(pipe.unet, branch)(z, 500, text, data.conditions())
+        moved = HookedConditioned(pipe.unet, branch)(z, 500, text, data.conditions())
     hook.remove()
     # one call per UNet call, with the shape of the first down block's output (TinySD: 32 x 8 x 8)
     assert calls == [torch.Size([4, pipe.unet.config.block_out_channels[0], 8, 8])]

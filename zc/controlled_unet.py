@@ -86,3 +86,21 @@ class ControlledUNet(nn.Module):
             sample, timestep, encoder_hidden_states=encoder_hidden_states,
             down_block_additional_residuals=down, mid_block_additional_residual=mid,
         ).sample
+
+
+class HookedConditioned(nn.Module):
+    """The locked UNet with a branch that hooks into its blocks (zc.controlnext.ControlNeXt,
+    zc.controlnet_xs.ControlNetXS: each has `attached(unet, condition)`), called like ControlledUNet:
+    model(z_t, t, c_t, c) -> ε. Only the branch trains."""
+
+    def __init__(self, unet: nn.Module, branch: nn.Module):
+        super().__init__()
+        unet.requires_grad_(False)
+        self.unet, self.branch = unet, branch
+
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return [{"params": [p for p in self.branch.parameters() if p.requires_grad], "lr": lr}]
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+        with self.branch.attached(self.unet, controlnet_cond):
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample

@@ -127,19 +127,3 @@ class ControlNetXS(ModelMixin, ConfigMixin):
         finally:
             for h in handles:
                 h.remove()
-
-
-class XSConditioned(nn.Module):
-    """The locked UNet with a ControlNet-XS-style control, called like ControlledUNet."""
-
-    def __init__(self, unet: nn.Module, control: ControlNetXS):
-        super().__init__()
-        unet.requires_grad_(False)
-        self.unet, self.branch = unet, control
-
-    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
-        return [{"params": [p for p in self.branch.parameters() if p.requires_grad], "lr": lr}]
-
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
-        with self.branch.attached(self.unet, controlnet_cond):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample

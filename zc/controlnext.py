@@ -88,19 +88,3 @@ class ControlNeXt(ModelMixin, ConfigMixin):
             yield
         finally:
             handle.remove()
-
-
-class NeXtConditioned(nn.Module):
-    """The locked UNet with a ControlNeXt branch, called like ControlledUNet: model(z_t, t, c_t, c) -> ε."""
-
-    def __init__(self, unet: nn.Module, branch: ControlNeXt):
-        super().__init__()
-        unet.requires_grad_(False)
-        self.unet, self.branch = unet, branch
-
-    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
-        return [{"params": [p for p in self.branch.parameters() if p.requires_grad], "lr": lr}]
-
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
-        with self.branch.attached(self.unet, controlnet_cond):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample

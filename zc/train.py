@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import conditions, designs, reward, t2i_adapter
-from .controlled_unet import ControlledUNet
+from .controlled_unet import ControlledUNet, HookedConditioned
 from .controlnet import ControlNet
-from .controlnet_xs import ControlNetXS, XSConditioned
-from .controlnext import ControlNeXt, NeXtConditioned
+from .controlnet_xs import ControlNetXS
+from .controlnext import ControlNeXt
 from .fill50k import Fill50k
 from .ip_adapter import IPAdapter, IPAdapterConditioned
 from .latent_cache import LatentCache
@@ -204,10 +204,10 @@ def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torc
         model = AdapterConditioned(pipe.unet, controlnet)
     elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
         controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
-        model = NeXtConditioned(pipe.unet, controlnet)
+        model = HookedConditioned(pipe.unet, controlnet)
     elif cfg.architecture == "controlnet-xs":  # no copy: a narrow control that reads and corrects every block
         controlnet = ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
-        model = XSConditioned(pipe.unet, controlnet)
+        model = HookedConditioned(pipe.unet, controlnet)
     elif cfg.init:  # fine-tune a trained ControlNet (ControlNet++ starts from one)
         controlnet = ControlNet.from_pretrained(cfg.init).to(device, torch.float32)
         controlnet.check_unet(pipe.unet)
@@ -506,7 +506,7 @@ def _net(model):
     """What the loop trains: the ControlNet inside a ControlledUNet, an adapter or branch, or the concat model."""
     if isinstance(model, ControlledUNet):
         return model.controlnet
-    if isinstance(model, (NeXtConditioned, XSConditioned)):
+    if isinstance(model, HookedConditioned):
         return model.branch
     return model.adapter if isinstance(model, (IPAdapterConditioned, AdapterConditioned)) else model
 
