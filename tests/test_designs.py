@@ -38,3 +38,26 @@ def test_one_call_samples_any_design_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown design 'XS'.*T2I-Adapter"):
         designs.get("XS")
     assert "once per image" in designs.table()
+
+
+ALONGSIDE = [n for n, d in designs.DESIGNS.items() if d.sample_arg != "controlnet"]  # not a ControlNet
+
+
+@pytest.mark.parametrize("name", ALONGSIDE)
+def test_zc_train_trains_the_module_alone_and_saves_what_its_class_loads(name, tmp_path):
+    """T2I-Adapter, ControlNeXt, XS, IP-Adapter: only the module trains (the UNet stays locked), it is
+    evaluated through designs.sample_kwargs, and its folder loads back (T2I: into diffusers' class)."""
+    d = designs.get(name)
+    pipe = zc.load_sd()
+    unet_before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    cfg = zt.TrainConfig.preset("tiny", architecture=d.architecture, steps=3, eval_every=3, device="cpu",
+                                out=str(tmp_path))
+    fresh = zt.build(cfg, zc.load_sd())[0].state_dict()  # the run's own init
+    r = zt.train(cfg, pipe=pipe)
+    assert designs.of(r.controlnet) == d and r.folder.name == d.architecture
+    assert any(not torch.equal(v, fresh[k]) for k, v in r.controlnet.state_dict().items())  # trained
+    assert all(torch.equal(v, unet_before[k]) for k, v in pipe.unet.state_dict().items())  # the UNet is locked
+    loaded = type(r.controlnet).from_pretrained(r.folder)
+    assert all(torch.equal(v, r.controlnet.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history if "loss" in h)
+    assert any("shape_iou" in h for h in r.history)
