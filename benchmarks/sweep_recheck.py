@@ -5,6 +5,8 @@ and the claims table is computed from the stored rows and from the new ones, cla
 
     python benchmarks/sweep_recheck.py --condition outline \
         --runs ControlNet "condition added directly" "prompt dropout 0%" --seeds 0 1 2
+    python benchmarks/sweep_recheck.py --condition scribble --runs ControlNet "condition added directly"
+    python benchmarks/sweep_recheck.py --condition keypoints --runs ControlNet "condition added directly"
 
 Runs resume (the runner skips finished rows in --work); ~4.5 min a run on 2 CPU cores.
 """
@@ -34,8 +36,9 @@ def main(argv=None):
     ap.add_argument("--runs", nargs="+", default=["ControlNet", "condition added directly", "prompt dropout 0%"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work", default="runs/sweep-recheck", help="the new runs (resumable)")
-    ap.add_argument("--out", default="benchmarks/results/cpu/sweep_recheck.txt")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/cpu/sweep_recheck_<condition>.txt")
     args = ap.parse_args(argv)
+    args.out = args.out or f"benchmarks/results/cpu/sweep_recheck_{args.condition}.txt"
     ablations.main(["--preset", "cpu", "--conditions", args.condition, "--seeds", *map(str, args.seeds),
                     "--out", args.work, "--runs", *args.runs])
 
