@@ -62,6 +62,16 @@ def test_load_sd_default_and_errors(tmp_path, monkeypatch):
         zc.load_sd()
     with pytest.raises(FileNotFoundError, match="no Stable Diffusion folder"):
         zc.load_sd(str(tmp_path / "missing" / "sd"))
+    # 'runs/sd15' could be a hub id: when the hub cannot give it either, the error says it was read as both
+    from diffusers import StableDiffusionPipeline
+
+    def offline(*args, **kwargs):
+        raise OSError("Cannot load model runs/missing: the model is not fully cached locally")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"'runs/missing' is not a folder here \(relative paths start at"):
+        zc.load_sd("runs/missing")
 
 
 def test_tokenizer_build_is_deterministic_and_whole_word(pipe):

@@ -68,8 +68,16 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
     if not local.exists() and not looks_like_hub_id(where):
         raise FileNotFoundError(f"no Stable Diffusion folder at {where!r}; give a diffusers folder or a hub id "
                                 "like 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
-    pipe = StableDiffusionPipeline.from_pretrained(where, safety_checker=None, feature_extractor=None,
-                                                   requires_safety_checker=False, dtype=dtype)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(where, safety_checker=None, feature_extractor=None,
+                                                       requires_safety_checker=False, dtype=dtype)
+    except OSError as e:  # 'runs/sd15' read as a hub id: diffusers' message does not say it was a path too
+        if local.exists():
+            raise
+        raise FileNotFoundError(
+            f"{where!r} is not a folder here (relative paths start at {Path.cwd()}, a notebook's own folder in "
+            f"Jupyter) and not a model in the hub cache: give the folder's absolute path, or a hub id to "
+            f"download when online ({e.__class__.__name__}: {str(e)[:200]})") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
