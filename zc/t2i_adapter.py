@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 from diffusers import T2IAdapter
-from torch import nn
+
+from .controlled_unet import HookedConditioned
 
 
 def intrablock_shapes(unet, latent: int) -> list[tuple[int, int]]:
@@ -91,19 +92,12 @@ def features(adapter: T2IAdapter, condition: torch.Tensor, scale: float = 1.0) -
     return [f * scale for f in adapter(condition.to(dtype))]
 
 
-class AdapterConditioned(nn.Module):
-    """The locked UNet with a T2I-Adapter, called like ControlledUNet: model(z_t, t, c_t, c) -> ε.
-    Only the adapter trains; the gradient reaches it through the UNet's down blocks and decoder."""
-
-    def __init__(self, unet: nn.Module, adapter: T2IAdapter):
-        super().__init__()
-        unet.requires_grad_(False)
-        self.unet, self.adapter = unet, adapter
-
-    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
-        return [{"params": [p for p in self.adapter.parameters() if p.requires_grad], "lr": lr}]
+class AdapterConditioned(HookedConditioned):
+    """The locked UNet with a T2I-Adapter (`self.branch`), called like ControlledUNet: model(z_t, t, c_t, c)
+    -> ε. Only the adapter trains; the gradient reaches it through the UNet's down blocks and decoder.
+    Unlike the hooked branches it enters through the UNet's own argument, not a hook."""
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
-        feats = [f.to(sample.dtype) for f in features(self.adapter, controlnet_cond)]  # the UNet pops from this list
+        feats = [f.to(sample.dtype) for f in features(self.branch, controlnet_cond)]  # the UNet pops from this list
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                          down_intrablock_additional_residuals=feats).sample

@@ -506,9 +506,9 @@ def _net(model):
     """What the loop trains: the ControlNet inside a ControlledUNet, an adapter or branch, or the concat model."""
     if isinstance(model, ControlledUNet):
         return model.controlnet
-    if isinstance(model, HookedConditioned):
+    if isinstance(model, HookedConditioned):  # ControlNeXt, XS, and the T2I-Adapter (AdapterConditioned)
         return model.branch
-    return model.adapter if isinstance(model, (IPAdapterConditioned, AdapterConditioned)) else model
+    return model.adapter if isinstance(model, IPAdapterConditioned) else model
 
 
 def _trackers(report_to: str) -> list[str] | None:
