@@ -62,3 +62,60 @@ def test_zc_train_trains_the_module_alone_and_saves_what_its_class_loads(name, t
     assert all(torch.equal(v, r.controlnet.state_dict()[k]) for k, v in loaded.state_dict().items())
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history if "loss" in h)
     assert any("shape_iou" in h for h in r.history)
+
+
+def _perturbed(module, seed):
+    """A copy of `module` with every parameter moved by noise: an untrained zero-init module adds nothing."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return module.eval()
+
+
+@pytest.mark.parametrize("name", ["T2I-Adapter", "ControlNeXt-style", "ControlNet-XS-style"])
+def test_two_controls_of_one_design_compose_each_adding_its_own(name):
+    """zc.sample with a list of modules of one design: a second module changes the images (it is
+    attached), and a second one that adds nothing (scale 0 / a zero-init control) leaves them exactly
+    as the first alone; lists of unequal length are refused."""
+    pipe = zc.load_sd()
+    data = Fill50k.generate(2, seed=7, split="test")
+    c = data.conditions()
+    arch = designs.get(name).architecture
+    torch.manual_seed(0)
+    a = _perturbed(zt.build(zt.TrainConfig(architecture=arch), pipe)[0], 1)
+    b = _perturbed(zt.build(zt.TrainConfig(architecture=arch), pipe)[0], 2)
+
+    def run(modules, conds, **kw):
+        return sample(pipe, prompts=data.prompts, num_inference_steps=3,
+                      generator=torch.Generator().manual_seed(0), **designs.sample_kwargs(modules, conds), **kw)
+
+    alone = run(a, c)
+    both = run([a, b], [c, c])
+    assert (both - alone).abs().max() > 1e-3  # the second one is attached
+    if name == "T2I-Adapter":  # summed features, each scaled: a x1 + b x0 is a alone, a x0.5 twice is a x1
+        assert torch.allclose(run([a, b], [c, c], adapter_conditioning_scale=[1.0, 0.0]), alone, atol=1e-6)
+        assert torch.allclose(run([a, a], [c, c], adapter_conditioning_scale=[0.5, 0.5]), alone, atol=1e-5)
+    elif name == "ControlNet-XS-style":  # an untrained XS corrects by zero convs: nothing added
+        fresh = zt.build(zt.TrainConfig(architecture=arch), pipe)[0].eval()
+        assert torch.equal(run([a, fresh], [c, c]), alone)
+    with pytest.raises(ValueError, match="need a list of 2 condition batches"):
+        run([a, b], [c])
+
+
+def test_composition_scores_each_control_alone_and_both_with_their_own_measures(tmp_path):
+    pipe = zc.load_sd()
+    torch.manual_seed(0)
+    mods = {}
+    for c in ("outline", "keypoints"):
+        m = zt.build(zt.TrainConfig(architecture="controlnext"), pipe)[0]
+        m.save_pretrained(tmp_path / c)
+        mods[c] = designs.load("ControlNeXt-style", tmp_path / c)
+        assert all(torch.equal(v, m.state_dict()[k]) for k, v in mods[c].state_dict().items())
+    test = Fill50k.generate(2, seed=8, split="test")
+    out = designs.composition(pipe, mods, test, steps=2)
+    assert set(out) == {"outline alone", "keypoints alone", "both"}
+    assert set(out["both"]) == {"shape_iou", "keypoint_accuracy"}
+    assert all(0 <= v <= 1 for r in out.values() for v in r.values())
+    with pytest.raises(FileNotFoundError, match="--architecture t2i-adapter"):
+        designs.load("T2I-Adapter", tmp_path / "nothing")

@@ -67,12 +67,58 @@ def of(module) -> Design:
     return DESIGNS["ControlNet"]  # a ControlNet, a variant of it, a MultiControlNet or a concat model
 
 
+def load(name: str, folder, device="cpu"):
+    """A trained module of design `name` from the folder zc.train wrote (run/<architecture or controlnet>)."""
+    from pathlib import Path
+
+    from diffusers import T2IAdapter
+
+    from .controlnet import ControlNet
+    from .controlnet_xs import ControlNetXS
+    from .controlnext import ControlNeXt
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no trained module in {folder} (config.json missing): train it with "
+                                f"python -m zc.train --architecture {get(name).architecture}")
+    cls = {"T2I-Adapter": T2IAdapter, "ControlNeXt-style": ControlNeXt,
+           "ControlNet-XS-style": ControlNetXS}.get(name, ControlNet)
+    return cls.from_pretrained(folder).to(device).eval()
+
+
 def sample_kwargs(module, condition: torch.Tensor | None) -> dict:
-    """zc.sample's arguments for `module` reading `condition`: sample(pipe, prompts=..., **these)."""
-    d = of(module) if module is not None else DESIGNS["ControlNet"]
+    """zc.sample's arguments for `module` reading `condition`: sample(pipe, prompts=..., **these).
+    Lists of modules of one design with a list of conditions compose (zc.sample's docstring)."""
+    first = module[0] if isinstance(module, (list, tuple)) else module
+    d = of(first) if first is not None else DESIGNS["ControlNet"]
     kw = {"controlnet": None, "conditions": None}
     kw.update({d.sample_arg: module, d.condition_arg: condition if module is not None else None})
     return kw
+
+
+def composition(pipe, modules: dict, test, seed: int = 0, steps: int = 20) -> dict:
+    """Whether two controls of one design compose (the paper's §3.4 for ControlNets): `modules` maps
+    two conditions to their trained modules; `test` (a Fill50k) gives the scenes, and each module reads
+    its own condition drawn for them. With an empty prompt, each control alone and both together;
+    each condition's own measure (conditions.get(c).score) on each image set.
+    Returns {"<c> alone": {measure: score}, "both": {measure: score}}."""
+    from . import conditions
+    from .sample import sample
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    conds = {c: conditions.draw(c, test.scenes, size) for c in modules}
+    keys = [conditions.get(c).score for c in modules]
+    runs = {f"{c} alone": ([m], [conds[c]]) for c, m in modules.items()}
+    runs["both"] = (list(modules.values()), list(conds.values()))
+    out = {}
+    for label, (mods, cs) in runs.items():
+        single = len(mods) == 1
+        kw = sample_kwargs(mods[0] if single else mods, cs[0] if single else cs)
+        x = sample(pipe, prompts=[""] * len(test), num_inference_steps=steps,
+                   generator=torch.Generator().manual_seed(seed), **kw)
+        m = conditions.measure(x, test.scenes)
+        out[label] = {k: m[k] for k in keys}
+    return out
 
 
 def table() -> str:

@@ -76,13 +76,19 @@ def sample(
     ip_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the image the adapter reads
     t2i_adapter=None,  # a diffusers T2IAdapter (zc.t2i_adapter): features added inside the down blocks
     t2i_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the condition it reads, once
-    adapter_conditioning_scale: float = 1.0,  # multiplies the T2I-Adapter's features
+    adapter_conditioning_scale: float | Sequence[float] = 1.0,  # multiplies the T2I-Adapter's features
     controlnext=None,  # a zc.controlnext.ControlNeXt: a small branch added after the first down block
     controlnext_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the condition it reads
     controlnet_xs=None,  # a zc.controlnet_xs.ControlNetXS: a narrow control beside the encoder, both ways
     controlnet_xs_condition: torch.Tensor | None = None,  # (B, C, H, W) in [0, 1]: the condition it reads
 ) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1]."""
+    """Images (B, 3, H, W) in [0, 1].
+
+    Several controls of one design compose as the paper's §3.4 composes ControlNets: pass a list of
+    modules and a list of conditions, one each. ControlNets' residuals are summed (MultiControlNet);
+    T2I-Adapters' features are summed, each times its adapter_conditioning_scale (diffusers'
+    MultiAdapter with those weights); ControlNeXt / ControlNet-XS branches each hook into the UNet
+    in list order, each adding its own correction."""
     from diffusers.utils.torch_utils import randn_tensor
     from tqdm.auto import tqdm
 
@@ -149,10 +155,17 @@ def sample(
     if t2i_adapter is not None:
         from .t2i_adapter import check_unet, features
 
-        check_unet(t2i_adapter, pipe.unet, pipe.vae_scale_factor)
-        check_condition(t2i_condition, (batch, t2i_adapter.config.in_channels, size, size), "t2i_condition")
-        intrablock = [f.to(device, dtype) for f in features(t2i_adapter, t2i_condition.to(device),
-                                                              adapter_conditioning_scale)]
+        adapters, t2i_conds = _several("t2i_adapter", t2i_adapter, t2i_condition)
+        scales = list(adapter_conditioning_scale) if isinstance(adapter_conditioning_scale, (list, tuple)) \
+            else [adapter_conditioning_scale] * len(adapters)
+        if len(scales) != len(adapters):
+            raise ValueError(f"{len(adapters)} T2I-Adapters need {len(adapters)} adapter_conditioning_scale values")
+        for i, (adapter, c, s) in enumerate(zip(adapters, t2i_conds, scales)):
+            check_unet(adapter, pipe.unet, pipe.vae_scale_factor)
+            check_condition(c, (batch, adapter.config.in_channels, size, size),
+                            f"t2i_condition{f' [{i}]' if len(adapters) > 1 else ''}")
+            feats = [f.to(device, dtype) for f in features(adapter, c.to(device), s)]
+            intrablock = feats if intrablock is None else [a + b for a, b in zip(intrablock, feats)]  # summed
         if do_cfg:  # the same features in both branches
             intrablock = [torch.cat([f, f]) for f in intrablock]
 
@@ -162,9 +175,12 @@ def sample(
         if (branch is None) != (c is None):
             raise ValueError(f"{name} and {name}_condition go together: pass both or neither")
         if branch is not None:
-            check_condition(c, (batch, branch.config.conditioning_channels, size, size), f"{name}_condition")
-            c = c.to(device)
-            hooked.append((branch, torch.cat([c, c]) if do_cfg else c))
+            branches, conds_b = _several(name, branch, c)
+            for i, (b, cb) in enumerate(zip(branches, conds_b)):
+                check_condition(cb, (batch, b.config.conditioning_channels, size, size),
+                                f"{name}_condition{f' [{i}]' if len(branches) > 1 else ''}")
+                cb = cb.to(device)
+                hooked.append((b, torch.cat([cb, cb]) if do_cfg else cb))
 
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
@@ -213,6 +229,16 @@ def sample(
 
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     return (images / 2 + 0.5).clamp(0, 1).float().cpu()  # on the CPU, where every measure and plot works
+
+
+def _several(name: str, modules, conditions) -> tuple[list, list]:
+    """One module and its condition, or lists of both (composition), as two lists of equal length."""
+    if not isinstance(modules, (list, tuple)):
+        return [modules], [conditions]
+    conditions = list(conditions) if isinstance(conditions, (list, tuple)) else None
+    if conditions is None or len(conditions) != len(modules):
+        raise ValueError(f"{len(modules)} {name} modules need a list of {len(modules)} condition batches, one each")
+    return list(modules), conditions
 
 
 def cfg_rw_weights(sizes: Sequence[int], mode: bool | str = "literal") -> list[float]:
