@@ -214,3 +214,42 @@ def test_seeds_added_after_the_sweep_are_reported_but_do_not_decide(tmp_path):
     assert verdict(claims.paper_claims(rows(**three), results=tmp_path), "zero convs beat") == "inconclusive"
     assert "added later" not in next(r for r in claims.paper_claims(rows(**three), results=tmp_path)
                                      if r["claim"].startswith("zero convs beat"))["measured"]
+
+
+def test_successor_claims_flip_with_the_numbers():
+    """Chapter 12's rules: "comparable" holds for a tie and fails for a clear loss; a faster curve
+    reproduces "converges faster"; the speed claims follow the benchmark's ratio; composition holds
+    when both together keep each measure and fails when one drops; the reward claim needs a gain."""
+    def curve(name, level):  # one curve per seed rising to `level`
+        return [{"condition": "outline", "name": name, "seed": s, "step": st, "score": level * st / 100 + 0.01 * s}
+                for s in range(3) for st in (25, 50, 100)]
+
+    tie = rows("outline", **{"ControlNet": REF, "T2I-Adapter": shifted(0.0), "ControlNeXt-style": shifted(0.3)})
+    curves = curve("ControlNet", 0.5) + curve("ControlNeXt-style", 0.9)
+    speed = [{"design": "ControlNet", "train_s": 0.2, "image_s": 0.2},
+             {"design": "ControlNet-XS-style", "train_s": 0.19, "image_s": 0.105},
+             {"design": "T2I-Adapter", "train_s": 0.2, "image_s": 0.2}]
+    t = claims.successor_claims(tie, curves, speed)
+    assert verdict(t, "T2I-Adapter controls comparably") == "reproduced"
+    assert verdict(t, "ControlNeXt controls comparably") == "not reproduced"
+    assert verdict(t, "ControlNet-XS controls") == "not tested"
+    assert verdict(t, "ControlNeXt converges faster") == "reproduced"
+    assert verdict(t, "ControlNet-XS is about twice") == "reproduced"  # x1.90 >= 90% of x2
+    assert verdict(t, "T2I-Adapter runs once") == "not reproduced"  # no cheaper per image
+    slow = claims.successor_claims(tie, curves, [*speed[:1], {**speed[1], "image_s": 0.15}])
+    assert verdict(slow, "ControlNet-XS is about twice") == "partly"  # x1.33: faster, not twice
+    assert verdict(t, "reward fine-tuning") == "not tested"
+
+    def comp(drop):
+        return [{"design": "T2I-Adapter", "seed": s, "label": lab, "measure": m, "score": v - (drop if lab == "both" else 0)
+                + 0.01 * s * (lab == "both")} for s in range(3) for lab, m, v in
+                (("outline alone", "shape_iou", 0.8), ("keypoints alone", "keypoint_accuracy", 0.5),
+                 ("both", "shape_iou", 0.8), ("both", "keypoint_accuracy", 0.5))]
+    assert verdict(claims.successor_claims(tie, composition=comp(0.0)), "two T2I-Adapters") == "reproduced"
+    assert verdict(claims.successor_claims(tie, composition=comp(0.3)), "two T2I-Adapters") == "not reproduced"
+
+    def reward(gain):
+        return [{"run": run, "seed": s, "shape_iou_full": 0.7 + g + 0.01 * s, "shape_iou_none": 0.6 + g + 0.02 * s,
+                 "fill_accuracy": 0.9} for s in range(3) for run, g in (("more steps", 0.0), ("reward", gain))]
+    assert verdict(claims.successor_claims(tie, reward=reward(0.1)), "reward fine-tuning") == "reproduced"
+    assert verdict(claims.successor_claims(tie, reward=reward(0.0)), "reward fine-tuning") == "not reproduced"

@@ -342,3 +342,112 @@ def guidance_claim(guidance: list[dict]) -> dict:
 def format_claims(rows: list[dict]) -> str:
     width = max(len(r["claim"]) for r in rows)
     return "\n".join(f"{r['claim']:{width}s}  {r['condition']:10s}  {r['verdict']:15s}  {r['measured']}" for r in rows)
+
+
+# --- the successors' own claims (chapter 12), read from the same kind of sweep --------------------------------
+XS_SPEEDUP = 2.0  # Zavadski et al. 2023: ControlNet-XS about twice as fast as ControlNet at inference
+SUCCESSOR_COMPARABLE = [  # (claim, design): "control comparable to ControlNet's", each at a fraction of its size
+    ("T2I-Adapter controls comparably to ControlNet, far smaller (Mou et al. 2023)", "T2I-Adapter"),
+    ("ControlNet-XS controls as well as ControlNet with a few % of the UNet (Zavadski et al. 2023)",
+     "ControlNet-XS-style"),
+    ("ControlNeXt controls comparably to ControlNet with a fraction of its parameters (Peng et al. 2024)",
+     "ControlNeXt-style"),
+]
+SUCCESSOR_FASTER = [  # (claim, design): learns control faster than ControlNet (mean score over training)
+    ("ControlNeXt converges faster than ControlNet (Peng et al. 2024)", "ControlNeXt-style"),
+]
+
+
+def _speed_ratio(speed: list[dict], design: str, column: str) -> float | None:
+    """ControlNet's seconds over `design`'s in the side-by-side speed benchmark (> 1: the design is faster)."""
+    by = {r["design"]: r for r in speed}
+    if design not in by or "ControlNet" not in by:
+        return None
+    return by["ControlNet"][column] / by[design][column]
+
+
+def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: list[dict] | None = None,
+                     composition: list[dict] | None = None, reward: list[dict] | None = None) -> list[dict]:
+    """The successors' testable claims against the reference ControlNet trained in the same sweep.
+    rows / curves: the runner's results.csv / curves.csv (ControlNet and the successors, per condition);
+    speed: benchmarks/designs_speed.py's rows (interleaved rounds, one machine); composition: rows
+    {design, seed, label ("<condition> alone" / "both"), measure, score} (designs.composition per run);
+    reward: benchmarks/reward_finetune.py's rows. Rules: "comparable" by non_inferiority_verdict over the
+    four prompt settings (the successor minus ControlNet, paired by seed); "faster convergence" and
+    ControlNet++'s "better controllability" by interval_verdict; speed claims by the benchmark's ratio
+    (reproduced at >= 90% of the claimed factor, partly when faster at all (>= x1.05), not reproduced
+    otherwise); composition: each condition's measure with both controls at most a tie below its own
+    control alone (non_inferiority_verdict on both - alone)."""
+    from .ablations import difference_interval, paired_difference
+
+    out = []
+    registered = [r for r in rows if int(r["seed"]) < PREREGISTERED_SEEDS]
+    conds = list(dict.fromkeys(r.get("condition", "outline") for r in rows))
+    have = {(r.get("condition", "outline"), r["name"]) for r in rows}
+    for claim, design in SUCCESSOR_COMPARABLE:
+        tested = False
+        for cond in conds:
+            if {(cond, "ControlNet"), (cond, design)} <= have:
+                diffs = {p: paired_difference(registered, design, "ControlNet", p, cond) for p in SETTINGS}
+                out.append(_row(claim, f"{design} minus ControlNet: " + ", ".join(_fmt(p, d) for p, d in diffs.items())
+                                + f" ({diffs['none']['seeds']} seeds)", non_inferiority_verdict(list(diffs.values())), cond))
+                tested = True
+        if not tested:
+            out.append(_row(claim, f"no '{design}' run beside a ControlNet", "not tested"))
+    aucs = [r for r in auc_rows(curves or []) if int(r["seed"]) < PREREGISTERED_SEEDS]
+    for claim, design in SUCCESSOR_FASTER:
+        tested = False
+        for cond in dict.fromkeys(r["condition"] for r in aucs):
+            if {"ControlNet", design} <= {r["name"] for r in aucs if r["condition"] == cond}:
+                d = paired_difference(aucs, design, "ControlNet", "auc", cond)
+                out.append(_row(claim, f"{design} minus ControlNet, mean score over training (perfect prompt): "
+                                f"{_fmt('', d).strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
+                tested = True
+        if not tested:
+            out.append(_row(claim, f"no '{design}' training curve", "not tested"))
+
+    for claim, design, column, factor in (
+            ("ControlNet-XS is about twice as fast as ControlNet at inference (Zavadski et al. 2023)",
+             "ControlNet-XS-style", "image_s", XS_SPEEDUP),
+            ("T2I-Adapter runs once per image, so its control costs less per image than ControlNet's (Mou et al. 2023)",
+             "T2I-Adapter", "image_s", None)):
+        ratio = _speed_ratio(speed or [], design, column)
+        if ratio is None:
+            out.append(_row(claim, "no side-by-side speed benchmark", "not tested"))
+            continue
+        train = _speed_ratio(speed, design, "train_s")
+        needed = 0.9 * factor if factor else 1.05  # a claimed factor, or "costs less" at all
+        verdict = "reproduced" if ratio >= needed else "partly" if ratio >= 1.05 else "not reproduced"
+        out.append(_row(claim, f"ControlNet's seconds over {design}'s: per image x{ratio:.2f}, per training step "
+                        f"x{train:.2f} (benchmarks/designs_speed.py, TinySD on the CPU)", verdict))
+
+    if composition:
+        by = {}
+        for r in composition:
+            by.setdefault(r["design"], {}).setdefault((r["label"], r["measure"]), {})[int(r["seed"])] = float(r["score"])
+        for design, cells in by.items():
+            diffs, parts = [], []
+            for (label, measure), scores in cells.items():
+                if label == "both":
+                    alone = next(v for (lab, m), v in cells.items() if m == measure and lab != "both")
+                    seeds = sorted(set(scores) & set(alone))
+                    d = difference_interval([scores[s] - alone[s] for s in seeds])
+                    diffs.append(d)
+                    parts.append(_fmt(measure, d))
+            out.append(_row(f"two {design}s trained apart compose (each condition's measure, both minus alone)",
+                            ", ".join(parts) + f" ({diffs[0]['seeds']} seeds)", non_inferiority_verdict(diffs)))
+    claim = "reward fine-tuning (ControlNet++) improves controllability (Li et al. 2024)"
+    if reward:
+        seeds = sorted({int(r["seed"]) for r in reward if r["run"] == "reward"})
+        val = {(r["run"], int(r["seed"]), k): float(r[k]) for r in reward for k in r if k not in ("run", "seed")}
+        diffs = {k: difference_interval([val["reward", s, k] - val["more steps", s, k] for s in seeds])
+                 for k in ("shape_iou_full", "shape_iou_none")}
+        fill = difference_interval([val["reward", s, "fill_accuracy"] - val["more steps", s, "fill_accuracy"]
+                                    for s in seeds])
+        out.append(_row(claim, "reward minus the same steps without it: "
+                        + ", ".join(_fmt(k.replace("shape_iou_", "shape IoU, prompt "), d) for k, d in diffs.items())
+                        + f"; its cost, {_fmt('fill accuracy', fill)} ({len(seeds)} seeds)",
+                        interval_verdict(list(diffs.values())), "outline"))
+    else:
+        out.append(_row(claim, "no reward fine-tuning run stored (benchmarks/reward_finetune.py)", "not tested"))
+    return out

@@ -127,3 +127,89 @@ def table() -> str:
     for d in DESIGNS.values():
         lines.append(f"{d.name:26s} {d.architecture:13s} {d.runs:15s} {'yes' if d.zero_init else 'no':9s}  {d.enters}")
     return "\n".join(lines)
+
+
+SUCCESSORS = ["ControlNet", "T2I-Adapter", "ControlNeXt-style", "ControlNet-XS-style"]  # the side-by-side's rows
+
+
+def side_by_side(rows: list[dict], speed: list[dict], settings=("none", "perfect")) -> list[dict]:
+    """One row per design of a sweep (the ablation runner's results.csv rows, every condition) joined
+    with what it costs (benchmarks/designs_speed.py rows: params, pct_unet, train_s, image_s): its
+    trainable parameters and % of the UNet, s per training step and per image (and x ControlNet's),
+    and per condition and prompt setting the final score's mean and 95% half-width over seeds."""
+    from .ablations import summarize
+
+    cost = {r["design"]: r for r in speed}
+    ref = cost.get("ControlNet")
+    summary = summarize(rows, settings)
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        c = cost.get(name, {})
+        row = {"design": name, "params": c.get("params"), "pct_unet": c.get("pct_unet"),
+               "train_s": c.get("train_s"), "image_s": c.get("image_s"),
+               "train_x": c["train_s"] / ref["train_s"] if c and ref else None,
+               "image_x": c["image_s"] / ref["image_s"] if c and ref else None, "scores": {}}
+        for s in summary:
+            if s["name"] == name:
+                row["scores"][s["condition"]] = {p: (s[p], s[p + "_ci"], s["seeds"]) for p in settings}
+        out.append(row)
+    return out
+
+
+def format_side_by_side(table: list[dict], settings=("none", "perfect")) -> str:
+    """The side-by-side as text that fits the book's width: what each design costs, then its score per
+    condition and prompt setting (mean ± 95% half-width over seeds; "—" where it has no run)."""
+    from .conditions import get as condition
+    from .conditions import name as measure_name
+
+    lines = [f"{'design':22s}{'trainable':>11s}{'% UNet':>8s}{'s/step':>8s}{'x':>6s}{'s/image':>9s}{'x':>6s}"]
+    for r in table:
+        lines.append(f"{r['design']:22s}" + (f"{r['params']:11,d}{r['pct_unet']:8.1f}{r['train_s']:8.3f}{r['train_x']:6.2f}"
+                                            f"{r['image_s']:9.3f}{r['image_x']:6.2f}" if r["params"] is not None
+                                            else f"{'(not timed)':>48s}"))
+    conds = list(dict.fromkeys(c for r in table for c in r["scores"]))
+    lines += ["", f"{'':22s}" + "".join(f"{c:^{14 * len(settings)}s}" for c in conds),
+              f"{'':22s}" + "".join(f"{'no prompt' if p == 'none' else p:>14s}" for _ in conds for p in settings)]
+    for r in table:
+        cells = []
+        for c in conds:
+            for p in settings:
+                m, half, n = r["scores"].get(c, {}).get(p, (None, None, 0))
+                cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} (1sd)")
+        lines.append(f"{r['design']:22s}" + "".join(cells))
+    keys = ", ".join(f"{c}: {measure_name(condition(c).score)}" for c in conds)
+    lines.append(f"(x: against ControlNet; scores {keys}, mean ± 95% half-width over seeds)")
+    return "\n".join(lines)
+
+
+def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | None = None):
+    """Two panels a reader takes in at a glance: each design's final score (one marker per condition,
+    95% interval as a bar) against its trainable parameters, and against its seconds per image.
+    `bounds`: {condition: (no control, ceiling)} drawn as dotted / dashed lines."""
+    import matplotlib.pyplot as plt
+
+    conds = list(dict.fromkeys(c for r in table for c in r["scores"]))
+    markers = dict(zip(conds, "osD^v"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, key, label in ((axes[0], "params", "trainable parameters (log scale)"),
+                           (axes[1], "image_s", "seconds per image (20 steps, CFG)")):
+        for i, r in enumerate(t for t in table if t[key] is not None):
+            for c in conds:
+                if c in r["scores"]:
+                    m, half, n = r["scores"][c][setting]
+                    ax.errorbar(r[key], m, yerr=half if n > 1 else None, fmt=markers[c], color=f"C{i}", capsize=3,
+                                label=f"{r['design']}, {c}")
+        for c, (low, high) in (bounds or {}).items():  # what each score sits between
+            for y, ls, what in ((low, ":", "no control"), (high, "--", "ceiling")):
+                ax.axhline(y, color="0.4", ls=ls, lw=1)
+                ax.annotate(f"{what}, {c}", (1, y), xycoords=("axes fraction", "data"), fontsize=7,
+                            ha="right", va="bottom", color="0.3")
+        ax.set_xlabel(label)
+        if key == "params":
+            ax.set_xscale("log")
+    axes[0].set_ylabel(f"score, {setting} prompt (held-out)")
+    axes[0].set_ylim(0, 1.05)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=4, loc="upper center")
+    fig.tight_layout(rect=(0, 0, 1, 0.82))
+    return fig

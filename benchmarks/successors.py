@@ -1,0 +1,97 @@
+"""ControlNet and its successors side by side (issue #27, chapter 12), from one sweep of the ablation runner:
+
+    python benchmarks/successors.py --runs runs/successors --out benchmarks/results/cpu/successors
+
+1. stores the sweep's results.csv and curves.csv (every design x condition x seed, zc.ablations' columns);
+2. whether two controls of each design compose: for each design and seed, its outline- and keypoints-trained
+   modules from that sweep, each alone and both together (designs.composition: empty prompt, 32 held-out
+   outline scenes, each condition's own measure) -> composition.txt / .json;
+3. the side-by-side table (designs.side_by_side: cost from designs_speed.json, score ± 95% interval per
+   condition) -> side_by_side.txt.
+Sampling only (minutes); the modules are read from --runs (and --more-runs, where the reference
+ControlNets of the same protocol were trained: the sweep recheck of issue #28).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _results  # noqa: E402
+
+import zc  # noqa: E402
+from zc import ablations, designs  # noqa: E402
+from zc.fill50k import Fill50k  # noqa: E402
+from zc.train import ADAPTERS  # noqa: E402
+
+
+def module_folder(dirs: list[Path], condition: str, design: str, seed: int) -> Path:
+    """The trained module of a sweep run (the runner's out/<condition>_<run>_seed<seed>/<architecture>)."""
+    arch = designs.get(design).architecture
+    sub = arch if arch in ADAPTERS else "controlnet"
+    for d in dirs:
+        folder = d / f"{condition}_{design.replace(' ', '_')}_seed{seed}" / sub
+        if (folder / "config.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no {design} trained on {condition} with seed {seed} in {[str(d) for d in dirs]}: "
+                            "run scripts/successors_sweep.sh first")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default="runs/successors", help="the sweep's folder (results.csv, curves.csv, runs)")
+    ap.add_argument("--more-runs", nargs="*", default=["runs/sweep-recheck"], help="other folders with runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--pair", nargs=2, default=["outline", "keypoints"], help="the two conditions composed")
+    ap.add_argument("--n-test", type=int, default=32)
+    ap.add_argument("--out", default="benchmarks/results/cpu/successors")
+    args = ap.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("results.csv", "curves.csv"):
+        shutil.copy(runs / f, out / f)
+    dirs = [runs, *map(Path, args.more_runs)]
+
+    pipe = zc.load_sd()
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    # the first condition's held-out scenes (outlines: circles, what its modules were trained on)
+    test = Fill50k.generate(args.n_test, size=size, seed=777, split="test", condition=args.pair[0])
+    rows = []
+    for design in designs.SUCCESSORS:
+        for seed in args.seeds:
+            mods = {c: designs.load(design, module_folder(dirs, c, design, seed)) for c in args.pair}
+            result = designs.composition(pipe, mods, test, seed=seed)
+            rows += [{"design": design, "seed": seed, "label": label, "measure": k, "score": round(v, 4)}
+                     for label, scores in result.items() for k, v in scores.items()]
+            print(design, seed, json.dumps(result))
+    cmd = f"$ python benchmarks/successors.py {' '.join(argv or sys.argv[1:])}".rstrip()
+    lines = [cmd, f"{_results.machine()}; TinySD; each design's {args.pair[0]} and {args.pair[1]} modules of one seed, "
+             f"alone and together, empty prompt, {args.n_test} held-out {args.pair[0]} scenes, 20 DDIM steps, CFG 5",
+             "", f"{'design':21s}{'measure':20s}{'alone':>16s}{'both':>16s}{'both - alone':>26s}"]
+    for design in designs.SUCCESSORS:
+        for c in args.pair:
+            key = zc.conditions.get(c).score
+            pick = {lab: {r["seed"]: r["score"] for r in rows if r["design"] == design and r["measure"] == key
+                          and r["label"] == lab} for lab in (f"{c} alone", "both")}
+            a, b = (ablations.t_interval(list(pick[lab].values())) for lab in (f"{c} alone", "both"))
+            d = ablations.difference_interval([pick["both"][s] - pick[f"{c} alone"][s] for s in args.seeds])
+            lines.append(f"{design:21s}{key:20s}{a[0]:10.3f} ±{a[1]:4.2f}{b[0]:10.3f} ±{b[1]:4.2f}"
+                         f"{d['mean']:+12.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+    lines.append("(mean ± 95% half-width over seeds; 'both': the two modules together, each reading its own condition)")
+    _results.write(out / "composition.txt", lines, rows)
+
+    speed = json.loads((Path(__file__).parent / "results" / "cpu" / "designs_speed.json").read_text())["rows"]
+    sweep = ablations.read_csv(out / "results.csv")
+    table = designs.format_side_by_side(designs.side_by_side(sweep, speed))
+    (out / "side_by_side.txt").write_text(
+        f"$ python benchmarks/successors.py (from {out / 'results.csv'} and ../designs_speed.json)\n"
+        f"{_results.machine()}; TinySD, the ablation runner's cpu preset (1000 steps, 5k pairs, 32 held-out scenes)\n\n"
+        + table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
