@@ -119,3 +119,24 @@ def test_composition_scores_each_control_alone_and_both_with_their_own_measures(
     assert all(0 <= v <= 1 for r in out.values() for v in r.values())
     with pytest.raises(FileNotFoundError, match="--architecture t2i-adapter"):
         designs.load("T2I-Adapter", tmp_path / "nothing")
+
+
+def test_the_wiring_is_drawn_from_the_unets_config_for_each_successor():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zc.sd import SD15_UNET
+
+    class Config:  # SD 1.5's four levels, without loading it
+        block_out_channels = SD15_UNET["block_out_channels"]
+
+    for name in designs.WIRING:
+        fig, ax = plt.subplots()
+        designs.draw_wiring(name, Config, ax)
+        labels = {t.get_text() for t in ax.texts}
+        assert {"enc L4", "dec L4", "middle"} <= labels and "enc L5" not in labels, name
+        plt.close(fig)
+    with pytest.raises(ValueError, match="no wiring drawn for 'IP-Adapter'"):
+        designs.draw_wiring("IP-Adapter", Config, plt.subplots()[1])

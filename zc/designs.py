@@ -213,3 +213,90 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
     fig.legend(handles, labels, fontsize=7, ncol=4, loc="upper center")
     fig.tight_layout(rect=(0, 0, 1, 0.82))
     return fig
+
+
+WIRING = {  # what each design changes in ControlNet's y_c = F(x; Θ) + Z(F(x + Z(c); Θc); Z), as a panel title
+    "ControlNet": "a trainable copy F(·; Θc) of the encoder;\nzero convs Z into every skip and the middle",
+    "T2I-Adapter": "a small pyramid A(c), run once per image\n(no z_t, t or text); added inside the encoder",
+    "ControlNeXt-style": "a small branch B(c, t), cross-normalised,\nadded at one point (the first block's output)",
+    "ControlNet-XS-style": "a narrow encoder beside the base, reading it (Z)\nand correcting it (Z) at every block",
+}
+
+
+def draw_wiring(name: str, unet_config, ax) -> None:
+    """Where design `name` meets the locked UNet, drawn as chapter 4 draws ControlNet (the paper's
+    Fig. 3): the locked encoder going down (blue), the middle block, the decoder going up with a skip
+    from each level, and the control (orange) with its arrows; "+" marks where something is added.
+    The levels come from the UNet's config (TinySD: 3, SD 1.5: 4)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    if name not in WIRING:
+        raise ValueError(f"no wiring drawn for {name!r}; choose from {list(WIRING)}")
+    locked, control, cond = "#cfe2f3", "#fce5cd", "#d9ead3"
+    n = len(unet_config.block_out_channels)
+
+    def box(x, y, w, text, colour, h=0.55):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, "round,pad=0.03", fc=colour, ec="0.3"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+
+    def arrow(a, b, plus=False, style="->", ls="-"):
+        ax.annotate("", b, a, arrowprops={"arrowstyle": style, "lw": 0.8, "color": "0.25", "ls": ls})
+        if plus:
+            ax.text(*b, "+", ha="center", va="center", fontsize=8, weight="bold",
+                    bbox={"boxstyle": "circle,pad=0.08", "fc": "white", "ec": "0.25"})
+
+    ys = [n - i for i in range(n)]  # level i's row; the middle block below the last
+    for i, y in enumerate(ys):
+        box(0, y, 1.1, f"enc L{i + 1}", locked)
+        box(3.2, y, 1.1, f"dec L{i + 1}", locked)
+        arrow((0.6, y), (2.6, y), ls="--")  # the skip
+        if i:
+            arrow((0, ys[i - 1] - 0.3), (0, y + 0.3))
+            arrow((3.2, y + 0.3), (3.2, ys[i - 1] - 0.3), style="<-")
+    box(1.6, 0, 1.1, "middle", locked)
+    arrow((0, ys[-1] - 0.3), (1.05, 0))
+    arrow((2.15, 0), (3.2, ys[-1] - 0.3))
+    box(0, n + 1, 0.9, "z_t", "white")
+    arrow((0, n + 0.7), (0, ys[0] + 0.3))
+    if name != "ControlNet":
+        box(-2.6, n + 1, 0.9, "c", cond)
+    if name == "ControlNet":  # the copy on the right, as chapter 4 draws it: z_t and c enter it at the top
+        for i, y in enumerate(ys):
+            box(5.3, y, 1.1, f"copy L{i + 1}", control)
+            arrow((4.75, y), (3.75, y), plus=True)  # Z(copy's feature) added to the skip this level receives
+            if i:
+                arrow((5.3, ys[i - 1] - 0.3), (5.3, y + 0.3))
+        box(5.3, 0, 1.1, "copy mid", control)
+        arrow((5.3, ys[-1] - 0.3), (5.3, 0.3))
+        arrow((4.75, 0), (2.15, 0), plus=True)
+        box(6.5, n + 1, 0.9, "c", cond)
+        arrow((6.5, n + 0.7), (5.3, ys[0] + 0.3), plus=True)
+        arrow((0.45, n + 1), (5.3, ys[0] + 0.3))  # z_t into the copy too
+    elif name == "T2I-Adapter":
+        for i, y in enumerate(ys):
+            box(-1.7, y, 1.1, f"adapter {i + 1}", control)
+            arrow((-1.15, y), (-0.55, y), plus=True)
+            if i:
+                arrow((-1.7, ys[i - 1] - 0.3), (-1.7, y + 0.3))
+        arrow((-2.6, n + 0.7), (-1.7, ys[0] + 0.3))
+        ax.text(-1.7, 0, "once per image", ha="center", fontsize=7, style="italic")
+    elif name == "ControlNeXt-style":
+        box(-1.7, ys[0], 1.1, "branch (c, t)", control)
+        arrow((-2.6, n + 0.7), (-1.7, ys[0] + 0.3))
+        arrow((-1.7, ys[0] - 0.3), (0, (ys[0] + ys[1]) / 2 if n > 1 else ys[0] - 0.5), plus=True)
+        ax.text(-1.7, ys[0] - 0.75, "cross-normalised", ha="center", fontsize=7, style="italic")
+    elif name == "ControlNet-XS-style":
+        for i, y in enumerate(ys):
+            box(-1.7, y, 0.8, f"xs {i + 1}", control)
+            arrow((-0.55, y + 0.1), (-1.3, y + 0.1))  # the control reads the base
+            arrow((-1.3, y - 0.1), (-0.55, y - 0.1), plus=True)  # and corrects it
+            if i:
+                arrow((-1.7, ys[i - 1] - 0.3), (-1.7, y + 0.3))
+        box(-1.7, 0, 0.8, "xs mid", control)
+        arrow((-1.3, 0), (1.05, 0), plus=True)
+        arrow((-1.7, ys[-1] - 0.3), (-1.7, 0.3))
+        arrow((-2.6, n + 0.7), (-1.7, ys[0] + 0.3))
+    ax.set_xlim((-0.8, 7.2) if name == "ControlNet" else (-3.3, 4.0))
+    ax.set_ylim(-0.6, n + 1.5)
+    ax.set_title(f"{name}: {WIRING[name]}", fontsize=8)
+    ax.axis("off")
