@@ -1,9 +1,11 @@
 import csv
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
+import zc
 from zc import ablations, metrics, shapes
 from zc.fidelity import shape_regions
 from zc.fill50k import Fill50k, disc_masks
@@ -204,3 +206,44 @@ def test_references_bracket_the_sweep_scores():
     assert all(0 <= by[ablations.NO_CONTROL, 0][p] < 1.0 for p in ablations.PROMPTS)
     summary = ablations.summarize(rows, ablations.PROMPTS)  # the chapter's table reads them like runs
     assert [s["name"] for s in summary] == [ablations.NO_CONTROL, ablations.CEILING]
+
+
+def test_successors_side_by_side_one_row_per_design_condition_and_seed(tmp_path, monkeypatch):
+    """Chapter 12's chain on a micro sweep: the runner trains every successor of the cpu preset on a dense
+    and a sparse condition and writes one row each with every column; the side-by-side joins them with
+    the speed rows; benchmarks/successors.py finds each trained module and composes the two of a design."""
+    import importlib.util
+
+    from zc import designs
+
+    base, runs = ablations.runs_for("cpu")
+    successors = [r for r in runs if r.group in ("reference", "successors")]
+    assert [r.name for r in successors] == designs.SUCCESSORS
+    micro = {"steps": 2, "batch": 2, "n_train": 8, "eval_every": 2, "eval_n": 2, "eval_steps": 2,
+             "checkpoint_every": 100, "device": "cpu"}
+    monkeypatch.setattr(ablations, "runs_for", lambda preset: (micro, successors))
+    for condition in ("outline", "keypoints"):
+        table = ablations.run_all("cpu", str(tmp_path), seeds=(0,), n_test=2, condition=condition, sample_steps=2)
+    rows = ablations.read_csv(table)
+    assert sorted((r["condition"], r["name"]) for r in rows) == sorted(
+        (c, n) for c in ("outline", "keypoints") for n in designs.SUCCESSORS)
+    for r in rows:
+        assert {"sec_per_step", "train_seconds", "base_colour_accuracy", *ablations.PROMPTS} <= set(r)
+        assert r["score"] == ("shape_iou" if r["condition"] == "outline" else "keypoint_accuracy")
+    speed = [{"design": n, "params": 1000 * (i + 1), "pct_unet": 1.0, "train_s": 0.1 * (i + 1), "image_s": 0.2}
+             for i, n in enumerate(designs.SUCCESSORS)]
+    side = designs.side_by_side(rows, speed)
+    assert [r["design"] for r in side] == designs.SUCCESSORS
+    assert side[1]["train_x"] == pytest.approx(2.0) and set(side[0]["scores"]) == {"outline", "keypoints"}
+    assert "keypoints" in designs.format_side_by_side(side)
+    spec = importlib.util.spec_from_file_location("successors", Path(__file__).parent.parent / "benchmarks" / "successors.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pipe = zc.load_sd()
+    test = Fill50k.generate(2, seed=777, split="test")
+    for name in designs.SUCCESSORS:
+        mods = {c: designs.load(name, bench.module_folder([tmp_path], c, name, 0)) for c in ("outline", "keypoints")}
+        out = designs.composition(pipe, mods, test, steps=2)
+        assert set(out) == {"outline alone", "keypoints alone", "both"}
+    with pytest.raises(FileNotFoundError, match="successors_sweep.sh"):
+        bench.module_folder([tmp_path], "outline", "T2I-Adapter", 5)
