@@ -16,19 +16,19 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/successors}
 RECHECK=${RECHECK:-runs/sweep-recheck}  # python benchmarks/sweep_recheck.py --condition outline|keypoints
 mkdir -p "$OUT"
-if [ ! -f "$OUT/results.csv" ]; then  # the reference rows and their caches, from the recheck
-  for c in outline keypoints; do for s in 0 1 2; do
-    [ -d "$OUT/cache_${c}_5000_seed$s" ] || cp -al "$RECHECK/cache_${c}_5000_seed$s" "$OUT/"
-  done; done
-  for f in results.csv curves.csv; do
-    $PY - "$RECHECK/$f" "$OUT/$f" <<'PY'
+for c in outline keypoints; do for s in 0 1 2; do  # the reference rows' latent caches, from the recheck
+  [ -d "$OUT/cache_${c}_5000_seed$s" ] || cp -al "$RECHECK/cache_${c}_5000_seed$s" "$OUT/"
+done; done
+for f in results.csv curves.csv; do  # and their rows, each file once (written whole, then moved in)
+  [ -f "$OUT/$f" ] && continue
+  $PY - "$RECHECK/$f" "$OUT/$f.part" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
 keep = [r for r in rows[1:] if r[rows[0].index("name")] == "ControlNet" and r[0] in ("outline", "keypoints")]
 csv.writer(open(sys.argv[2], "w", newline="")).writerows([rows[0], *keep])
 PY
-  done
-fi
+  mv "$OUT/$f.part" "$OUT/$f"
+done
 for condition in outline keypoints; do
   $PY -m zc.ablations --preset cpu --conditions "$condition" --seeds 0 1 2 --out "$OUT" \
       --runs ControlNet T2I-Adapter ControlNeXt-style ControlNet-XS-style

@@ -240,13 +240,17 @@ def test_successor_claims_flip_with_the_numbers():
     assert verdict(slow, "ControlNet-XS is about twice") == "partly"  # x1.33: faster, not twice
     assert verdict(t, "reward fine-tuning") == "not tested"
 
-    def comp(drop):
-        return [{"design": "T2I-Adapter", "seed": s, "label": lab, "measure": m, "score": v - (drop if lab == "both" else 0)
-                + 0.01 * s * (lab == "both")} for s in range(3) for lab, m, v in
-                (("outline alone", "shape_iou", 0.8), ("keypoints alone", "keypoint_accuracy", 0.5),
-                 ("both", "shape_iou", 0.8), ("both", "keypoint_accuracy", 0.5))]
+    def comp(drop, drop_keypoints=None):  # every measure under every label, as designs.composition writes them
+        scores = {("outline alone", "shape_iou"): 0.8, ("outline alone", "keypoint_accuracy"): 0.1,
+                  ("keypoints alone", "shape_iou"): 0.3, ("keypoints alone", "keypoint_accuracy"): 0.5,
+                  ("both", "shape_iou"): 0.8 - drop,
+                  ("both", "keypoint_accuracy"): 0.5 - (drop if drop_keypoints is None else drop_keypoints)}
+        return [{"design": "T2I-Adapter", "seed": s, "label": lab, "measure": m, "score": v + 0.01 * s * (lab == "both")}
+                for s in range(3) for (lab, m), v in scores.items()]
     assert verdict(claims.successor_claims(tie, composition=comp(0.0)), "two T2I-Adapters") == "reproduced"
     assert verdict(claims.successor_claims(tie, composition=comp(0.3)), "two T2I-Adapters") == "not reproduced"
+    # keypoints lost with both (0.5 -> 0.2): compared with the keypoints control alone, not the outline's 0.1
+    assert verdict(claims.successor_claims(tie, composition=comp(0.0, 0.3)), "two T2I-Adapters") == "partly"
 
     def reward(gain):
         return [{"run": run, "seed": s, "shape_iou_full": 0.7 + g + 0.01 * s, "shape_iou_none": 0.6 + g + 0.02 * s,

@@ -1,5 +1,7 @@
 """The registry of designs (zc/designs.py): each one's "starts as the SD alone" is measured, not
 assumed, and one evaluation path (designs.sample_kwargs) samples every kind of trained module."""
+import copy
+
 import pytest
 import torch
 
@@ -99,6 +101,10 @@ def test_two_controls_of_one_design_compose_each_adding_its_own(name):
     elif name == "ControlNet-XS-style":  # an untrained XS corrects by zero convs: nothing added
         fresh = zt.build(zt.TrainConfig(architecture=arch), pipe)[0].eval()
         assert torch.equal(run([a, fresh], [c, c]), alone)
+    else:  # a ControlNeXt branch at scale 0 adds nothing
+        silent = copy.deepcopy(b)
+        silent.register_to_config(scale=0.0)
+        assert torch.equal(run([a, silent], [c, c]), alone)
     with pytest.raises(ValueError, match="need a list of 2 condition batches"):
         run([a, b], [c])
 

@@ -379,6 +379,7 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
     otherwise); composition: each condition's measure with both controls at most a tie below its own
     control alone (non_inferiority_verdict on both - alone)."""
     from .ablations import difference_interval, paired_difference
+    from .conditions import get as get_condition
 
     out = []
     registered = [r for r in rows if int(r["seed"]) < PREREGISTERED_SEEDS]
@@ -428,8 +429,9 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
         for design, cells in by.items():
             diffs, parts = [], []
             for (label, measure), scores in cells.items():
-                if label == "both":
-                    alone = next(v for (lab, m), v in cells.items() if m == measure and lab != "both")
+                if label == "both":  # against the control of the condition this measure belongs to, alone
+                    own = {get_condition(lab.removesuffix(" alone")).score: lab for lab, _ in cells if lab != "both"}
+                    alone = cells[own[measure], measure]
                     seeds = sorted(set(scores) & set(alone))
                     d = difference_interval([scores[s] - alone[s] for s in seeds])
                     diffs.append(d)

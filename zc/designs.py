@@ -77,12 +77,15 @@ def load(name: str, folder, device="cpu"):
     from .controlnet_xs import ControlNetXS
     from .controlnext import ControlNeXt
 
+    design = get(name)  # a ValueError names the designs
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no trained module in {folder} (config.json missing): train it with "
-                                f"python -m zc.train --architecture {get(name).architecture}")
-    cls = {"T2I-Adapter": T2IAdapter, "ControlNeXt-style": ControlNeXt,
-           "ControlNet-XS-style": ControlNetXS}.get(name, ControlNet)
+                                f"python -m zc.train --architecture {design.architecture}")
+    from .ip_adapter import IPAdapter
+
+    cls = {"T2I-Adapter": T2IAdapter, "ControlNeXt-style": ControlNeXt, "ControlNet-XS-style": ControlNetXS,
+           "IP-Adapter": IPAdapter}.get(name, ControlNet)  # the rest are ControlNets (or variants of one)
     return cls.from_pretrained(folder).to(device).eval()
 
 
@@ -164,8 +167,9 @@ def format_side_by_side(table: list[dict], settings=("none", "perfect")) -> str:
 
     lines = [f"{'design':22s}{'trainable':>11s}{'% UNet':>8s}{'s/step':>8s}{'x':>6s}{'s/image':>9s}{'x':>6s}"]
     for r in table:
-        lines.append(f"{r['design']:22s}" + (f"{r['params']:11,d}{r['pct_unet']:8.1f}{r['train_s']:8.3f}{r['train_x']:6.2f}"
-                                            f"{r['image_s']:9.3f}{r['image_x']:6.2f}" if r["params"] is not None
+        x = [f"{v:6.2f}" if v is not None else f"{'—':>6s}" for v in (r["train_x"], r["image_x"])]
+        lines.append(f"{r['design']:22s}" + (f"{r['params']:11,d}{r['pct_unet']:8.1f}{r['train_s']:8.3f}{x[0]}"
+                                            f"{r['image_s']:9.3f}{x[1]}" if r["params"] is not None
                                             else f"{'(not timed)':>48s}"))
     conds = list(dict.fromkeys(c for r in table for c in r["scores"]))
     lines += ["", f"{'':22s}" + "".join(f"{c:^{14 * len(settings)}s}" for c in conds),
@@ -175,7 +179,7 @@ def format_side_by_side(table: list[dict], settings=("none", "perfect")) -> str:
         for c in conds:
             for p in settings:
                 m, half, n = r["scores"].get(c, {}).get(p, (None, None, 0))
-                cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} (1sd)")
+                cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} 1 run")
         lines.append(f"{r['design']:22s}" + "".join(cells))
     keys = ", ".join(f"{c}: {measure_name(condition(c).score)}" for c in conds)
     lines.append(f"(x: against ControlNet; scores {keys}, mean ± 95% half-width over seeds)")
@@ -191,14 +195,15 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
     conds = list(dict.fromkeys(c for r in table for c in r["scores"]))
     markers = dict(zip(conds, "osD^v"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    colour = {r["design"]: f"C{i}" for i, r in enumerate(table)}  # one colour per design in both panels
     for ax, key, label in ((axes[0], "params", "trainable parameters (log scale)"),
                            (axes[1], "image_s", "seconds per image (20 steps, CFG)")):
-        for i, r in enumerate(t for t in table if t[key] is not None):
+        for r in (t for t in table if t[key] is not None):
             for c in conds:
                 if c in r["scores"]:
                     m, half, n = r["scores"][c][setting]
-                    ax.errorbar(r[key], m, yerr=half if n > 1 else None, fmt=markers[c], color=f"C{i}", capsize=3,
-                                label=f"{r['design']}, {c}")
+                    ax.errorbar(r[key], m, yerr=half if n > 1 else None, fmt=markers[c], color=colour[r["design"]],
+                                capsize=3, label=f"{r['design']}, {c}")
         for c, (low, high) in (bounds or {}).items():  # what each score sits between
             for y, ls, what in ((low, ":", "no control"), (high, "--", "ceiling")):
                 ax.axhline(y, color="0.4", ls=ls, lw=1)

@@ -88,7 +88,8 @@ def sample(
     modules and a list of conditions, one each. ControlNets' residuals are summed (MultiControlNet);
     T2I-Adapters' features are summed, each times its adapter_conditioning_scale (diffusers'
     MultiAdapter with those weights); ControlNeXt / ControlNet-XS branches each hook into the UNet
-    in list order, each adding its own correction."""
+    in list order, each adding its own correction (a ControlNeXt branch is cross-normalised to the
+    features as the branches before it left them, so for ControlNeXt the order matters a little)."""
     from diffusers.utils.torch_utils import randn_tensor
     from tqdm.auto import tqdm
 
