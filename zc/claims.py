@@ -446,9 +446,12 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
                  for k in ("shape_iou_full", "shape_iou_none")}
         fill = difference_interval([val["reward", s, "fill_accuracy"] - val["more steps", s, "fill_accuracy"]
                                     for s in seeds])
-        out.append(_row(claim, "reward minus the same steps without it: "
-                        + ", ".join(_fmt(k.replace("shape_iou_", "shape IoU, prompt "), d) for k, d in diffs.items())
-                        + f"; its cost, {_fmt('fill accuracy', fill)} ({len(seeds)} seeds)",
+        def fmt3(what, d):  # three decimals: the differences are small
+            return f"{what} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+        out.append(_row(claim, "reward minus the same steps without it: shape IoU, "
+                        + ", ".join(fmt3(k.replace("shape_iou_", "prompt "), d) for k, d in diffs.items())
+                        + f"; its cost, {fmt3('fill accuracy', fill)} ({len(seeds)} seeds)",
                         interval_verdict(list(diffs.values())), "outline"))
     else:
         out.append(_row(claim, "no reward fine-tuning run stored (benchmarks/reward_finetune.py)", "not tested"))

@@ -212,11 +212,11 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
         ax.set_xlabel(label)
         if key == "params":
             ax.set_xscale("log")
-    axes[0].set_ylabel(f"score, {setting} prompt (held-out)")
+    axes[0].set_ylabel(f"score, {'no' if setting == 'none' else setting} prompt (held-out)")
     axes[0].set_ylim(0, 1.05)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, ncol=4, loc="upper center")
-    fig.tight_layout(rect=(0, 0, 1, 0.82))
+    fig.legend(handles, labels, fontsize=7, ncol=4, loc="lower center")  # below the panels, clear of the title
+    fig.tight_layout(rect=(0, 0.14, 1, 0.93))  # room for the legend below and a title above
     return fig
 
 

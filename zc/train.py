@@ -200,13 +200,13 @@ def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torc
         controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
         model = IPAdapterConditioned(pipe.unet, controlnet)
     elif cfg.architecture == "t2i-adapter":  # no ControlNet: a conv pyramid run once, added inside the down blocks
-        controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device).float()  # .float(): .to(dtype) makes diffusers warn
         model = AdapterConditioned(pipe.unet, controlnet)
     elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
-        controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device).float()
         model = HookedConditioned(pipe.unet, controlnet)
     elif cfg.architecture == "controlnet-xs":  # no copy: a narrow control that reads and corrects every block
-        controlnet = ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed).to(device, torch.float32)
+        controlnet = ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed).to(device).float()
         model = HookedConditioned(pipe.unet, controlnet)
     elif cfg.init:  # fine-tune a trained ControlNet (ControlNet++ starts from one)
         controlnet = ControlNet.from_pretrained(cfg.init).to(device, torch.float32)
