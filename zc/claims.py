@@ -428,9 +428,10 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
             by.setdefault(r["design"], {}).setdefault((r["label"], r["measure"]), {})[int(r["seed"])] = float(r["score"])
         for design, cells in by.items():
             diffs, parts = [], []
+            # each measure against the control of the condition it belongs to, alone
+            own = {get_condition(lab.removesuffix(" alone")).score: lab for lab, _ in cells if lab != "both"}
             for (label, measure), scores in cells.items():
-                if label == "both":  # against the control of the condition this measure belongs to, alone
-                    own = {get_condition(lab.removesuffix(" alone")).score: lab for lab, _ in cells if lab != "both"}
+                if label == "both":
                     alone = cells[own[measure], measure]
                     seeds = sorted(set(scores) & set(alone))
                     d = difference_interval([scores[s] - alone[s] for s in seeds])

@@ -52,16 +52,21 @@ def get(name: str) -> Design:
     return DESIGNS[name]
 
 
-def of(module) -> Design:
-    """The design a trained module belongs to (by its class)."""
+def _classes() -> dict:
+    """The class of each design's trained module that is not a ControlNet (the rest are ControlNets)."""
     from diffusers import T2IAdapter
 
     from .controlnet_xs import ControlNetXS
     from .controlnext import ControlNeXt
     from .ip_adapter import IPAdapter
 
-    for cls, name in ((T2IAdapter, "T2I-Adapter"), (ControlNeXt, "ControlNeXt-style"),
-                      (ControlNetXS, "ControlNet-XS-style"), (IPAdapter, "IP-Adapter")):
+    return {"T2I-Adapter": T2IAdapter, "ControlNeXt-style": ControlNeXt, "ControlNet-XS-style": ControlNetXS,
+            "IP-Adapter": IPAdapter}
+
+
+def of(module) -> Design:
+    """The design a trained module belongs to (by its class)."""
+    for name, cls in _classes().items():
         if isinstance(module, cls):
             return DESIGNS[name]
     return DESIGNS["ControlNet"]  # a ControlNet, a variant of it, a MultiControlNet or a concat model
@@ -71,21 +76,14 @@ def load(name: str, folder, device="cpu"):
     """A trained module of design `name` from the folder zc.train wrote (run/<architecture or controlnet>)."""
     from pathlib import Path
 
-    from diffusers import T2IAdapter
-
     from .controlnet import ControlNet
-    from .controlnet_xs import ControlNetXS
-    from .controlnext import ControlNeXt
 
     design = get(name)  # a ValueError names the designs
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no trained module in {folder} (config.json missing): train it with "
                                 f"python -m zc.train --architecture {design.architecture}")
-    from .ip_adapter import IPAdapter
-
-    cls = {"T2I-Adapter": T2IAdapter, "ControlNeXt-style": ControlNeXt, "ControlNet-XS-style": ControlNetXS,
-           "IP-Adapter": IPAdapter}.get(name, ControlNet)  # the rest are ControlNets (or variants of one)
+    cls = _classes().get(name, ControlNet)  # the rest are ControlNets (or variants of one)
     return cls.from_pretrained(folder).to(device).eval()
 
 
