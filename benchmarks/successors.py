@@ -7,7 +7,8 @@
    modules from that sweep, each alone and both together (designs.composition: empty prompt, 32 held-out
    outline scenes, each condition's own measure) -> composition.txt / .json;
 3. the side-by-side table (designs.side_by_side: cost from designs_speed.json, score ± 95% interval per
-   condition) -> side_by_side.txt.
+   condition), then chapter 9's baselines as stored, in their own block (designs.stored_rows) -> side_by_side.txt
+   (alone, from the stored files: --table-only).
 Sampling only (minutes); the modules are read from --runs (and --more-runs, where the reference
 ControlNets of the same protocol were trained: the sweep recheck of issue #28).
 """
@@ -48,9 +49,26 @@ def main(argv=None):
     ap.add_argument("--pair", nargs=2, default=["outline", "keypoints"], help="the two conditions composed")
     ap.add_argument("--n-test", type=int, default=32)
     ap.add_argument("--out", default="benchmarks/results/cpu/successors")
+    ap.add_argument("--table-only", action="store_true", help="only side_by_side.txt, from the stored results")
     args = ap.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        compose(args, runs, out, argv)
+    stored = Path(__file__).parent / "results" / "cpu"
+    speed = json.loads((stored / "designs_speed.json").read_text())["rows"]
+    rows, baselines = designs.stored_rows(stored)
+    tables = [designs.format_side_by_side(designs.side_by_side(r, speed)) for r in (rows, baselines)]
+    (out / "side_by_side.txt").write_text(
+        "$ python benchmarks/successors.py --table-only (from benchmarks/results/cpu: successors/ and sweep-recheck/, "
+        "then ablations-zoo/; ../designs_speed.json)\n"
+        f"{_results.machine()}; TinySD, the ablation runner's cpu preset (1000 steps, 5k pairs, 32 held-out scenes)\n\n"
+        + tables[0] + "\n\nThe baselines of chapters 9 and 11 as stored (latents from the posterior's mean, before #28's fix; "
+        "their own ControlNet rows):\n\n" + tables[1] + "\n")
+    print("\n\n".join(tables))
+
+
+def compose(args, runs: Path, out: Path, argv) -> None:
     for f in ("results.csv", "curves.csv"):
         shutil.copy(runs / f, out / f)
     dirs = [runs, *map(Path, args.more_runs)]
@@ -82,16 +100,6 @@ def main(argv=None):
                          f"{d['mean']:+12.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
     lines.append("(mean ± 95% half-width over seeds; 'both': the two modules together, each reading its own condition)")
     _results.write(out / "composition.txt", lines, rows)
-
-    speed = json.loads((Path(__file__).parent / "results" / "cpu" / "designs_speed.json").read_text())["rows"]
-    sweep = ablations.read_csv(out / "results.csv")
-    table = designs.format_side_by_side(designs.side_by_side(sweep, speed))
-    (out / "side_by_side.txt").write_text(
-        f"$ python benchmarks/successors.py (from {out / 'results.csv'} and ../designs_speed.json)\n"
-        f"{_results.machine()}; TinySD, the ablation runner's cpu preset (1000 steps, 5k pairs, 32 held-out scenes)\n\n"
-        + table + "\n")
-    print(table)
-
 
 if __name__ == "__main__":
     main()

@@ -146,3 +146,26 @@ def test_the_wiring_is_drawn_from_the_unets_config_for_each_successor():
         plt.close(fig)
     with pytest.raises(ValueError, match="no wiring drawn for 'IP-Adapter'"):
         designs.draw_wiring("IP-Adapter", Config, plt.subplots()[1])
+
+
+def test_the_stored_side_by_side_keeps_each_protocol_in_its_own_block():
+    """Chapter 12's two tables: the successors with the recheck's rows on draws (3 seeds each on both
+    conditions), and chapter 9's baselines with the stored sweep's own ControlNet rows; never mixed."""
+    from zc.claims import RESULTS
+
+    rows, baselines = designs.stored_rows(RESULTS / "cpu")
+    want = [*designs.SUCCESSORS, "condition added directly"]
+    assert sorted({r["name"] for r in rows}) == sorted(want)
+    for name in want:
+        for c in ("outline", "keypoints"):
+            assert sorted(r["seed"] for r in rows if r["name"] == name and r["condition"] == c) == [0, 1, 2]
+    assert {r["name"] for r in baselines} == set(designs.BASELINES)
+    assert [r["condition"] for r in baselines][:1] == ["outline"]  # the successors' conditions come first
+    # the two ControlNet references are different runs (draws vs the posterior's mean)
+    ref = {(r["condition"], r["seed"]): r["none"] for r in rows if r["name"] == "ControlNet"}
+    old = {(r["condition"], r["seed"]): r["none"] for r in baselines if r["name"] == "ControlNet"}
+    assert set(ref) <= set(old) and any(ref[k] != old[k] for k in ref)
+    speed = [{"design": n, "params": 10**6, "pct_unet": 40.0, "train_s": 0.2, "image_s": 0.2} for n in want]
+    text = designs.format_side_by_side(designs.side_by_side(baselines, speed))
+    assert max(map(len, text.splitlines())) <= 88  # the book's width, with three conditions
+    assert "(not timed)" in text and "scribble" in text and text.count("—") >= 4  # concat: scribble only

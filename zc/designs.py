@@ -131,6 +131,31 @@ def table() -> str:
 
 
 SUCCESSORS = ["ControlNet", "T2I-Adapter", "ControlNeXt-style", "ControlNet-XS-style"]  # the side-by-side's rows
+# chapter 9's baselines (the paper's Fig. 8 designs and the whole UNet fine-tuned), with their reference
+BASELINES = ["ControlNet", "ControlNet-lite", "condition added directly", "UNet fine-tuned, concat"]
+
+
+def stored_rows(results) -> tuple[list[dict], list[dict]]:
+    """The stored sweeps the side-by-side reads, under `results` (benchmarks/results/<machine>/):
+    1. the successors' sweep (successors/results.csv, its ControlNet rows from the recheck on draws),
+       with the recheck's "condition added directly" rows on the same conditions (same protocol,
+       seeds, data and held-out scenes);
+    2. the baselines of chapter 9's stored sweep as they are (ablations-zoo/results.csv: latents from
+       the VAE posterior's mean, before #28's fix), with that sweep's own ControlNet rows as their
+       reference: compare within a block, not across."""
+    from pathlib import Path
+
+    from .ablations import read_csv
+
+    results = Path(results)
+    rows = read_csv(results / "successors" / "results.csv")
+    conds = {r["condition"] for r in rows}
+    rows += [r for r in read_csv(results / "sweep-recheck" / "results.csv")
+             if r["name"] == "condition added directly" and r["condition"] in conds]
+    baselines = [r for r in read_csv(results / "ablations-zoo" / "results.csv") if r["name"] in BASELINES]
+    rank = {c: i for i, c in enumerate(dict.fromkeys(r["condition"] for r in rows))}
+    baselines.sort(key=lambda r: rank.get(r["condition"], len(rank)))  # the successors' conditions first
+    return rows, baselines
 
 
 def side_by_side(rows: list[dict], speed: list[dict], settings=("none", "perfect")) -> list[dict]:
@@ -163,24 +188,27 @@ def format_side_by_side(table: list[dict], settings=("none", "perfect")) -> str:
     from .conditions import get as condition
     from .conditions import name as measure_name
 
-    lines = [f"{'design':22s}{'trainable':>11s}{'% UNet':>8s}{'s/step':>8s}{'x':>6s}{'s/image':>9s}{'x':>6s}"]
+    w = max(22, 2 + max(len(r["design"]) for r in table))  # the design column
+    lines = [f"{'design':{w}s}{'trainable':>11s}{'% UNet':>8s}{'s/step':>8s}{'x':>6s}{'s/image':>9s}{'x':>6s}"]
     for r in table:
         x = [f"{v:6.2f}" if v is not None else f"{'—':>6s}" for v in (r["train_x"], r["image_x"])]
-        lines.append(f"{r['design']:22s}" + (f"{r['params']:11,d}{r['pct_unet']:8.1f}{r['train_s']:8.3f}{x[0]}"
-                                            f"{r['image_s']:9.3f}{x[1]}" if r["params"] is not None
-                                            else f"{'(not timed)':>48s}"))
+        lines.append(f"{r['design']:{w}s}" + (f"{r['params']:11,d}{r['pct_unet']:8.1f}{r['train_s']:8.3f}{x[0]}"
+                                             f"{r['image_s']:9.3f}{x[1]}" if r["params"] is not None
+                                             else f"{'(not timed)':>48s}"))
     conds = list(dict.fromkeys(c for r in table for c in r["scores"]))
-    lines += ["", f"{'':22s}" + "".join(f"{c:^{14 * len(settings)}s}" for c in conds),
-              f"{'':22s}" + "".join(f"{'no prompt' if p == 'none' else p:>14s}" for _ in conds for p in settings)]
-    for r in table:
-        cells = []
-        for c in conds:
-            for p in settings:
-                m, half, n = r["scores"].get(c, {}).get(p, (None, None, 0))
-                cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} 1 run")
-        lines.append(f"{r['design']:22s}" + "".join(cells))
+    for i in range(0, len(conds), 2):  # two conditions a block: the book's width
+        block = conds[i:i + 2]
+        lines += ["", f"{'':{w}s}" + "".join(f"{c:^{14 * len(settings)}s}" for c in block),
+                  f"{'':{w}s}" + "".join(f"{'no prompt' if p == 'none' else p:>14s}" for _ in block for p in settings)]
+        for r in table:
+            cells = []
+            for c in block:
+                for p in settings:
+                    m, half, n = r["scores"].get(c, {}).get(p, (None, None, 0))
+                    cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} 1 run")
+            lines.append(f"{r['design']:{w}s}" + "".join(cells))
     keys = ", ".join(f"{c}: {measure_name(condition(c).score)}" for c in conds)
-    lines.append(f"(x: against ControlNet; scores {keys}, mean ± 95% half-width over seeds)")
+    lines += ["(x: against ControlNet; scores: mean ± 95% half-width over seeds)", f"({keys})"]
     return "\n".join(lines)
 
 
