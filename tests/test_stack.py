@@ -79,3 +79,47 @@ def test_disagreeing_conditions_are_scored_against_both_places():
     assert torch.allclose(mirrored.center[:, 0], 1 - scenes.center[:, 0])
     with pytest.raises(ValueError, match="separate' or 'stack"):
         zoo.disagreeing(pipe, networks={"x": (one, "both")}, n=2, steps=2)
+
+
+def test_the_one_network_and_the_separate_controlnets_see_the_same_scenes_and_pair():
+    """A stacked network whose encoder reads only the keypoints slot with the keypoints ControlNet's
+    weights is that ControlNet: zoo.together gives it the same scenes, condition image and noise as the
+    separate path, so every per-scene measure matches exactly, alone and with the other slot given."""
+    from zc import zoo
+
+    pipe = zc.load_sd()
+    kp = zoo.load("keypoints")
+    one = zc.ControlNet.for_pipeline(pipe, conditioning_channels=6).eval()
+    state = kp.state_dict()
+    w = state["controlnet_cond_embedding.conv_in.weight"]  # (C, 3, 3, 3): the keypoints' slot
+    state["controlnet_cond_embedding.conv_in.weight"] = torch.cat([torch.zeros_like(w), w], 1)
+    one.load_state_dict(state)
+    stack = "outline+keypoints"
+    apart = zoo.together(pipe, [["keypoints"]], None, stack, n=4, steps=3)
+    mine = zoo.together(pipe, [["keypoints"], ["outline", "keypoints"]], one, stack, n=4, steps=3, prompt="empty")
+    assert [r["given"] for r in mine] == ["keypoints", "outline+keypoints"]
+    for r in mine:
+        assert r["per_item"] == apart[0]["per_item"] and set(r["per_item"]) == {"shape_iou", "keypoint_accuracy"}
+    pair = zoo.together(pipe, [["outline", "keypoints"]], None, stack, n=4, steps=3, prompt="full")
+    assert pair[0]["prompt"] == "full" and len(pair[0]["per_item"]["shape_iou"]) == 4
+    with pytest.raises(ValueError, match="channels"):
+        zoo.together(pipe, [["keypoints"]], one, zoo.SPATIAL, n=2, steps=2)
+    with pytest.raises(ValueError, match="prompt"):
+        zoo.together(pipe, [["keypoints"]], one, stack, n=2, steps=2, prompt="some")
+    with pytest.raises(ValueError, match="not in the stack"):
+        zoo.together(pipe, [[]], one, stack, n=2, steps=2)
+
+
+def test_two_conditions_go_in_their_slots_of_a_bigger_stack():
+    from zc import zoo
+
+    a, b = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    x = zoo._in_stack(zoo.SPATIAL, {"keypoints": a, "scribble": b})  # outline silhouette lowres scribble keypoints
+    assert x.shape == (2, 15, 8, 8)
+    assert torch.equal(x[:, 12:], a) and torch.equal(x[:, 9:12], b) and not x[:, :9].any()
+    with pytest.raises(ValueError, match="not in the stack"):
+        zoo._in_stack("outline+keypoints", {"scribble": a})
+    pipe = zc.load_sd()
+    one = zc.ControlNet.for_pipeline(pipe, conditioning_channels=15).eval()
+    rows, images, _ = zoo.disagreeing(pipe, networks={"one": (one, "stack")}, n=2, steps=2, stack=zoo.SPATIAL)
+    assert rows[0]["design"] == "one" and images["one"].shape == (2, 3, 64, 64)

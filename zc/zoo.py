@@ -100,30 +100,58 @@ def one_network(pipe, controlnet: ControlNet, stack: str = SPATIAL, given: list[
     """One network for several conditions, given any subset of them: for each subset in `given`
     (default: each member alone), the stack's image with the other members zeroed (what condition
     dropout trained it on), an empty prompt, and every member's own measure on n held-out scenes.
-    Rows {given, <measure>: score}; compare each member alone with its separate ControlNet (benchmark)."""
+    Rows {given, <measure>: score}; compare each member alone with its separate ControlNet (together)."""
     names = conditions.members(stack)
-    given = given or [[m] for m in names]
+    rows = together(pipe, given or [[m] for m in names], controlnet, stack, n, steps, seed)
+    return [{k: v for k, v in r.items() if k not in ("prompt", "n", "per_item")} for r in rows]
+
+
+def together(pipe, given: list[list[str]], network: ControlNet | None = None, stack: str = SPATIAL, n: int = 64,
+             steps: int = 20, seed: int = 0, prompt: str = "empty") -> list[dict]:
+    """Each subset of conditions in `given`, given together on the n held-out scenes of test_set(stack):
+    by one network trained on `stack` (`network`: the stack's image with the other members zeroed, what
+    condition dropout trained it on) or, with network None, by the zoo's separate ControlNets, their
+    residuals summed (paper §3.4). prompt: "empty" or "full" (the scenes' captions). Rows {given, prompt,
+    n, <each member's measure>: mean, per_item: {measure: one value per scene}}: both designs see the same
+    scenes, condition images and noise, so their per-scene differences pair."""
+    if prompt not in ("empty", "full"):
+        raise ValueError(f"prompt must be 'empty' or 'full', got {prompt!r}")
+    names = conditions.members(stack)
+    if network is not None and network.config.conditioning_channels != 3 * len(names):
+        raise ValueError(f"the network reads {network.config.conditioning_channels} channels, the stack {stack!r} "
+                         f"{3 * len(names)}: pass the stack it was trained on")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(stack, n, size)
-    full = test.conditions()  # (n, 3k, H, W)
+    full = test.conditions()  # (n, 3k, H, W): member i in channels 3i..3i+2
+    prompts = [""] * n if prompt == "empty" else test.prompts
+    keys = list(dict.fromkeys(conditions.get(c).score for c in names))
+    separate: dict[str, ControlNet] = {}
     rows = []
     for subset in given:
         unknown = [m for m in subset if m not in names]
-        if unknown:
-            raise ValueError(f"{unknown} not in the stack {stack!r}")
-        keep = torch.tensor([m in subset for m in names]).repeat_interleave(3)  # (3k,)
-        x = _sample(pipe, controlnet, [""] * n, full * keep[None, :, None, None].to(full.dtype), steps, seed)
-        m = conditions.measure(x, test.scenes)
-        rows.append({"given": "+".join(subset), **{k: m[k] for k in {conditions.get(c).score for c in names}}})
+        if unknown or not subset:
+            raise ValueError(f"{unknown or 'an empty subset'}: not in the stack {stack!r}; give members of it")
+        if network is not None:
+            keep = torch.tensor([m in subset for m in names]).repeat_interleave(3)  # (3k,)
+            nets, cond = network, full * keep[None, :, None, None].to(full.dtype)
+        else:
+            nets = [separate.setdefault(m, load(m, pipe.device)) for m in subset]
+            cond = [full[:, 3 * names.index(m):3 * names.index(m) + 3] for m in subset]
+            nets, cond = (nets[0], cond[0]) if len(nets) == 1 else (nets, cond)
+        m = conditions.measure(_sample(pipe, nets, prompts, cond, steps, seed), test.scenes, per_item=True)
+        rows.append({"given": "+".join(subset), "prompt": prompt, "n": n,
+                     **{k: sum(m[k]) / n for k in keys}, "per_item": {k: m[k] for k in keys}})
     return rows
 
 
 def disagreeing(pipe, first: str = "keypoints", second: str = "scribble", networks: dict | None = None,
-                n: int = 16, steps: int = 20, seed: int = 0) -> tuple[list[dict], dict, "shapes.Scenes"]:
+                n: int = 16, steps: int = 20, seed: int = 0, stack: str | None = None
+                ) -> tuple[list[dict], dict, "shapes.Scenes"]:
     """Two spatial conditions that disagree: `first` drawn for the held-out scenes, `second` for the same
     scenes mirrored left-right (another place, unless a shape sits in the middle). `networks`: {label:
     (controlnet(s), "separate" | "stack")}; "separate": a list of two ControlNets, one per condition
-    (residuals summed); "stack": one network for the stack first+second. Rows {design, iou_first,
+    (residuals summed); "stack": one network for the stack first+second, or for `stack` (e.g. SPATIAL:
+    the two in their slots, the other members zeroed). Rows {design, iou_first,
     iou_second}: the drawn shape's IoU with each condition's shape (empty prompt); and the images."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(first, n, size)
@@ -135,13 +163,22 @@ def disagreeing(pipe, first: str = "keypoints", second: str = "scribble", networ
     for label, (nets, how) in (networks or {}).items():
         if how not in ("separate", "stack"):
             raise ValueError(f"{label}: how must be 'separate' or 'stack', got {how!r}")
-        cond = [ca, cb] if how == "separate" else torch.cat([ca, cb], dim=1)
+        cond = [ca, cb] if how == "separate" else _in_stack(stack or f"{first}+{second}", {first: ca, second: cb})
         x = _sample(pipe, nets, [""] * n, cond, steps, seed)
         drawn = conditions.shape_regions(x)
         images[label] = x
         rows.append({"design": label, **{f"iou_{w}": metrics.iou(drawn, t).mean().item()
                                          for w, t in zip(("first", "second"), truth)}})
     return rows, images, b
+
+
+def _in_stack(stack: str, given: dict) -> torch.Tensor:
+    """A stack's condition image with `given` {member: (n, 3, H, W)} in their slots, the rest zeroed."""
+    names = conditions.members(stack)
+    if set(given) - set(names):
+        raise ValueError(f"{sorted(set(given) - set(names))} not in the stack {stack!r}")
+    first = next(iter(given.values()))
+    return torch.cat([given.get(m, torch.zeros_like(first)) for m in names], dim=1)
 
 
 def train_minutes(run: Path) -> float | None:
