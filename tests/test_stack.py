@@ -123,3 +123,23 @@ def test_two_conditions_go_in_their_slots_of_a_bigger_stack():
     one = zc.ControlNet.for_pipeline(pipe, conditioning_channels=15).eval()
     rows, images, _ = zoo.disagreeing(pipe, networks={"one": (one, "stack")}, n=2, steps=2, stack=zoo.SPATIAL)
     assert rows[0]["design"] == "one" and images["one"].shape == (2, 3, 64, 64)
+
+
+def test_the_one_network_benchmark_pairs_by_scene_and_names_each_measure_once():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "one_network.py"
+    spec = importlib.util.spec_from_file_location("one_network", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(given, iou):
+        return {"given": given, "prompt": "empty", "shape_iou": sum(iou) / len(iou), "per_item": {"shape_iou": iou}}
+
+    rows = bench.compare([row("silhouette+scribble", [0.5, 0.7, 0.9])], [row("silhouette+scribble", [0.4, 0.5, 0.6])])
+    assert len(rows) == 1 and rows[0]["measure"] == "shape_iou"  # two members, one measure: one row
+    assert rows[0]["diff"] == pytest.approx(0.2) and rows[0]["low"] < 0.2 < rows[0]["high"]
+    assert rows[0]["one"] == pytest.approx(0.7) and rows[0]["separate"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="do not pair"):
+        bench.compare([row("outline", [1.0])], [row("scribble", [1.0])])
