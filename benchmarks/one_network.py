@@ -16,6 +16,7 @@ this project's 2 CPU cores). Writes benchmarks/results/cpu/zoo/one_network.txt /
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def main(argv=None):
         kw = dict(n=args.n, steps=args.steps, seed=args.seed, prompt=prompt)
         rows += compare(zoo.together(pipe, given, one, **kw), zoo.together(pipe, given, None, **kw))
     cmd = f"$ python benchmarks/one_network.py {' '.join(argv or sys.argv[1:])}".rstrip()
-    lines = [cmd, f"{_results.machine()}; TinySD; {args.network}; {args.n} held-out scenes, {args.steps} DDIM steps, "
-             "CFG 5", "", f"{'given':22s}{'measure':19s}{'prompt':>7s}{'separate':>10s}{'one':>7s}"
+    where = os.path.relpath(args.network)
+    lines = [cmd, f"{_results.machine()}; TinySD; {where}; {args.n} held-out scenes, {args.steps} DDIM steps, CFG 5",
+             "", f"{'given':22s}{'measure':19s}{'prompt':>7s}{'separate':>10s}{'one':>7s}"
              f"{'one - separate [95%]':>26s}"]
     for r in rows:
         lines.append(f"{r['given']:22s}{conditions.name(r['measure']):19s}{r['prompt']:>7s}{r['separate']:10.3f}"
