@@ -10,7 +10,7 @@ each condition alone, then pairs given together (the one network reads both slot
 ControlNets' residuals are summed, paper §3.4), each member's own measure. one - separate is paired by
 scene, with its 95% t-interval over the scenes (one trained network of each design: the interval is the
 scenes', not the training seeds'). Then two conditions that disagree (zoo.disagreeing: keypoints at one
-place, a scribble at the mirrored place): which place each design draws. Sampling only (~15 min on
+place, a scribble at the mirrored place): which place each design draws. Sampling only (7 min on
 this project's 2 CPU cores). Writes benchmarks/results/cpu/zoo/one_network.txt / .json.
 """
 from __future__ import annotations

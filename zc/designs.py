@@ -131,7 +131,7 @@ def table() -> str:
 
 
 SUCCESSORS = ["ControlNet", "T2I-Adapter", "ControlNeXt-style", "ControlNet-XS-style"]  # the side-by-side's rows
-# chapter 9's baselines (the paper's Fig. 8 designs and the whole UNet fine-tuned), with their reference
+# chapters 9 and 11's baselines (the paper's Fig. 8 designs, the whole UNet fine-tuned), with their reference
 BASELINES = ["ControlNet", "ControlNet-lite", "condition added directly", "UNet fine-tuned, concat"]
 
 

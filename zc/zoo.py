@@ -135,7 +135,10 @@ def together(pipe, given: list[list[str]], network: ControlNet | None = None, st
             keep = torch.tensor([m in subset for m in names]).repeat_interleave(3)  # (3k,)
             nets, cond = network, full * keep[None, :, None, None].to(full.dtype)
         else:
-            nets = [separate.setdefault(m, load(m, pipe.device)) for m in subset]
+            for m in subset:  # each separate ControlNet loaded once, however many subsets name it
+                if m not in separate:
+                    separate[m] = load(m, pipe.device)
+            nets = [separate[m] for m in subset]
             cond = [full[:, 3 * names.index(m):3 * names.index(m) + 3] for m in subset]
             nets, cond = (nets[0], cond[0]) if len(nets) == 1 else (nets, cond)
         m = conditions.measure(_sample(pipe, nets, prompts, cond, steps, seed), test.scenes, per_item=True)
