@@ -7,6 +7,8 @@
 #   scripts/train_zoo.sh palette-ip-adapter
 #   scripts/train_zoo.sh spatial         # one network for every spatial condition (not in the default list:
 #                                        # 19500 steps, the five spatial ControlNets' total)
+#   SEED=1 scripts/train_zoo.sh keypoints-with-palette   # the keypoints ControlNet fine-tuned with the palette's
+#                                        # IP-Adapter attached (after both; seed 0 is shipped, 1 and 2 stay in runs/)
 # Evaluations use empty prompts: the curve shows what the condition alone controls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +38,19 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
   if [ "$name" = spatial ]; then
     c=outline+silhouette+lowres+scribble+keypoints dest=spatial steps=19500 extra=(--condition-dropout 0.5)
   fi
+  # where + which colours: the shipped keypoints ControlNet trained on for 1500 steps with the shipped palette
+  # IP-Adapter attached and locked (zc.ip_adapter.WithGlobal), so that it places the shape while the adapter's
+  # tokens set the colours; 10% of the palettes (and keypoints) blanked, what CFG's unconditional branch gets
+  if [ "$name" = keypoints-with-palette ]; then
+    c=keypoints dest=keypoints-with-palette steps=1500 extra=(--init zc/weights/keypoints-controlnet --ip-adapter zc/weights/palette-ip-adapter
+                                  --condition-dropout 0.1 --seed "${SEED:-0}")
+    [ "${SEED:-0}" != 0 ] && name=$name-seed$SEED
+  fi
   $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps "$steps" --batch 16 --n-train 10000 \
       --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 "${extra[@]}" --out "runs/zoo/$name"
   mkdir -p "benchmarks/results/cpu/zoo/$name"
   cp "runs/zoo/$name/log.jsonl" "runs/zoo/$name/config.json" "runs/zoo/$name/time.json" "benchmarks/results/cpu/zoo/$name/"
+  [ "${name#keypoints-with-palette-seed}" != "$name" ] && continue  # seeds 1, 2: measured, not shipped
   dest="zc/weights/$dest-$trained"
   rm -rf "$dest" && cp -r "runs/zoo/$name/$trained" "$dest"
 done

@@ -126,3 +126,67 @@ def test_training_an_ip_adapter_with_condition_dropout_resumes_exactly(pipe, tmp
     assert all(p.to_v_ip[0].weight.abs().sum() > 0 for p in resumed.controlnet.processors)  # it trained
     assert "colour_accuracy" in [k for h in resumed.history for k in h]
     assert pipe.unet.encoder_hid_proj is None  # the shared pipeline is left as it was
+
+
+def _nonzero_zero_convs(cn, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in (cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out):
+            for p in m.parameters():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return cn
+
+
+def test_with_global_splits_the_condition_between_the_controlnet_and_the_adapter(unet):
+    """WithGlobal (zc.train --ip-adapter): the first channels reach the ControlNet, the last 3 the adapter.
+    With a fresh ControlNet (zero convolutions) it is exactly the adapter alone on the last 3 channels;
+    with a fresh adapter (W'_v = 0) exactly the ControlNet alone on the first 3. Only the ControlNet trains."""
+    from zc.controlled_unet import ControlledUNet
+    from zc.ip_adapter import WithGlobal
+
+    x = inputs()
+    local = x["controlnet_cond"]
+    red, blue = (torch.tensor(c, dtype=local.dtype)[:, None, None].expand_as(local[0]) for c in ((1, 0, 0), (0, 0, 1)))
+    glob = torch.stack([red, blue])  # two flat "palettes" (LayerNorm makes the adapter blind to brightness alone)
+    both = torch.cat([local, glob], dim=1)  # (B, 6, H, W)
+    args = (x["sample"], x["timestep"], x["encoder_hidden_states"])
+    adapter, cn = trained_like(IPAdapter.for_unet(unet)), zc.ControlNet.from_unet(unet)
+    with torch.no_grad():
+        assert torch.equal(WithGlobal(ControlledUNet(unet, cn), adapter)(*args, both),
+                           IPAdapterConditioned(unet, adapter)(*args, glob))
+        _nonzero_zero_convs(cn)
+        fresh = IPAdapter.for_unet(unet)
+        assert torch.equal(WithGlobal(ControlledUNet(unet, cn), fresh)(*args, both), ControlledUNet(unet, cn)(*args, local))
+        model = WithGlobal(ControlledUNet(unet, cn), adapter)
+        out = model(*args, both)
+        assert (out - model(*args, torch.cat([local, glob.flip(0)], 1))).abs().max() > 1e-4  # reads the adapter's part
+        assert (out - model(*args, torch.cat([local.flip(0), glob], 1))).abs().max() > 1e-4  # and the ControlNet's
+    assert unet.encoder_hid_proj is None  # detached after each call
+    trains = {id(p) for g in model.param_groups(1e-4) for p in g["params"]}
+    assert trains == {id(p) for p in cn.parameters()}
+    assert not any(p.requires_grad for p in adapter.parameters())
+
+
+def test_training_a_controlnet_beside_a_locked_adapter(pipe, tmp_path):
+    """zc.train --ip-adapter: the ControlNet trains on the keypoints, the adapter reads the palette drawn for
+    the same scenes and stays exactly as loaded; the evaluations measure colours too. Refused beside an
+    adapter-type design, and on a data folder (no scenes to draw the palette from)."""
+    adapter = trained_like(IPAdapter.for_unet(pipe.unet), seed=2)
+    adapter.save_pretrained(tmp_path / "ipa")
+    cfg = dict(steps=3, batch=2, n_train=8, eval_every=3, eval_n=2, eval_steps=2, checkpoint_every=100,
+               device="cpu", condition="keypoints", ip_adapter=str(tmp_path / "ipa"), condition_dropout=0.1,
+               eval_prompts="empty")
+    r = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)
+    assert r.folder.name == "controlnet" and isinstance(r.controlnet, zc.ControlNet)
+    assert r.controlnet.config.conditioning_channels == 3  # the keypoints only; the palette went to the adapter
+    assert any(p.abs().sum() > 0 for p in r.controlnet.controlnet_mid_block.parameters())  # it trained
+    again = IPAdapter.from_pretrained(tmp_path / "ipa").state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in adapter.state_dict().items())
+    last = [h for h in r.history if "colour_accuracy" in h][-1]
+    assert "keypoint_accuracy" in last
+    assert pipe.unet.encoder_hid_proj is None
+    with pytest.raises(ValueError, match="architecture controlnet"):
+        zt.train(zt.TrainConfig(out=str(tmp_path / "b"), **{**cfg, "architecture": "t2i-adapter"}), pipe=pipe)
+    Fill50k.generate(4, seed=1, condition="keypoints").save(tmp_path / "data")
+    with pytest.raises(ValueError, match="generated pairs"):
+        zt.train(zt.TrainConfig(out=str(tmp_path / "c"), **{**cfg, "data": str(tmp_path / "data")}), pipe=pipe)

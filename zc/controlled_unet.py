@@ -79,12 +79,14 @@ class ControlledUNet(nn.Module):
         return groups
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
-                guess_mode: bool = False) -> torch.Tensor:
+                guess_mode: bool = False, added_cond_kwargs: dict | None = None) -> torch.Tensor:
+        """added_cond_kwargs: passed to the UNet only (an attached IP-Adapter's image_embeds)."""
         down, mid = self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond,
                                     conditioning_scale, guess_mode)
         return self.unet(
             sample, timestep, encoder_hidden_states=encoder_hidden_states,
             down_block_additional_residuals=down, mid_block_additional_residual=mid,
+            added_cond_kwargs=added_cond_kwargs,
         ).sample
 
 

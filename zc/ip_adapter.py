@@ -190,3 +190,28 @@ class IPAdapterConditioned(nn.Module):
         with self.adapter.attached(self.unet):
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                              added_cond_kwargs={"image_embeds": [embeds]}).sample
+
+
+class WithGlobal(nn.Module):
+    """A controlled UNet (zc.ControlledUNet) run with a locked IP-Adapter attached to its UNet: a local
+    control trained (or used) on top of a global one, so that it learns to place things while the
+    adapter's tokens set the colours. Called like ControlledUNet, model(z_t, t, c_t, c), with c the
+    local condition and the adapter's stacked along the channels, the adapter's `condition_channels`
+    last (an all-zero global part: no condition, what CFG's unconditional branch gets)."""
+
+    def __init__(self, controlled: nn.Module, adapter: IPAdapter):
+        super().__init__()
+        adapter.check_unet(controlled.unet)
+        adapter.requires_grad_(False)
+        self.controlled, self.adapter = controlled, adapter
+
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return self.controlled.param_groups(lr, decoder_lr)
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+        k = self.adapter.config["condition_channels"]
+        local, glob = controlnet_cond[:, :-k], controlnet_cond[:, -k:]  # (B, C - k, H, W), (B, k, H, W)
+        embeds = self.adapter.features(glob).to(sample.dtype)[:, None]  # (B, 1, D)
+        with self.adapter.attached(self.controlled.unet):
+            return self.controlled(sample, timestep, encoder_hidden_states, local, *args,
+                                   added_cond_kwargs={"image_embeds": [embeds]}, **kwargs)

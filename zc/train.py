@@ -32,7 +32,7 @@ from .controlnet import ControlNet
 from .controlnet_xs import ControlNetXS
 from .controlnext import ControlNeXt
 from .fill50k import Fill50k
-from .ip_adapter import IPAdapter, IPAdapterConditioned
+from .ip_adapter import IPAdapter, IPAdapterConditioned, WithGlobal
 from .latent_cache import LatentCache
 from .sample import sample
 from .sd import load_sd
@@ -79,6 +79,9 @@ class TrainConfig:
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
     init: str = ""  # a trained ControlNet folder to start from instead of a copy of the UNet (fine-tuning it)
+    ip_adapter: str = ""  # a trained IP-Adapter folder, locked and attached while the ControlNet trains (a
+    # local control trained on top of a global one: zc.ip_adapter.WithGlobal); it reads ip_condition
+    ip_condition: str = "palette"  # the global condition the attached adapter reads, drawn for the same scenes
     reward_weight: float = 0.0  # ControlNet++'s cycle-consistency loss, times this (reward.py); 0: off
     reward_t_max: int = 200  # the reward only where t < this: the one-step estimate of the image is good there
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
@@ -221,11 +224,18 @@ def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torc
         model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
         if not cfg.sd_locked:
             pipe.unet.to(torch.float32)  # trained weights stay fp32
+    if cfg.ip_adapter:
+        if not isinstance(model, ControlledUNet):
+            raise ValueError(f"ip_adapter attaches a global control beside a ControlNet; the architecture "
+                             f"{cfg.architecture!r} has none: train with --architecture controlnet")
+        adapter = IPAdapter.from_pretrained(cfg.ip_adapter).to(device, pipe.unet.dtype)
+        model = WithGlobal(model, adapter)
     return controlnet, model
 
 
-def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dict, torch.Tensor]:
-    """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured on."""
+def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig, adapter=None) -> tuple[dict, torch.Tensor]:
+    """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured on;
+    with `adapter` (cfg.ip_adapter's, attached) reading cfg.ip_condition drawn for the same scenes."""
     was_training = controlnet.training
     controlnet.eval()
     if cfg.eval_prompts not in ("full", "empty"):
@@ -233,9 +243,19 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig) -> tuple[dic
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
     how = dict(num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                generator=torch.Generator().manual_seed(cfg.seed))
+    if adapter is not None:
+        how |= dict(ip_adapter=adapter, ip_condition=global_conditions(cfg, eval_set, range(len(eval_set))))
     images = sample(pipe, prompts=prompts, **designs.sample_kwargs(controlnet, eval_set.conditions()), **how)
     controlnet.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
+
+
+def global_conditions(cfg: TrainConfig, data: Fill50k, idx) -> torch.Tensor:
+    """cfg.ip_condition drawn for `data`'s scenes idx, (B, 3, H, W) in [0, 1]: what an attached adapter reads."""
+    if data.scenes is None:
+        raise ValueError("ip_adapter needs generated pairs (their scenes draw the global condition): "
+                         "drop --data, or train the adapter's condition into the data yourself")
+    return conditions.draw(cfg.ip_condition, data.scenes[torch.as_tensor(list(idx), dtype=torch.long)], data.size)
 
 
 @torch.no_grad()
@@ -391,6 +411,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                 b = next(loader)
                 with accelerator.accumulate(model):
                     cond = (b["sources"].float() / 255).to(device, weight_dtype)
+                    if cfg.ip_adapter:  # the attached adapter's condition last (WithGlobal), dropped as a member
+                        glob = global_conditions(cfg, data, b["idx"].tolist()).to(device, weight_dtype)
+                        cond = torch.cat([cond, glob], dim=1)
                     drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
                     cond = drop_conditions(cond, cfg.condition_dropout, g)
                     if cache is not None:
@@ -435,7 +458,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
             if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
                 if main:
-                    last_eval, images = evaluate(pipe, _net(accelerator.unwrap_model(model)), eval_set, cfg)
+                    unwrapped = accelerator.unwrap_model(model)
+                    last_eval, images = evaluate(pipe, _net(unwrapped), eval_set, cfg,
+                                                 unwrapped.adapter if isinstance(unwrapped, WithGlobal) else None)
                     history.append({"step": done, **last_eval})
                     accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
                     snapshots[done] = images[:8]
@@ -504,6 +529,8 @@ def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
 
 def _net(model):
     """What the loop trains: the ControlNet inside a ControlledUNet, an adapter or branch, or the concat model."""
+    if isinstance(model, WithGlobal):  # a ControlNet trained beside a locked IP-Adapter
+        model = model.controlled
     if isinstance(model, ControlledUNet):
         return model.controlnet
     if isinstance(model, HookedConditioned):  # ControlNeXt, XS, and the T2I-Adapter (AdapterConditioned)

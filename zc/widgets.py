@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import conditions, zoo
+from .controlnet import ControlNet
 
 SCALE = 5  # screen pixels per condition pixel
 PEN = {  # condition -> (pen width in condition pixels, what a click-and-drag draws)
@@ -100,7 +101,10 @@ class DrawCondition:
     """The widget (display it as the last expression of a cell). `pipe`: an SD pipeline (default
     zc.load_sd()); `controlnets`: {condition: ControlNet} (default: every shipped zoo ControlNet);
     `ip_adapter`: the palette's IP-Adapter (default: the shipped one, where it fits this SD), which
-    lets any drawn condition take the fill and background pickers' colours too ("with these colours")."""
+    lets any drawn condition take the fill and background pickers' colours too ("with these colours").
+    There, a condition whose ControlNet was trained with that adapter attached (zoo.with_adapter_folder:
+    the keypoints) uses that ControlNet, the adapter at scale 1 as in its training; the others the
+    condition's own ControlNet, the adapter at zoo.IP_SCALE."""
 
     def __init__(self, pipe=None, controlnets: dict | None = None, steps: int = 20, prompt: str = "",
                  ip_adapter="shipped"):
@@ -112,6 +116,7 @@ class DrawCondition:
         self.pipe = pipe or load_sd()
         self.size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         self.controlnets = controlnets if controlnets is not None else {}
+        self._given = set(self.controlnets)  # the caller's ControlNets: used as given, with colours too
         names = list(self.controlnets) or zoo.shipped()
         if not names:
             raise ValueError("no ControlNet to draw for: pass controlnets={'outline': cn} or train the zoo's")
@@ -120,7 +125,6 @@ class DrawCondition:
             ip_adapter = None
             if (zoo.adapter_folder("palette") / "config.json").is_file():
                 ip_adapter = zoo.load_adapter("palette", self.pipe.device)
-                ip_adapter.set_scale(zoo.IP_SCALE)  # beside a ControlNet: the scale chosen on validation scenes
                 try:
                     ip_adapter.check_unet(self.pipe.unet)
                 except ValueError:
@@ -246,7 +250,18 @@ class DrawCondition:
             self.run()
 
     # --- generating ---------------------------------------------------------------------------
-    def controlnet(self, name: str):
+    def controlnet(self, name: str, colours: bool = False):
+        """`name`'s ControlNet; with colours, the one trained with the palette IP-Adapter where there is one
+        (and the adapter's scale: 1 as trained, else zoo.IP_SCALE, chosen on validation scenes)."""
+        if colours and (zoo.with_adapter_folder(name) / "config.json").is_file() and name not in self._given:
+            key = f"{name} with palette"
+            if key not in self.controlnets:
+                self.controlnets[key] = ControlNet.from_pretrained(zoo.with_adapter_folder(name)).to(
+                    self.pipe.device).eval()
+            self.ip_adapter.set_scale(1.0)
+            return self.controlnets[key]
+        if colours:
+            self.ip_adapter.set_scale(zoo.IP_SCALE)
         if name not in self.controlnets:
             self.controlnets[name] = zoo.load(name, self.pipe.device)
         return self.controlnets[name]
@@ -266,7 +281,7 @@ class DrawCondition:
             self.progress.value = done
 
         colours = self.with_colours.value and self.ip_adapter is not None and self.kind.value != "palette"
-        self.images = generate(self.pipe, self.controlnet(self.kind.value), cond, self.prompt.value.strip(),
+        self.images = generate(self.pipe, self.controlnet(self.kind.value, colours), cond, self.prompt.value.strip(),
                                self.scale.value, self.guidance.value, self.seed.value, self.steps, progress=show,
                                ip_adapter=self.ip_adapter if colours else None,
                                ip_condition=palette_image(self.fill_colour.value, self.bg_colour.value, self.size)

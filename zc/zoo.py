@@ -195,15 +195,26 @@ def train_minutes(run: Path) -> float | None:
     return None
 
 
+def with_adapter_folder(where: str = "keypoints", colours: str = "palette") -> Path:
+    """zc/weights/<where>-with-<colours>-controlnet (or under $ZC_ZOO): `where`'s ControlNet trained on with
+    `colours`' IP-Adapter attached and locked (scripts/train_zoo.sh keypoints-with-palette)."""
+    conditions.get(where), conditions.get(colours)
+    return Path(os.environ.get("ZC_ZOO") or WEIGHTS) / f"{where}-with-{colours}-controlnet"
+
+
 def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = "keypoints",
-                colours: str = "palette", guess_mode: bool = False, return_images: bool = False):
+                colours: str = "palette", guess_mode: bool = False, return_images: bool = False,
+                trained_with: list | None = None, per_item: bool = False):
     """Paper §3.4: two ControlNets trained separately, used together with an empty prompt. `where`
     fixes position and size, `colours` the fill and background colours. Rows: TinySD alone, each
     ControlNet alone, both (their residuals summed), each with every measure and "joint": the mean
     over images of keypoint hit x colour accuracy (both constraints at once). A pooled ControlNet
     alone samples in guess mode (as in diffusers); guess_mode=True puts the pair there too.
     Where `colours` has a shipped IP-Adapter (adapter_folder), three more rows: it alone, and `where`'s
-    ControlNet with it (the colours as tokens, the place as residuals) at scale 1 and at IP_SCALE."""
+    ControlNet with it (the colours as tokens, the place as residuals) at scale 1 and at IP_SCALE; and
+    one row per ControlNet trained with that adapter attached (`trained_with`: folders; default the
+    shipped with_adapter_folder, if any), the adapter at scale 1 as in its training.
+    per_item: each row also gets "per_item" {measure: one value per scene, "joint": hit x colour}."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(where, n, size)
     c_where, c_col = test.conditions(), conditions.draw(colours, test.scenes, size)
@@ -218,6 +229,15 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
         runs |= {f"{colours} IP-Adapter only": (None, None, ipa),
                  f"{where} + {colours} IP-Adapter": (a, c_where, ipa),
                  f"{where} + {colours} IP-Adapter x{IP_SCALE}": (a, c_where, half)}
+        if trained_with is None:
+            trained_with = [with_adapter_folder(where, colours)] * (with_adapter_folder(where, colours)
+                                                                     / "config.json").is_file()
+        for i, f in enumerate(trained_with):
+            label = f"{where} trained with {colours} IP-Adapter" + (f" [{i}]" if len(trained_with) > 1 else "")
+            runs[label] = (ControlNet.from_pretrained(f).to(pipe.device).eval(), c_where, ipa)
+    elif trained_with:
+        raise FileNotFoundError(f"trained_with needs the {colours} IP-Adapter they were trained with, in "
+                                f"{adapter_folder(colours)}")
     rows, images = [], {}
     for label, (nets, cond, ipa) in runs.items():
         gm = samples_in_guess_mode(nets, guess_mode)
@@ -230,6 +250,10 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
         rows.append({"run": label, "guess_mode": gm, "joint": joint,
                      **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
                                              "fill_accuracy", "background_accuracy", "shape_iou")}})
+        if per_item:
+            hits, cols = m["keypoint_accuracy"], m["colour_accuracy"]
+            rows[-1]["per_item"] = {"keypoint_accuracy": list(hits), "colour_accuracy": list(cols),
+                                    "joint": [h * c for h, c in zip(hits, cols)]}
     return (rows, images, test) if return_images else rows
 
 
