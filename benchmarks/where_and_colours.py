@@ -7,11 +7,13 @@ IP-Adapter attached, over its training seeds, against each control alone, the tw
     SEED=2 scripts/train_zoo.sh keypoints-with-palette
     python benchmarks/where_and_colours.py                         # 64 held-out scenes, ~4 min
 
-Every run sees the same held-out scenes, condition images and noise (zoo.composition). joint = mean over
-scenes of keypoint hit x colour accuracy (0 for TinySD alone, 1 at the ceiling). The trained-with
-design: the mean over its seeds with a 95% t-interval over the seeds (each seed's joint on the 64
-scenes); its per-scene mean over seeds minus each baseline, paired by scene (95% t over the scenes:
-the baselines are one trained network each). Writes benchmarks/results/cpu/zoo/where_and_colours.txt / .json.
+Every run sees the same held-out scenes, condition images and noise (zoo.composition), at CFG 5 and,
+for the two designs that join the colours as tokens, also at the sampler settings chosen for each on
+validation scenes (zoo.TUNED, benchmarks/where_and_colours_settings.py). joint = mean over scenes of
+keypoint hit x colour accuracy (0 for TinySD alone, 1 at the ceiling). The trained-with design: the
+mean over its seeds with a 95% t-interval over the seeds (each seed's joint on the scenes); its
+per-scene mean over seeds minus each baseline, paired by scene (95% t over the scenes: the baselines
+are one trained network each). Writes benchmarks/results/cpu/zoo/where_and_colours.txt / .json.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import ablations, zoo  # noqa: E402
+from zc import ablations, conditions, zoo  # noqa: E402
 
 TARGET = 0.5  # issue #26: joint success >= 0.5
 KEYS = ("keypoint_accuracy", "colour_accuracy", "joint")
@@ -74,31 +76,42 @@ def main(argv=None):
                                 "keypoints-with-palette")
     pipe = zc.load_sd()
     rows = zoo.composition(pipe, n=args.n, steps=args.steps, trained_with=trained, per_item=True)
-    mine = [r for r in rows if r["run"].startswith("keypoints trained with")]
+    test = zoo.test_set("keypoints", args.n)  # the scenes composition sampled: their own images are the ceiling
+    m = conditions.measure(test.targets.float() / 255, test.scenes, per_item=True)
+    rows.append({"run": "ground truth (ceiling)", "joint": zoo.joint_score(m),
+                 **{k: sum(m[k]) / args.n for k in ("keypoint_accuracy", "colour_accuracy")},
+                 "per_item": {"keypoint_accuracy": m["keypoint_accuracy"], "colour_accuracy": m["colour_accuracy"],
+                              "joint": [h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])]}})
+    ours = [r for r in rows if r["run"].startswith("keypoints trained with")]
+    groups = {"at CFG 5, control 1, λ 1 (as trained)": [r for r in ours if not r["run"].endswith(", tuned")],
+              f"tuned ({zoo.TUNED['trained with']})": [r for r in ours if r["run"].endswith(", tuned")]}
     cmd = f"$ python benchmarks/where_and_colours.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
     lines = [cmd, f"{_results.machine()}; TinySD; {args.n} held-out scenes, empty prompt, {args.steps} DDIM steps, "
-             f"CFG 5; trained with: {', '.join(trained)}", "",
-             f"{'run':42s}{'keypoint acc.':>14s}{'colour acc.':>12s}{'joint':>7s}  joint 95% (scenes)"]
+             f"CFG 5 unless tuned (zoo.TUNED, chosen on validation scenes); trained with: {', '.join(trained)}", "",
+             f"{'run':50s}{'keypoint acc.':>14s}{'colour acc.':>12s}{'joint':>7s}  joint 95% (scenes)"]
     for r in rows:
         j = ablations.difference_interval(r["per_item"]["joint"])
-        lines.append(f"{r['run']:42s}{r['keypoint_accuracy']:14.3f}{r['colour_accuracy']:12.3f}{r['joint']:7.3f}"
+        lines.append(f"{r['run']:50s}{r['keypoint_accuracy']:14.3f}{r['colour_accuracy']:12.3f}{r['joint']:7.3f}"
                      f"  [{j['low']:.3f}, {j['high']:.3f}]")
-    s = seeds_summary(mine)
-    lines += ["", f"trained with the IP-Adapter, over {len(mine)} training seed(s): mean [95% t over seeds]"]
-    lines += [f"  {k:18s}{s[k]['mean']:.3f} [{s[k]['low']:.3f}, {s[k]['high']:.3f}]" for k in KEYS]
-    lines += [f"  target joint >= {TARGET}: {verdict(s)}", "",
-              "trained with (mean over seeds, per scene) minus each baseline, paired by scene [95% t over scenes]",
-              f"{'baseline':42s}" + "".join(f"{k:>26s}" for k in KEYS)]
-    out_rows = [{k: v for k, v in r.items() if k != "per_item"} for r in rows]
-    diffs = []
-    for r in rows:
-        if r in mine or r["run"] == "TinySD alone":
-            continue
-        d = paired(mine, r)
-        diffs.append({"baseline": r["run"], **d})
-        lines.append(f"{r['run']:42s}" + "".join(f"{d[k]['mean']:+8.3f} [{d[k]['low']:+.3f}, {d[k]['high']:+.3f}]"
-                                                 for k in KEYS))
-    _results.write(args.out, lines, out_rows + [{"seeds": s, "verdict": verdict(s)}] + [{"paired": d} for d in diffs])
+    out_rows = []
+    for r in rows:  # without the per-scene lists; with the joint's interval over the scenes
+        j = ablations.difference_interval(r["per_item"]["joint"])
+        out_rows.append({**{k: v for k, v in r.items() if k != "per_item"}, "joint_low": j["low"], "joint_high": j["high"]})
+    baselines = [r for r in rows if r not in ours and r["run"] not in ("TinySD alone", "ground truth (ceiling)")]
+    for label, mine in groups.items():
+        s = seeds_summary(mine)
+        lines += ["", f"trained with the IP-Adapter, {label}, over {len(mine)} training seed(s): mean [95% t over seeds]"]
+        lines += [f"  {k:18s}{s[k]['mean']:.3f} [{s[k]['low']:.3f}, {s[k]['high']:.3f}]" for k in KEYS]
+        lines += [f"  target joint >= {TARGET}: {verdict(s)}",
+                  "  minus each baseline (its per-scene mean over seeds), paired by scene [95% t over scenes]:",
+                  f"  {'baseline':48s}" + "".join(f"{k:>26s}" for k in KEYS)]
+        out_rows.append({"group": label, "seeds": s, "verdict": verdict(s)})
+        for r in baselines:
+            d = paired(mine, r)
+            out_rows.append({"group": label, "baseline": r["run"], "paired": d})
+            lines.append(f"  {r['run']:48s}" + "".join(f"{d[k]['mean']:+8.3f} [{d[k]['low']:+.3f}, {d[k]['high']:+.3f}]"
+                                                     for k in KEYS))
+    _results.write(args.out, lines, out_rows)
 
 
 if __name__ == "__main__":

@@ -1,48 +1,78 @@
-"""The palette IP-Adapter's scale λ (zc/ip_adapter.py) beside the keypoints ControlNet, chosen on validation
-scenes (zoo.TEST_SEED + 1), not on the held-out scenes of benchmarks/zoo.py's table: keypoint accuracy,
-colour accuracy and joint (hit x colour) per λ, empty prompt, CFG 5.
+"""Sampler settings for where + which colours, chosen on validation scenes (zoo.TEST_SEED + 1), never on the
+held-out scenes of the tables: for each design, keypoint accuracy, colour accuracy and joint (hit x colour)
+per adapter scale λ (zc/ip_adapter.py), ControlNet conditioning scale and CFG guidance scale, empty prompt,
+20 DDIM steps. The designs: the keypoints ControlNet beside the palette IP-Adapter, trained apart
+("separate"), and the keypoints ControlNet trained with that adapter attached ("trained with",
+zoo.with_adapter_folder). zoo.IP_SCALE and zoo.TUNED come from this table.
 
-    python benchmarks/ip_scale.py --out benchmarks/results/cpu/zoo/ip_scale.txt      # ~1 min on 2 CPU cores
+    python benchmarks/where_and_colours_settings.py      # 36 settings x 64 scenes, ~11 min on 2 CPU cores
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import sys
+from pathlib import Path
 
 import torch
 
-import _results  # benchmarks/_results.py
-import zc
-from zc import conditions, zoo
-from zc.sample import sample
+sys.path.insert(0, str(Path(__file__).parent))
+import _results  # noqa: E402
+
+import zc  # noqa: E402
+from zc import conditions, zoo  # noqa: E402
+from zc.sample import sample  # noqa: E402
+
+GRID = {"separate": dict(ip_scale=[0.25, 0.5, 0.75, 1.0], conditioning_scale=[1.0, 1.5, 2.0], guidance_scale=[3.0, 5.0]),
+        "trained with": dict(ip_scale=[0.5, 1.0], conditioning_scale=[1.0, 1.5, 2.0], guidance_scale=[3.0, 5.0])}
+
+
+def best(rows: list[dict], design: str) -> dict:
+    """The design's setting with the highest joint (the first of equals, in the grid's order)."""
+    mine = [r for r in rows if r["design"] == design]
+    if not mine:
+        raise ValueError(f"no rows for {design!r}")
+    return max(mine, key=lambda r: r["joint"])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--out", default="benchmarks/results/cpu/zoo/ip_scale.txt")
+    ap.add_argument("--n", type=int, default=64, help="validation scenes")
+    ap.add_argument("--out", default="benchmarks/results/cpu/zoo/where_and_colours_settings.txt")
     args = ap.parse_args(argv)
+    if not (zoo.with_adapter_folder() / "config.json").is_file():
+        raise FileNotFoundError(f"no {zoo.with_adapter_folder()}: scripts/train_zoo.sh keypoints-with-palette")
     pipe = zc.load_sd()
     val = zoo.test_set("keypoints", args.n, 64, seed=zoo.TEST_SEED + 1)
-    kp, ipa = zoo.load("keypoints"), zoo.load_adapter("palette")
+    nets = {"separate": zoo.load("keypoints"), "trained with": zc.ControlNet.from_pretrained(zoo.with_adapter_folder())}
+    ipa = zoo.load_adapter("palette")
     palettes = conditions.draw("palette", val.scenes, 64)
-    lines = [f"$ python benchmarks/ip_scale.py --scales {' '.join(map(str, args.scales))} --n {args.n}",
-             f"{_results.machine()}; {args.n} validation scenes (seed {zoo.TEST_SEED + 1}), keypoints ControlNet + "
-             "palette IP-Adapter, empty prompt, 20 DDIM steps, CFG 5", "",
-             f"{'scale':>6s} {'keypoint acc.':>14s} {'colour acc.':>12s} {'joint':>6s}"]
+    lines = [f"$ python benchmarks/where_and_colours_settings.py --n {args.n}",
+             f"{_results.machine()}; {args.n} validation scenes (seed {zoo.TEST_SEED + 1}), keypoints ControlNet "
+             "(trained apart / trained with the adapter) + palette IP-Adapter, empty prompt, 20 DDIM steps", "",
+             f"{'design':13s}{'λ':>6s}{'control':>8s}{'CFG':>5s}{'keypoint acc.':>15s}{'colour acc.':>12s}{'joint':>7s}"]
     rows = []
-    for lam in args.scales:
-        ipa.set_scale(lam)
-        x = sample(pipe, kp, [""] * args.n, val.conditions(), num_inference_steps=20,
-                   generator=torch.Generator().manual_seed(0), ip_adapter=ipa, ip_condition=palettes)
-        m = conditions.measure(x, val.scenes, per_item=True)
-        joint = zoo.joint_score(m)
-        row = {"scale": lam, "keypoint_accuracy": sum(m["keypoint_accuracy"]) / args.n,
-               "colour_accuracy": sum(m["colour_accuracy"]) / args.n, "joint": joint}
-        rows.append(row)
-        lines.append(f"{lam:6.2f} {row['keypoint_accuracy']:14.3f} {row['colour_accuracy']:12.3f} {joint:6.3f}")
-    best = max(rows, key=lambda r: r["joint"])
-    lines.append(f"\nbest joint at scale {best['scale']} (zoo.IP_SCALE)")
+    for design, grid in GRID.items():
+        for lam, cs, gs in itertools.product(*grid.values()):
+            ipa.set_scale(lam)
+            x = sample(pipe, nets[design].eval(), [""] * args.n, val.conditions(), num_inference_steps=20,
+                       guidance_scale=gs, conditioning_scale=cs, generator=torch.Generator().manual_seed(0),
+                       ip_adapter=ipa, ip_condition=palettes)
+            m = conditions.measure(x, val.scenes, per_item=True)
+            row = {"design": design, "ip_scale": lam, "conditioning_scale": cs, "guidance_scale": gs,
+                   "keypoint_accuracy": sum(m["keypoint_accuracy"]) / args.n,
+                   "colour_accuracy": sum(m["colour_accuracy"]) / args.n, "joint": zoo.joint_score(m)}
+            rows.append(row)
+            lines.append(f"{design:13s}{lam:6.2f}{cs:8.1f}{gs:5.1f}{row['keypoint_accuracy']:15.3f}"
+                         f"{row['colour_accuracy']:12.3f}{row['joint']:7.3f}")
+            print(lines[-1], flush=True)
+    lines.append("")
+    for design in GRID:
+        b = best(rows, design)
+        lines.append(f"best joint, {design}: {b['joint']:.3f} at λ {b['ip_scale']}, control {b['conditioning_scale']}, "
+                     f"CFG {b['guidance_scale']} (zoo.TUNED)")
+    plain = best([r for r in rows if r["conditioning_scale"] == 1.0 and r["guidance_scale"] == 5.0], "separate")
+    lines.append(f"separate at control 1, CFG 5 (the zoo table's): best λ {plain['ip_scale']} (zoo.IP_SCALE)")
     _results.write(args.out, lines, rows)
 
 

@@ -23,8 +23,12 @@ from .resources import WEIGHTS
 from .sample import sample, samples_in_guess_mode
 
 TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
-IP_SCALE = 0.5  # the palette IP-Adapter's λ beside a ControlNet: the best joint on validation scenes
-# (TEST_SEED + 1; benchmarks/results/cpu/zoo/ip_scale.txt); alone it runs at 1.0, as trained
+IP_SCALE = 0.5  # the palette IP-Adapter's λ beside a ControlNet at control 1 and CFG 5: the best joint on
+# validation scenes (TEST_SEED + 1; benchmarks/results/cpu/zoo/where_and_colours_settings.txt); alone 1.0, as trained
+TUNED = {  # where + which colours: each design's best joint on those validation scenes over λ, control and CFG
+    "separate": dict(ip_scale=0.75, conditioning_scale=2.0, guidance_scale=3.0),  # trained apart
+    "trained with": dict(ip_scale=1.0, conditioning_scale=1.5, guidance_scale=3.0),  # with_adapter_folder
+}
 
 
 def folder(name: str) -> Path:
@@ -210,10 +214,11 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
     ControlNet alone, both (their residuals summed), each with every measure and "joint": the mean
     over images of keypoint hit x colour accuracy (both constraints at once). A pooled ControlNet
     alone samples in guess mode (as in diffusers); guess_mode=True puts the pair there too.
-    Where `colours` has a shipped IP-Adapter (adapter_folder), three more rows: it alone, and `where`'s
-    ControlNet with it (the colours as tokens, the place as residuals) at scale 1 and at IP_SCALE; and
-    one row per ControlNet trained with that adapter attached (`trained_with`: folders; default the
-    shipped with_adapter_folder, if any), the adapter at scale 1 as in its training.
+    Where `colours` has a shipped IP-Adapter (adapter_folder), more rows: it alone, and `where`'s
+    ControlNet with it (the colours as tokens, the place as residuals) at scale 1, at IP_SCALE and at
+    TUNED["separate"]'s settings; and per ControlNet trained with that adapter attached (`trained_with`:
+    folders; default the shipped with_adapter_folder, if any), a row with the adapter at scale 1 as in
+    its training and one at TUNED["trained with"]'s settings (", tuned"; the row has "settings").
     per_item: each row also gets "per_item" {measure: one value per scene, "joint": hit x colour}."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = test_set(where, n, size)
@@ -224,30 +229,42 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
             f"{colours} only": (b, c_col, None), f"{where} + {colours}": ([a, b], [c_where, c_col], None)}
     if (adapter_folder(colours) / "config.json").is_file():
         ipa = load_adapter(colours, pipe.device)
-        half = copy.deepcopy(ipa)
-        half.set_scale(IP_SCALE)
+
+        def at(scale):  # the adapter at λ = scale
+            scaled = copy.deepcopy(ipa)
+            scaled.set_scale(scale)
+            return scaled
+
+        def tuned(design):  # the adapter at the design's λ, and its sampler settings
+            t = TUNED[design]
+            return at(t["ip_scale"]), {k: v for k, v in t.items() if k != "ip_scale"}
+
         runs |= {f"{colours} IP-Adapter only": (None, None, ipa),
                  f"{where} + {colours} IP-Adapter": (a, c_where, ipa),
-                 f"{where} + {colours} IP-Adapter x{IP_SCALE}": (a, c_where, half)}
+                 f"{where} + {colours} IP-Adapter x{IP_SCALE}": (a, c_where, at(IP_SCALE)),
+                 f"{where} + {colours} IP-Adapter, tuned": (a, c_where, *tuned("separate"))}
         if trained_with is None:
             trained_with = [with_adapter_folder(where, colours)] * (with_adapter_folder(where, colours)
                                                                      / "config.json").is_file()
         for i, f in enumerate(trained_with):
             label = f"{where} trained with {colours} IP-Adapter" + (f" [{i}]" if len(trained_with) > 1 else "")
-            runs[label] = (ControlNet.from_pretrained(f).to(pipe.device).eval(), c_where, ipa)
+            net = ControlNet.from_pretrained(f).to(pipe.device).eval()
+            runs[label] = (net, c_where, ipa)
+            runs[label + ", tuned"] = (net, c_where, *tuned("trained with"))
     elif trained_with:
         raise FileNotFoundError(f"trained_with needs the {colours} IP-Adapter they were trained with, in "
                                 f"{adapter_folder(colours)}")
     rows, images = [], {}
-    for label, (nets, cond, ipa) in runs.items():
+    for label, (nets, cond, ipa, *settings) in runs.items():
         gm = samples_in_guess_mode(nets, guess_mode)
+        kw = settings[0] if settings else {}  # a tuned row's control and CFG scales
         x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                   guess_mode=gm, ip_adapter=ipa, ip_condition=c_col if ipa is not None else None)
+                   guess_mode=gm, ip_adapter=ipa, ip_condition=c_col if ipa is not None else None, **kw)
         images[label] = x
         m = conditions.measure(x, test.scenes, per_item=True)
         mean = {k: sum(v) / len(v) for k, v in m.items()}
         joint = joint_score(m)
-        rows.append({"run": label, "guess_mode": gm, "joint": joint,
+        rows.append({"run": label, "guess_mode": gm, "joint": joint, **({"settings": kw} if kw else {}),
                      **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
                                              "fill_accuracy", "background_accuracy", "shape_iou")}})
         if per_item:
