@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zc
-from zc import metrics, shapes
+from zc import metrics, shapes, zoo
 from zc.conditions import shape_regions
 from zc.widgets import SCALE, DrawCondition, condition_from_canvas
 
@@ -109,3 +109,23 @@ def test_keypoints_with_the_pickers_colours(pipe):
     assert off_fill > on_fill + COLOUR_MARGIN and off_bg > on_bg + COLOUR_MARGIN, (off_fill, off_bg, on_fill, on_bg)
     centre = metrics.centroids(shape_regions(w.images[1:]))[0]
     assert (centre - torch.tensor([0.35, 0.6])).norm() < 0.1  # and where the keypoints put it
+    # the keypoints ControlNet trained with the adapter attached, at the settings chosen for it
+    t = zoo.TUNED["trained with"]
+    assert "keypoints with palette" in w.controlnets and w.ip_adapter.processors[0].scale == [t["ip_scale"]]
+    assert (w.scale.value, w.guidance.value) == (t["conditioning_scale"], t["guidance_scale"])
+
+
+def test_ticking_colours_moves_the_sliders_to_each_designs_settings(pipe):
+    w = DrawCondition(pipe)
+    w.kind.value = "outline"  # no ControlNet trained with the adapter: the separate pair's settings
+    w.with_colours.value = True
+    t = zoo.TUNED["separate"]
+    assert (w.scale.value, w.guidance.value) == (t["conditioning_scale"], t["guidance_scale"])
+    w.kind.value = "keypoints"
+    t = zoo.TUNED["trained with"]
+    assert (w.scale.value, w.guidance.value) == (t["conditioning_scale"], t["guidance_scale"])
+    w.with_colours.value = False
+    assert (w.scale.value, w.guidance.value) == (1.0, 5.0)
+    w.scale.value = 0.7
+    w.kind.value = "scribble"  # unticked, a new condition leaves the user's slider alone
+    assert w.scale.value == 0.7

@@ -103,8 +103,8 @@ class DrawCondition:
     `ip_adapter`: the palette's IP-Adapter (default: the shipped one, where it fits this SD), which
     lets any drawn condition take the fill and background pickers' colours too ("with these colours").
     There, a condition whose ControlNet was trained with that adapter attached (zoo.with_adapter_folder:
-    the keypoints) uses that ControlNet, the adapter at scale 1 as in its training; the others the
-    condition's own ControlNet, the adapter at zoo.IP_SCALE."""
+    the keypoints) uses that ControlNet, the others the condition's own ControlNet; ticking it moves the
+    control and guidance sliders to the settings chosen for that design (zoo.TUNED)."""
 
     def __init__(self, pipe=None, controlnets: dict | None = None, steps: int = 20, prompt: str = "",
                  ip_adapter="shipped"):
@@ -168,6 +168,8 @@ class DrawCondition:
         self.kind.observe(lambda _: self.clear(), names="value")
         for picker in (self.fill_colour, self.bg_colour):
             picker.observe(lambda _: self._paint_palette(), names="value")
+        self.with_colours.observe(lambda _: self._tuned_settings(), names="value")
+        self.kind.observe(lambda _: self.with_colours.value and self._tuned_settings(), names="value")
         labels = W.HBox([W.HTML(f"<b style='display:inline-block;width:{px}px'>your condition</b>"),
                          W.HTML(f"<b style='display:inline-block;width:{px}px'>control off</b>"),
                          W.HTML("<b>control on</b>")])
@@ -249,19 +251,30 @@ class DrawCondition:
         if was_drawing or (what == "dots" and len(self._dots) == 2):
             self.run()
 
+    def _tuned_settings(self):
+        """With colours ticked, the control and guidance sliders move to the settings chosen for that design
+        on validation scenes (zoo.TUNED); unticked, back to 1 and 5. Either can be moved afterwards."""
+        if not self.with_colours.value or self.kind.value == "palette":
+            self.scale.value, self.guidance.value = 1.0, 5.0
+            return
+        trained = (zoo.with_adapter_folder(self.kind.value) / "config.json").is_file() \
+            and self.kind.value not in self._given
+        t = zoo.TUNED["trained with" if trained else "separate"]
+        self.scale.value, self.guidance.value = t["conditioning_scale"], t["guidance_scale"]
+
     # --- generating ---------------------------------------------------------------------------
     def controlnet(self, name: str, colours: bool = False):
-        """`name`'s ControlNet; with colours, the one trained with the palette IP-Adapter where there is one
-        (and the adapter's scale: 1 as trained, else zoo.IP_SCALE, chosen on validation scenes)."""
+        """`name`'s ControlNet; with colours, the one trained with the palette IP-Adapter where there is one,
+        and the adapter's scale λ for the design (zoo.TUNED: chosen with the sliders' settings)."""
         if colours and (zoo.with_adapter_folder(name) / "config.json").is_file() and name not in self._given:
             key = f"{name} with palette"
             if key not in self.controlnets:
                 self.controlnets[key] = ControlNet.from_pretrained(zoo.with_adapter_folder(name)).to(
                     self.pipe.device).eval()
-            self.ip_adapter.set_scale(1.0)
+            self.ip_adapter.set_scale(zoo.TUNED["trained with"]["ip_scale"])
             return self.controlnets[key]
         if colours:
-            self.ip_adapter.set_scale(zoo.IP_SCALE)
+            self.ip_adapter.set_scale(zoo.TUNED["separate"]["ip_scale"])
         if name not in self.controlnets:
             self.controlnets[name] = zoo.load(name, self.pipe.device)
         return self.controlnets[name]
