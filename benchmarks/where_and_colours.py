@@ -18,6 +18,7 @@ are one trained network each). Writes benchmarks/results/cpu/zoo/where_and_colou
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -87,11 +88,12 @@ def main(argv=None):
               f"tuned ({zoo.TUNED['trained with']})": [r for r in ours if r["run"].endswith(", tuned")]}
     cmd = f"$ python benchmarks/where_and_colours.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
     lines = [cmd, f"{_results.machine()}; TinySD; {args.n} held-out scenes, empty prompt, {args.steps} DDIM steps, "
-             f"CFG 5 unless tuned (zoo.TUNED, chosen on validation scenes); trained with: {', '.join(trained)}", "",
-             f"{'run':50s}{'keypoint acc.':>14s}{'colour acc.':>12s}{'joint':>7s}  joint 95% (scenes)"]
+             f"CFG 5 unless tuned (zoo.TUNED, chosen on validation scenes); trained with: "
+             f"{', '.join(os.path.relpath(t) for t in trained)}", "",
+             f"{'run':52s}{'keypoint acc.':>14s}{'colour acc.':>12s}{'joint':>7s}  joint 95% (scenes)"]
     for r in rows:
         j = ablations.difference_interval(r["per_item"]["joint"])
-        lines.append(f"{r['run']:50s}{r['keypoint_accuracy']:14.3f}{r['colour_accuracy']:12.3f}{r['joint']:7.3f}"
+        lines.append(f"{r['run']:52s}{r['keypoint_accuracy']:14.3f}{r['colour_accuracy']:12.3f}{r['joint']:7.3f}"
                      f"  [{j['low']:.3f}, {j['high']:.3f}]")
     out_rows = []
     for r in rows:  # without the per-scene lists; with the joint's interval over the scenes
@@ -104,12 +106,12 @@ def main(argv=None):
         lines += [f"  {k:18s}{s[k]['mean']:.3f} [{s[k]['low']:.3f}, {s[k]['high']:.3f}]" for k in KEYS]
         lines += [f"  target joint >= {TARGET}: {verdict(s)}",
                   "  minus each baseline (its per-scene mean over seeds), paired by scene [95% t over scenes]:",
-                  f"  {'baseline':48s}" + "".join(f"{k:>26s}" for k in KEYS)]
+                  f"  {'baseline':50s}" + "".join(f"{k:>26s}" for k in KEYS)]
         out_rows.append({"group": label, "seeds": s, "verdict": verdict(s)})
         for r in baselines:
             d = paired(mine, r)
             out_rows.append({"group": label, "baseline": r["run"], "paired": d})
-            lines.append(f"  {r['run']:48s}" + "".join(f"{d[k]['mean']:+8.3f} [{d[k]['low']:+.3f}, {d[k]['high']:+.3f}]"
+            lines.append(f"  {r['run']:50s}" + "".join(f"{d[k]['mean']:+8.3f} [{d[k]['low']:+.3f}, {d[k]['high']:+.3f}]"
                                                      for k in KEYS))
     _results.write(args.out, lines, out_rows)
 

@@ -10,7 +10,7 @@ from zc.fill50k import Fill50k
 from zc.ip_adapter import IPAdapter, IPAdapterConditioned, cross_attention_names
 from zc.sample import sample
 
-from conftest import inputs, make_unet
+from conftest import UNET_CONFIGS, inputs, make_unet
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +62,10 @@ def test_the_first_gradient_reaches_the_zero_value_projection(unet):
     assert all(p.to_k_ip[0].weight.grad.abs().sum() == 0 for p in adapter.processors)  # zero until W'_v moves
 
 
-def test_another_unet_is_refused_by_name(unet):
-    adapter = IPAdapter.for_unet(make_unet("2level"))
-    if len(cross_attention_names(unet)) == len(adapter.processors):
-        pytest.skip("same cross-attentions")
+def test_another_unet_is_refused_by_name(unet, unet_name):
+    other = next(n for n in UNET_CONFIGS if n != unet_name)  # the other layout: other cross-attentions
+    adapter = IPAdapter.for_unet(make_unet(other))
+    assert len(cross_attention_names(unet)) != len(adapter.processors)
     with pytest.raises(ValueError, match="IPAdapter.for_unet"):
         IPAdapterConditioned(unet, adapter)
 

@@ -111,7 +111,7 @@ def test_keypoints_with_the_pickers_colours(pipe):
     assert (centre - torch.tensor([0.35, 0.6])).norm() < 0.1  # and where the keypoints put it
     # the keypoints ControlNet trained with the adapter attached, at the settings chosen for it
     t = zoo.TUNED["trained with"]
-    assert "keypoints with palette" in w.controlnets and w.ip_adapter.processors[0].scale == [t["ip_scale"]]
+    assert "keypoints" in w.trained_with and w.ip_adapter.processors[0].scale == [t["ip_scale"]]
     assert (w.scale.value, w.guidance.value) == (t["conditioning_scale"], t["guidance_scale"])
 
 

@@ -116,7 +116,7 @@ class DrawCondition:
         self.pipe = pipe or load_sd()
         self.size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         self.controlnets = controlnets if controlnets is not None else {}
-        self._given = set(self.controlnets)  # the caller's ControlNets: used as given, with colours too
+        self.trained_with = {}  # condition -> its ControlNet trained with the palette IP-Adapter (loaded on use)
         names = list(self.controlnets) or zoo.shipped()
         if not names:
             raise ValueError("no ControlNet to draw for: pass controlnets={'outline': cn} or train the zoo's")
@@ -257,22 +257,24 @@ class DrawCondition:
         if not self.with_colours.value or self.kind.value == "palette":
             self.scale.value, self.guidance.value = 1.0, 5.0
             return
-        trained = (zoo.with_adapter_folder(self.kind.value) / "config.json").is_file() \
-            and self.kind.value not in self._given
-        t = zoo.TUNED["trained with" if trained else "separate"]
+        t = zoo.TUNED["trained with" if self._trained_with(self.kind.value) else "separate"]
         self.scale.value, self.guidance.value = t["conditioning_scale"], t["guidance_scale"]
+
+    def _trained_with(self, name: str) -> bool:
+        """Whether `name` has a ControlNet trained with the palette IP-Adapter attached (the shipped ones are
+        TinySD's, as is the adapter: where the adapter does not fit this SD, colours are off anyway)."""
+        return self.ip_adapter is not None and (zoo.with_adapter_folder(name) / "config.json").is_file()
 
     # --- generating ---------------------------------------------------------------------------
     def controlnet(self, name: str, colours: bool = False):
         """`name`'s ControlNet; with colours, the one trained with the palette IP-Adapter where there is one,
         and the adapter's scale λ for the design (zoo.TUNED: chosen with the sliders' settings)."""
-        if colours and (zoo.with_adapter_folder(name) / "config.json").is_file() and name not in self._given:
-            key = f"{name} with palette"
-            if key not in self.controlnets:
-                self.controlnets[key] = ControlNet.from_pretrained(zoo.with_adapter_folder(name)).to(
+        if colours and self._trained_with(name):
+            if name not in self.trained_with:
+                self.trained_with[name] = ControlNet.from_pretrained(zoo.with_adapter_folder(name)).to(
                     self.pipe.device).eval()
             self.ip_adapter.set_scale(zoo.TUNED["trained with"]["ip_scale"])
-            return self.controlnets[key]
+            return self.trained_with[name]
         if colours:
             self.ip_adapter.set_scale(zoo.TUNED["separate"]["ip_scale"])
         if name not in self.controlnets:
