@@ -190,3 +190,38 @@ def test_training_a_controlnet_beside_a_locked_adapter(pipe, tmp_path):
     Fill50k.generate(4, seed=1, condition="keypoints").save(tmp_path / "data")
     with pytest.raises(ValueError, match="generated pairs"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "c"), **{**cfg, "data": str(tmp_path / "data")}), pipe=pipe)
+
+
+def test_the_trained_with_design_equals_diffusers_controlnet_pipeline_with_the_ip_adapter(pipe):
+    """Where + which colours as issue #26 ships it: the keypoints ControlNet trained with the palette IP-Adapter,
+    at zoo.TUNED's settings, through zc.sample and through diffusers' StableDiffusionControlNetPipeline with
+    the adapter loaded from its file (load_ip_adapter) and the palette's features as ip_adapter_image_embeds."""
+    import copy
+
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    from zc import conditions, zoo
+
+    t = zoo.TUNED["trained with"]
+    test = zoo.test_set("keypoints", 2)
+    keypoints, palette = test.conditions(), conditions.draw("palette", test.scenes, 64)
+    adapter = zoo.load_adapter("palette")
+    adapter.set_scale(t["ip_scale"])
+    cn = zc.ControlNet.from_pretrained(zoo.with_adapter_folder()).eval()
+    ref = StableDiffusionControlNetPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=copy.deepcopy(pipe.unet),
+        controlnet=ControlNetModel.from_pretrained(zoo.with_adapter_folder()), scheduler=pipe.scheduler,
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    ref.load_ip_adapter(str(zoo.adapter_folder("palette")), subfolder="", weight_name="ip-adapter.safetensors",
+                        image_encoder_folder=None)
+    ref.set_ip_adapter_scale(t["ip_scale"])
+    for i in range(2):  # one image per call: diffusers gives every prompt of a call the same image_embeds
+        kw = dict(num_inference_steps=6, guidance_scale=t["guidance_scale"])
+        ours = sample(pipe, cn, [""], keypoints[i:i + 1], conditioning_scale=t["conditioning_scale"],
+                      ip_adapter=adapter, ip_condition=palette[i:i + 1], generator=torch.Generator().manual_seed(i), **kw)
+        feats = adapter.features(palette[i:i + 1])[:, None]  # (1, 1, D); the unconditional half: zeros
+        theirs = ref([""], image=keypoints[i:i + 1], controlnet_conditioning_scale=t["conditioning_scale"],
+                     ip_adapter_image_embeds=[torch.cat([torch.zeros_like(feats), feats])], output_type="pt",
+                     generator=torch.Generator().manual_seed(i), **kw).images
+        assert (ours - theirs).abs().max() < 1e-5
