@@ -79,10 +79,8 @@ def main(argv=None):
     rows = zoo.composition(pipe, n=args.n, steps=args.steps, trained_with=trained, per_item=True)
     test = zoo.test_set("keypoints", args.n)  # the scenes composition sampled: their own images are the ceiling
     m = conditions.measure(test.targets.float() / 255, test.scenes, per_item=True)
-    rows.append({"run": "ground truth (ceiling)", "joint": zoo.joint_score(m),
-                 **{k: sum(m[k]) / args.n for k in ("keypoint_accuracy", "colour_accuracy")},
-                 "per_item": {"keypoint_accuracy": m["keypoint_accuracy"], "colour_accuracy": m["colour_accuracy"],
-                              "joint": [h * c for h, c in zip(m["keypoint_accuracy"], m["colour_accuracy"])]}})
+    per = {"keypoint_accuracy": m["keypoint_accuracy"], "colour_accuracy": m["colour_accuracy"], "joint": zoo.joint_items(m)}
+    rows.append({"run": "ground truth (ceiling)", **{k: sum(v) / args.n for k, v in per.items()}, "per_item": per})
     ours = [r for r in rows if r["run"].startswith("keypoints trained with")]
     groups = {"at CFG 5, control 1, λ 1 (as trained)": [r for r in ours if not r["run"].endswith(", tuned")],
               f"tuned ({zoo.TUNED['trained with']})": [r for r in ours if r["run"].endswith(", tuned")]}
@@ -91,13 +89,11 @@ def main(argv=None):
              f"CFG 5 unless tuned (zoo.TUNED, chosen on validation scenes); trained with: "
              f"{', '.join(os.path.relpath(t) for t in trained)}", "",
              f"{'run':52s}{'keypoint acc.':>14s}{'colour acc.':>12s}{'joint':>7s}  joint 95% (scenes)"]
-    for r in rows:
+    out_rows = []
+    for r in rows:  # the table's rows; stored without the per-scene lists, with the joint's interval over the scenes
         j = ablations.difference_interval(r["per_item"]["joint"])
         lines.append(f"{r['run']:52s}{r['keypoint_accuracy']:14.3f}{r['colour_accuracy']:12.3f}{r['joint']:7.3f}"
                      f"  [{j['low']:.3f}, {j['high']:.3f}]")
-    out_rows = []
-    for r in rows:  # without the per-scene lists; with the joint's interval over the scenes
-        j = ablations.difference_interval(r["per_item"]["joint"])
         out_rows.append({**{k: v for k, v in r.items() if k != "per_item"}, "joint_low": j["low"], "joint_high": j["high"]})
     baselines = [r for r in rows if r not in ours and r["run"] not in ("TinySD alone", "ground truth (ceiling)")]
     for label, mine in groups.items():

@@ -9,6 +9,7 @@ from zc import train as zt
 from zc.fill50k import Fill50k
 from zc.ip_adapter import IPAdapter, IPAdapterConditioned, cross_attention_names
 from zc.sample import sample
+from zc.zero_conv import randomize_
 
 from conftest import UNET_CONFIGS, inputs, make_unet
 
@@ -129,11 +130,9 @@ def test_training_an_ip_adapter_with_condition_dropout_resumes_exactly(pipe, tmp
 
 
 def _nonzero_zero_convs(cn, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in (cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out):
-            for p in m.parameters():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    """The ControlNet's zero convolutions (hint block's last included) made non-zero, as after training."""
+    for i, m in enumerate((cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out)):
+        randomize_(m, std=0.1, generator=torch.Generator().manual_seed(seed + i))
     return cn
 
 

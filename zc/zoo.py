@@ -268,17 +268,20 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
                      **{k: mean[k] for k in ("keypoint_accuracy", "centre_error", "colour_accuracy",
                                              "fill_accuracy", "background_accuracy", "shape_iou")}})
         if per_item:
-            hits, cols = m["keypoint_accuracy"], m["colour_accuracy"]
-            rows[-1]["per_item"] = {"keypoint_accuracy": list(hits), "colour_accuracy": list(cols),
-                                    "joint": [h * c for h, c in zip(hits, cols)]}
+            rows[-1]["per_item"] = {"keypoint_accuracy": list(m["keypoint_accuracy"]),
+                                    "colour_accuracy": list(m["colour_accuracy"]), "joint": joint_items(m)}
     return (rows, images, test) if return_images else rows
 
 
+def joint_items(per_item: dict) -> list[float]:
+    """Both constraints at once, per image: keypoint hit x colour accuracy (measure(..., per_item=True) lists)."""
+    return [h * c for h, c in zip(per_item["keypoint_accuracy"], per_item["colour_accuracy"])]
+
+
 def joint_score(per_item: dict) -> float:
-    """Both constraints at once: the mean over images of keypoint hit x colour accuracy (measure(...,
-    per_item=True) lists); 0 for TinySD alone, 1 at the ceiling."""
-    hits, colours = per_item["keypoint_accuracy"], per_item["colour_accuracy"]
-    return sum(h * c for h, c in zip(hits, colours)) / len(hits)
+    """The mean over images of joint_items: 0 for TinySD alone, 1 at the ceiling."""
+    joint = joint_items(per_item)
+    return sum(joint) / len(joint)
 
 
 def format_table(rows: list[dict], header: bool = True) -> str:
