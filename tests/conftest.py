@@ -41,9 +41,30 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "after_notebooks: runs after every notebook (nbmake) item")
 
 
+def _chapter_seconds() -> dict[str, float]:
+    """Each TinySD chapter's seconds in the last suite_time benchmark (to start the longest first)."""
+    import json
+    from pathlib import Path
+
+    times = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "cpu" / "suite_time.json"
+    return json.loads(times.read_text()).get("chapters", {}) if times.is_file() else {}
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Tests marked after_notebooks go last, behind nbmake's notebook items (the book test reads their outputs);
-    the chapters on the stand-in go first (in the full suite, after the other tests, chapter 7's kernel twice
-    lost a message and nbmake waited forever; run first, as alone, it never has)."""
-    items.sort(key=lambda item: (item.get_closest_marker("after_notebooks") is not None,
-                                 "test_standin_chapters" not in item.nodeid))
+    """The order of the suite. `make test` runs two workers (pytest-xdist, --dist loadfile: a file's tests
+    stay together and in order on one worker, so the stand-in chapters run 6 before 7 and 9): the TinySD
+    chapters go first, longest first, then the stand-in chapters, then the other tests, and last the book
+    test that builds from the chapters' outputs (under xdist it also waits for the other worker's
+    chapters, tests/test_book_build.py)."""
+    seconds = _chapter_seconds()
+
+    def rank(item):
+        if item.get_closest_marker("after_notebooks"):
+            return (3, 0)
+        if item.path.suffix == ".ipynb":
+            return (0, -seconds.get(item.path.stem, 0.0))
+        if "test_standin_chapters" in item.nodeid:
+            return (1, 0)
+        return (2, 0)
+
+    items.sort(key=rank)

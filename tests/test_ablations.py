@@ -40,16 +40,17 @@ def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(ablations, "train", lambda cfg, pipe=None: calls.append(cfg.architecture) or real_train(cfg, pipe=pipe))
     alone = []  # the seeds forgetting() measured the SD alone for
     real_forgetting = ablations.forgetting
-    monkeypatch.setattr(ablations, "forgetting", lambda pipe, *a, **k: alone.append(k["seed"]) or real_forgetting(pipe, *a, **k))
-    table = ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2, names=["ControlNet", "lite"])
+    monkeypatch.setattr(ablations, "forgetting", lambda pipe, *a, **k: alone.append((k["seed"], k["n"], k["steps"])) or real_forgetting(pipe, *a, **k))
+    small = dict(n_test=2, sample_steps=2, n_forget=4)  # the sizes reach every measurement
+    table = ablations.run_all("ci", str(tmp_path), seeds=(0, 1), names=["ControlNet", "lite"], **small)
     rows = list(csv.DictReader(open(table)))
     assert [(r["name"], r["seed"]) for r in rows] == [("ControlNet", "0"), ("lite", "0"), ("ControlNet", "1"), ("lite", "1")]
     # the untouched SD alone is measured once per seed and shared by that seed's locked runs
-    assert alone == [0, 1] and rows[0]["base_kind_accuracy"] == rows[1]["base_kind_accuracy"]
+    assert alone == [(0, 4, 2), (1, 4, 2)] and rows[0]["base_kind_accuracy"] == rows[1]["base_kind_accuracy"]
     assert all(0 <= float(r[s]) <= 1 for r in rows for s in ablations.PROMPTS)
-    ablations.run_all("ci", str(tmp_path), seeds=(0, 1), n_test=2)  # the finished rows are skipped
+    ablations.run_all("ci", str(tmp_path), seeds=(0, 1), **small)  # the finished rows are skipped
     assert calls == ["controlnet", "lite"] * 2 + ["controlnet"] * 2  # then only the unlocked runs train
-    assert alone == [0, 1, 0, 1]  # an SD that trained is measured after its own run
+    assert alone == [(0, 4, 2), (1, 4, 2)] * 2  # an SD that trained is measured after its own run
     assert len(list(csv.DictReader(open(table)))) == 6
     caches = sorted(p.name for p in tmp_path.glob("cache_*"))  # the runs of a seed share one latent cache
     assert caches == ["cache_outline_8_seed0", "cache_outline_8_seed1"]
@@ -65,7 +66,7 @@ def test_runner_writes_fidelity_curves(tmp_path, monkeypatch):
     micro = (dict(steps=2, batch=2, n_train=8, eval_every=2, eval_n=2, eval_steps=2, checkpoint_every=100, device="cpu"),
              [ablations.Run("ControlNet", "reference", {})])
     monkeypatch.setattr(ablations, "runs_for", lambda preset: micro)
-    ablations.run_all("ci", str(tmp_path), seeds=(3,), n_test=2)
+    ablations.run_all("ci", str(tmp_path), seeds=(3,), n_test=2, sample_steps=2, n_forget=4)
     curves = ablations.read_csv(tmp_path / "curves.csv")
     assert [(c["name"], c["seed"], c["step"]) for c in curves] == [("ControlNet", 3, 1), ("ControlNet", 3, 2)]  # early + regular
     row = ablations.read_csv(tmp_path / "results.csv")[0]

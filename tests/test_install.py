@@ -19,15 +19,28 @@ def run(cmd, cwd, timeout=900):
     return r.stdout
 
 
+def installer() -> list[str]:
+    """uv beside this Python (`make` installs it), as `uv pip install`; pip where there is none. uv reads no
+    pip configuration: pip's local wheel store (where this project's machines keep the CPU torch) is passed."""
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.is_file():
+        return [sys.executable, "-m", "pip", "install", "-q"]
+    links = os.environ.get("PIP_FIND_LINKS") or subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True).stdout.strip()
+    return [str(uv), "pip", "install", "-q", "--compile-bytecode", *(["--find-links", links] if links else [])]
+
+
 def test_wheel_installs_with_its_dependencies_and_runs_a_chapter(tmp_path):
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ROOT], cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("zc-*.whl"))
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
+    run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
     py = venv / "bin" / "python"
     torch_version = torch.__version__.split("+")[0]
-    run([py, "-m", "pip", "install", "-q", f"torch=={torch_version}"], cwd=tmp_path)  # the torch already there
-    run([py, "-m", "pip", "install", "-q", wheel, "nbmake"], cwd=tmp_path)
+    # into the empty venv: the torch already there (as a GPU student's CUDA torch), the wheel and nbmake; every
+    # other package comes from the wheel's own metadata (uv resolves it from its cache in seconds, as pip would
+    # from the index in minutes), so a dependency missing there fails the probe or the chapter below
+    run([*installer(), "--python", py, f"torch=={torch_version}", wheel, "nbmake"], cwd=tmp_path)
     assert run([py, "-c", "import torch; print(torch.__version__)"], cwd=tmp_path).strip() == torch.__version__
 
     probe = (

@@ -87,7 +87,8 @@ class Run:
 
 
 PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure each finished run
-    "ci": (dict(steps=300, batch=16, n_train=1000, eval_every=100, eval_n=8), 8),
+    # ci: chapter 9's live demonstration, ~1.5 min on 2 CPU cores (batch 8; its curves sampled with 10 steps)
+    "ci": (dict(steps=300, batch=8, n_train=1000, eval_every=100, eval_n=8, eval_steps=10), 8),
     "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
 }
 
@@ -177,13 +178,13 @@ def read_csv(path: str | Path) -> list[dict]:
 
 def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, ...] = (0,), sd: str | None = None,
             n_test: int | None = None, condition: str = "outline", names: list[str] | None = None,
-            device: str = "auto", overrides: dict | None = None, sample_steps: int = 20) -> Path:
+            device: str = "auto", overrides: dict | None = None, sample_steps: int = 20, n_forget: int = 32) -> Path:
     """Train and measure every run of `preset` (or only those in `names`) on `condition`, for each
     seed; append to out/results.csv and out/curves.csv. Finished (condition, run, seed) rows are
     skipped, so a rerun resumes an interrupted sweep. With an SD other than TinySD the runs take the
     sd15 preset's memory settings (batch 4, gradient checkpointing, bf16/fp16 on a GPU). `overrides`:
     TrainConfig fields set for every run (e.g. fewer steps for a rehearsal); sample_steps: sampler steps
-    of the final measurements."""
+    of the final measurements; n_forget: held-out prompts of forgetting()."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out)
@@ -220,10 +221,10 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         score = measure(pipe, result.controlnet.eval(), test, seed, steps=sample_steps)  # the pipe it trained with (its decoder, if unlocked)
         if cfg.sd_locked and cfg.architecture != "concat":  # the SD is as loaded: what it does alone is per seed
             if seed not in base_alone:
-                base_alone[seed] = forgetting(pipe, seed=seed, steps=sample_steps)
+                base_alone[seed] = forgetting(pipe, n=n_forget, seed=seed, steps=sample_steps)
             score.update(base_alone[seed])
         else:  # the SD itself trained: what does it still do alone?
-            score.update(forgetting(pipe, result.controlnet, seed=seed, steps=sample_steps))
+            score.update(forgetting(pipe, result.controlnet, n=n_forget, seed=seed, steps=sample_steps))
         losses = [h["loss"] for h in result.history if "loss" in h]
         _append(curves, ["condition", "name", "seed", "step", "score", "shape_iou", "fill_accuracy"],
                 [{"condition": condition, "name": run.name, "seed": seed, "step": h["step"], "score": round(h[key], 4),

@@ -79,7 +79,7 @@ def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", condit
     return torch.cat([off, on])
 
 
-def _png(images: torch.Tensor, scale: int) -> bytes:
+def png(images: torch.Tensor, scale: int) -> bytes:
     """Images side by side, each scaled up `scale` times (nearest), as PNG bytes."""
     import io
 
@@ -152,7 +152,7 @@ class DrawCondition:
         self.button = W.Button(description="generate", button_style="primary")
         self.button.add_class("zc-generate")
         blank = torch.full((2, 3, self.size, self.size), 0.9)
-        self.output = W.Image(value=_png(blank, SCALE), format="png",
+        self.output = W.Image(value=png(blank, SCALE), format="png",
                               layout=W.Layout(width=f"{2 * px}px", height=f"{px}px"))
         self.output.add_class("zc-output")
         self.progress = W.IntProgress(value=0, min=0, max=2 * steps, description="sampling",
@@ -302,6 +302,6 @@ class DrawCondition:
                                ip_condition=palette_image(self.fill_colour.value, self.bg_colour.value, self.size)
                                if colours else None)
         self.last_seconds = time.time() - t0
-        self.output.value = _png(self.images, SCALE)
+        self.output.value = png(self.images, SCALE)
         self.status.value = f"done in {self.last_seconds:.1f} s"
         return self.images
