@@ -1,5 +1,6 @@
 """The chapters as files: committed without outputs, formatted to the book's width, parameters first."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,12 @@ def test_chapter_opens_and_closes_for_the_reader(path):
     text = "\n".join("".join(c["source"]) for c in cells(path, "markdown"))
     for part in ("What you will learn", "Assumes", "## Summary", "## Try this"):
         assert part in text, f"{path.name}: no '{part}'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_figure_drawn_inside_a_widget(path):
+    """ipywidgets' interact/interactive draw into an Output widget while the cell runs, and a headless run
+    (nbmake, the book's build) can then wait forever for a message (jupyter/nbclient#312: chapter 7 hung
+    so in the suite). Widgets show images as ipywidgets.Image (zc.widgets.png), as chapters 7 and 8 do."""
+    used = [i for i, c in enumerate(cells(path)) if re.search(r"\binteract(ive)?\(|widgets\.Output\(", "".join(c["source"]))]
+    assert not used, f"{path.name}: code cells {used} draw inside a widget; show an ipywidgets.Image instead"

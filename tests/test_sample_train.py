@@ -152,6 +152,19 @@ def test_training_resumes_to_the_same_weights(pipe, tmp_path):
     assert all(torch.equal(v, b[k]) for k, v in loaded.state_dict().items())
 
 
+def test_evaluations_only_at_eval_every_without_the_dense_start(pipe, tmp_path):
+    """eval_dense=False (chapter 6's live run, chapter 9's ci preset): only the regular evaluations, and the
+    training itself is the dense run's, step for step (an evaluation draws from its own generator)."""
+    cfg = dict(steps=6, batch=2, n_train=16, eval_every=3, eval_n=2, eval_steps=2, checkpoint_every=100, device="cpu")
+    dense = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)
+    sparse = zt.train(zt.TrainConfig(out=str(tmp_path / "b"), eval_dense=False, **cfg), pipe=pipe)
+    assert [h["step"] for h in sparse.history if "shape_iou" in h] == [3, 6]
+    assert [h["step"] for h in dense.history if "shape_iou" in h] == [1, 2, 3, 6]
+    assert [h["loss"] for h in sparse.history if "loss" in h] == [h["loss"] for h in dense.history if "loss" in h]
+    a, b = _weights(dense), _weights(sparse)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_mixed_precision_checkpointing_and_accumulation_run(pipe, tmp_path):
     import copy
 

@@ -87,8 +87,8 @@ class Run:
 
 
 PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure each finished run
-    # ci: chapter 9's live demonstration, ~1.5 min on 2 CPU cores (batch 8; its curves sampled with 10 steps)
-    "ci": (dict(steps=300, batch=8, n_train=1000, eval_every=100, eval_n=8, eval_steps=10), 8),
+    # ci: chapter 9's live demonstration, ~1.5 min on 2 CPU cores (batch 8; its curve: 3 points, 10 sampler steps)
+    "ci": (dict(steps=300, batch=8, n_train=1000, eval_every=100, eval_dense=False, eval_n=8, eval_steps=10), 8),
     "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
 }
 

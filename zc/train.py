@@ -86,7 +86,8 @@ class TrainConfig:
     reward_t_max: int = 200  # the reward only where t < this: the one-step estimate of the image is good there
     mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
     gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
-    eval_every: int = 250  # steps between fidelity measurements (0: never); 10x denser before the first one
+    eval_every: int = 250  # steps between fidelity measurements (0: never)
+    eval_dense: bool = True  # also 10x more often before the first of them (an early jump); False: only those
     eval_n: int = 32  # held-out outlines/prompts for the fidelity measurement
     eval_prompts: str = "full"  # "full": held-out captions; "empty": "" (what the condition alone achieves)
     eval_steps: int = 20  # sampler steps for it
@@ -455,7 +456,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             accelerator.log({"loss": mean_loss}, step=step)
             step_seconds += time.perf_counter() - tick
             done = step + 1
-            early = done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # catch the sudden convergence
+            early = cfg.eval_dense and done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # an early jump
             if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
                 if main:
                     unwrapped = accelerator.unwrap_model(model)
@@ -488,8 +489,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     return TrainResult(controlnet, history, out / final, time.time() - t0, step_seconds, snapshots, start)
 
 
-RESUMABLE_FIELDS_MAY_CHANGE = ("steps", "eval_every", "eval_n", "eval_steps", "checkpoint_every", "device",
-                               "report_to", "num_workers", "out", "cache")  # a resumed run may differ in these
+RESUMABLE_FIELDS_MAY_CHANGE = ("steps", "eval_every", "eval_dense", "eval_n", "eval_steps", "checkpoint_every",
+                               "device", "report_to", "num_workers", "out", "cache")  # a resumed run may differ in these
 
 
 def check_resumable(out: Path, cfg: TrainConfig) -> None:
