@@ -30,9 +30,9 @@ $(STAMP): requirements.txt pyproject.toml
 # Notebooks run once, as copies in $(EXECUTED) (notebooks/ stays output-free); tests/test_book_build.py
 # runs after them and builds the book from their outputs without executing anything again.
 # Two pytest workers (pytest-xdist), one torch thread each: on 2 cores the tiny models' work gains little
-# from a second thread, so two tests at once get ~1.6x done. --dist loadfile keeps a file's tests in order
-# on one worker (the stand-in chapters: chapter 6 trains what 7 and 9 read); tests/conftest.py orders the
-# suite, and the book test waits for the chapters it builds from.
+# from a second thread, so two tests at once get ~1.4x done (measured). --dist loadfile keeps a file's
+# tests in order on one worker (the stand-in chapters: chapter 6 trains what 7 and 9 read);
+# tests/conftest.py orders the suite, and the book test waits for the chapters it builds from.
 JOBS ?= 2
 PYTEST_ARGS ?=
 test: $(STAMP)

@@ -3,8 +3,10 @@
 jupyter-book 1.x (myst-nb, `execute_notebooks: cache`) executes the chapters one after another while it
 builds. On a 2-core machine that leaves half the machine idle: a chapter's torch work on TinySD gains
 little from a second thread (one thread runs at ~0.73x the speed of two), while two chapters at one
-thread each get ~1.6x the work done. This script executes every chapter whose code is not already in
-the cache, `--jobs` at a time (one torch thread each), the longest first, exactly as myst-nb would
+thread each get ~1.4x the work done (measured: 609 s one after the other on two threads, 449 s in two
+lanes; two torch kernels side by side each run ~30% slower than alone at one thread). This script
+executes every chapter whose code is not already in the cache, `--jobs` at a time (one torch thread
+each), the longest first, exactly as myst-nb would
 (`jupyter_cache`'s single_nb_execution, in the chapter's own folder, no errors allowed), and stores each
 result in the cache; `jupyter-book build` then finds them all there and executes nothing.
 
