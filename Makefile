@@ -19,7 +19,8 @@ BOOK_ENV := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 # uv (from PyPI, into the venv) installs: ~0.5 min instead of pip's ~2.5 on 2 cores. uv reads no pip
 # configuration, so pip's local wheel store (this project's machines keep the CPU torch there) is passed on.
 UV      := $(VENV)/bin/uv
-FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
+# (= not :=: pip is asked only when the install recipe runs, not on every make call)
+FIND_LINKS = $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv

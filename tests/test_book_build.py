@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXECUTED = os.environ.get("ZC_EXECUTED")  # set by `make test`: nbmake's executed copies of the chapters
 
 
-def executed(path: Path) -> bool:
+def written_back(path: Path) -> bool:
     """nbmake has written this copy back (it does, failed or not): some code cell has an execution count."""
     try:
         cells = json.loads(path.read_text())["cells"]
@@ -33,16 +33,17 @@ def wait_for_chapters(folder: Path, timeout: float = 3600.0) -> None:
     nbmake has written every copy (a chapter that never comes back fails here after `timeout` s)."""
     deadline = time.time() + timeout
     copies = sorted(folder.glob("*.ipynb"))
-    while not all(executed(p) for p in copies):
+    while not all(written_back(p) for p in copies):
         if time.time() > deadline:
-            pytest.fail(f"chapters not executed after {timeout:.0f} s: {[p.name for p in copies if not executed(p)]}")
+            pytest.fail(f"chapters not executed after {timeout:.0f} s: {[p.name for p in copies if not written_back(p)]}")
         time.sleep(2)
 
 
 @pytest.mark.after_notebooks
 def test_book_builds_with_every_chapter_and_figure(tmp_path):
-    """Runs after nbmake (tests/conftest.py orders it last; under xdist it waits for them) on the executed copies: nothing is executed
-    twice. A chapter that failed under nbmake has no outputs here, so this fails too."""
+    """Runs after nbmake (tests/conftest.py orders it last; under xdist it waits for them) on the executed
+    copies: nothing is executed twice. A chapter that failed under nbmake has no outputs here, so this fails
+    too."""
     if not EXECUTED:
         pytest.skip("`make test` runs this on the notebooks nbmake executed (set ZC_EXECUTED=<folder>)")
     if os.environ.get("PYTEST_XDIST_WORKER"):
