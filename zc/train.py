@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -588,13 +590,21 @@ def main(argv=None):
     r = train(cfg, stop_after=args.stop_after)
     from accelerate import PartialState
 
-    if not PartialState().is_main_process:
-        return
-    if r is None:
-        print(f"stopped after {args.stop_after} steps; checkpoint in {Path(cfg.out) / 'checkpoint'} (rerun to resume)")
-        return
-    print(format_history(r.history))
-    print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}")
+    if PartialState().is_main_process:
+        if r is None:
+            print(f"stopped after {args.stop_after} steps; checkpoint in {Path(cfg.out) / 'checkpoint'} "
+                  "(rerun to resume)")
+        else:
+            print(format_history(r.history))
+            print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under `accelerate launch`, everything is written and the process group is destroyed by now.
+        # Python's own shutdown after that can hang with gloo (here: about 1 launch in 70, the main
+        # process printed its last line and never exited, the launcher waiting on it; pytorch/pytorch
+        # #75097, #179291): leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
