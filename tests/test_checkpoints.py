@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import huggingface_hub.constants as hub
@@ -161,6 +162,39 @@ def test_fp16_on_a_cpu_is_refused(tmp_path):
     with pytest.raises(ValueError, match="fp16.*on a CPU"):
         zt.train(zt.TrainConfig(out=str(tmp_path), mixed_precision="fp16", **CFG), pipe=zc.load_sd())
     assert zc.sd.precision("cpu") == "no"
+
+
+def test_bf16_only_on_cards_that_compute_in_it(monkeypatch):
+    """A T4 (7.5) or V100 (7.0) trains in fp16: torch.cuda.is_bf16_supported() says True there too
+    (emulated bf16, many times slower), so precision() must not ask it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers by default
+    for capability, expected in [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((8, 9), "bf16"),
+                                 ((9, 0), "bf16")]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert zc.sd.precision("cuda") == expected, capability
+        assert zc.sd.precision("auto") == expected
+    assert zc.sd.precision("cpu") == "no"
+
+
+def test_cuda_where_torch_sees_no_gpu_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"'cuda' \(ZC_DEVICE\) but this torch sees no GPU.*set ZC_DEVICE=cpu"):
+        zc.load_sd(device="cuda")
+    with pytest.raises(ValueError, match="sees no GPU"):  # not a silent fall back to the CPU
+        zt.train(zt.TrainConfig(out=str(tmp_path), **{**CFG, "device": "cuda"}))
+    with pytest.raises(ValueError, match="sees no GPU"):
+        zc.sd.precision("cuda:0")
+    assert zc.sd.precision("auto") == "no"  # auto on a machine without a GPU: the CPU, no error
+
+
+def test_a_large_sd_loaded_on_the_cpu_warns(monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # TinySD on the CPU is the book's default: no warning
+        zc.load_sd()
+    monkeypatch.setattr(zc.sd, "BIG_ON_CPU", 1_000_000)  # TinySD's 2.7M UNet counted as big
+    with pytest.warns(UserWarning, match="on the CPU.*set ZC_DEVICE=cuda"):
+        zc.load_sd()
 
 
 def test_a_kill_between_the_checkpoint_swaps_renames_leaves_a_whole_checkpoint(tmp_path):

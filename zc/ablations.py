@@ -202,7 +202,8 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         runs = [r for r in runs if r.name in names]
     key = conditions.get(condition).score
     n_test = n_test or PRESETS.get(preset, (None, 16))[1]
-    pipe = load_sd(sd)
+    on = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device  # where train() runs
+    pipe = load_sd(sd, device=on)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
@@ -214,7 +215,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
                              "condition": condition, "sd": sd or "tinysd", "device": device,
                              "out": str(out_dir / f"{condition}_{run.name.replace(' ', '_')}_seed{seed}")})
         cfg.cache = str(out_dir / f"cache_{condition}_{cfg.n_train}_seed{seed}")  # one per data set: encoded once
-        pipe = load_sd(sd)  # fresh: sd_locked=False changes the UNet; train() moves it to its device
+        pipe = load_sd(sd, device=on)  # fresh: sd_locked=False changes the UNet
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0

@@ -11,6 +11,7 @@ The result is a diffusers StableDiffusionPipeline: `.vae`, `.text_encoder`, `.to
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,14 +37,31 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
+def check_device(device: str | torch.device) -> None:
+    """ValueError for a CUDA device this torch cannot reach (a Colab CPU runtime, a CPU build of torch),
+    naming the switch, instead of torch's bare "Torch not compiled with CUDA enabled"."""
+    if str(device) == "auto" or torch.device(device).type != "cuda" or torch.cuda.is_available():
+        return
+    built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    raise ValueError(f"device {str(device)!r} (ZC_DEVICE) but this torch sees no GPU (torch {torch.__version__}, "
+                     f"{built}): on Colab pick Runtime > Change runtime type > a GPU; elsewhere install a CUDA "
+                     "build of torch; or set ZC_DEVICE=cpu")
+
+
 def precision(device: str | torch.device = "cpu") -> str:
     """The mixed precision a training run should use on `device`: "no" on a CPU (its half-precision
-    kernels are slow or missing), "bf16" on a GPU that has it (A100, H100, L4), else "fp16" (T4, V100)."""
+    kernels are slow or missing), "bf16" on a GPU that computes in it (compute capability 8.0 and up:
+    A100, L4, H100), else "fp16" (T4 7.5, V100 7.0). Not torch.cuda.is_bf16_supported(): by default it
+    also answers True where bf16 is only emulated (a T4), many times slower than fp16."""
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type != "cuda":
         return "no"
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+    check_device(device)
+    return "bf16" if torch.cuda.get_device_capability(torch.device(device)) >= (8, 0) else "fp16"
+
+
+BIG_ON_CPU = 200_000_000  # UNet parameters above which a CPU run gets a warning (TinySD: 2.7M; SD 1.5: 860M)
 
 
 def inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
@@ -79,6 +97,11 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
             f"Jupyter) and not a model in the hub cache: give the folder's absolute path, or a hub id to "
             f"download when online ({e.__class__.__name__}: {str(e)[:200]})") from e
     pipe.set_progress_bar_config(disable=True)
+    check_device(device)
+    if torch.device(device).type == "cpu" and sum(p.numel() for p in pipe.unet.parameters()) > BIG_ON_CPU:
+        warnings.warn(f"{where}: a UNet of {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.0f}M parameters "
+                      "on the CPU, where a chapter's training and sampling take hours: set ZC_DEVICE=cuda on a GPU "
+                      "machine (or leave ZC_SD unset for TinySD)", stacklevel=2)
     return pipe.to(device)
 
 

@@ -37,7 +37,7 @@ from .fill50k import Fill50k
 from .ip_adapter import IPAdapter, IPAdapterConditioned, WithGlobal
 from .latent_cache import LatentCache
 from .sample import sample
-from .sd import load_sd
+from .sd import check_device, load_sd
 from .t2i_adapter import AdapterConditioned
 from .tinysd import encode_prompts
 from .training_utils import atomic_write, has_checkpoint, hide_bar, load_checkpoint, save_checkpoint, step_generator
@@ -313,6 +313,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
     from diffusers import DDPMScheduler
 
     t0 = time.time()
+    check_device(cfg.device)  # else accelerate would fall back to the CPU without a word
     # accelerate keeps one process-wide state; a second run in the same process (a notebook, the
     # ablation runner) may ask for another precision. The distributed PartialState is kept.
     AcceleratorState._reset_state()
