@@ -110,7 +110,9 @@ def test_cache_builds_once_resumes_and_refuses_other_data_or_models(pipe, tmp_pa
         LatentCache(tmp_path / "whole", data, zc.load_sd("tinysd-shaded"), "cpu", torch.float32)
 
 
-def test_training_on_the_fly_matches_the_cache(pipe, tmp_path):
+def test_training_on_the_fly_matches_the_cache(pipe, tmp_path, monkeypatch):
+    for var in ("ZC_RUNS", "ZC_CACHE"):  # the default: the cache inside the run's folder
+        monkeypatch.delenv(var, raising=False)
     kw = dict(steps=3, batch=2, n_train=8, eval_every=0, device="cpu")
     cached = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **kw), pipe=pipe)
     fly = zt.train(zt.TrainConfig(out=str(tmp_path / "b"), encode="fly", **kw), pipe=pipe)
@@ -120,6 +122,24 @@ def test_training_on_the_fly_matches_the_cache(pipe, tmp_path):
     assert a == pytest.approx(b, rel=1e-4)
     reuse = zt.train(zt.TrainConfig(out=str(tmp_path / "c"), cache=str(tmp_path / "a" / "cache"), **kw), pipe=pipe)
     assert [h["loss"] for h in reuse.history if "loss" in h] == a and not (tmp_path / "c" / "cache").exists()
+
+
+def test_runs_on_a_drive_keep_their_cache_on_local_disk_named_by_its_contents(pipe, tmp_path, monkeypatch):
+    """$ZC_RUNS (Colab: Google Drive) gets the checkpoints and the ControlNet; the latent cache (hundreds of MB
+    at 512 px) goes to $ZC_CACHE (else the temp folder), in a folder named by its data and encoders: the same
+    data finds it again, other data gets its own."""
+    monkeypatch.setenv("ZC_RUNS", str(tmp_path / "drive"))
+    monkeypatch.setenv("ZC_CACHE", str(tmp_path / "local"))
+    kw = dict(steps=2, batch=2, n_train=8, eval_every=0, device="cpu")
+    first = zt.train(zt.TrainConfig(out=str(tmp_path / "drive" / "a"), **kw), pipe=pipe)
+    assert (tmp_path / "drive" / "a" / "controlnet").is_dir() and not (tmp_path / "drive" / "a" / "cache").exists()
+    (folder,) = (tmp_path / "local").iterdir()
+    assert (folder / "latents.npy").is_file()
+    again = zt.train(zt.TrainConfig(out=str(tmp_path / "drive" / "b"), **kw), pipe=pipe)
+    assert [p.name for p in (tmp_path / "local").iterdir()] == [folder.name]  # found again, not rebuilt elsewhere
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in first.history]
+    zt.train(zt.TrainConfig(out=str(tmp_path / "drive" / "c"), **{**kw, "n_train": 12}), pipe=pipe)
+    assert len(list((tmp_path / "local").iterdir())) == 2  # other data: its own folder, no stale-cache error
 
 
 def test_training_on_a_folder(pipe, tmp_path):

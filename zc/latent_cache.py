@@ -22,9 +22,11 @@ with the difference named; so is one made by zc before 0.2, which kept the poste
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,20 @@ def model_fingerprint(pipe, dtype: torch.dtype) -> dict:
 
 def _plain(x):
     return json.loads(json.dumps(x, default=str))  # tuples -> lists etc., as meta.json stores them
+
+
+def default_folder(out: str | Path, data, pipe, dtype: torch.dtype) -> Path:
+    """Where a run keeps its cache when it names none: `out`/cache, unless the runs live on a network drive
+    ($ZC_RUNS, e.g. Google Drive in Colab) or $ZC_CACHE names a place: then on local disk ($ZC_CACHE, else
+    the system's temp folder /zc-cache), in a folder named by what it holds (the data's and the encoders'
+    fingerprints), so a later run reuses it and never finds it stale. Hundreds of MB of small writes through
+    Drive are slow; checkpoints stay in `out`."""
+    root = os.environ.get("ZC_CACHE") or (os.environ.get("ZC_RUNS") and Path(tempfile.gettempdir()) / "zc-cache")
+    if not root:
+        return Path(out) / "cache"
+    meta = {"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES}
+    key = hashlib.sha256(json.dumps(_plain(meta), sort_keys=True).encode()).hexdigest()[:16]
+    return Path(root).expanduser() / key
 
 
 class LatentCache:

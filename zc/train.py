@@ -35,7 +35,7 @@ from .controlnet_xs import ControlNetXS
 from .controlnext import ControlNeXt
 from .fill50k import Fill50k
 from .ip_adapter import IPAdapter, IPAdapterConditioned, WithGlobal
-from .latent_cache import LatentCache
+from .latent_cache import LatentCache, default_folder
 from .sample import sample
 from .sd import check_device, load_sd
 from .t2i_adapter import AdapterConditioned
@@ -58,7 +58,8 @@ class TrainConfig:
     encode: str = "cache"  # "cache": VAE latents + text features once, on disk; "fly": every batch (diffusers)
     latent: str = "sample"  # "sample": a draw from the VAE posterior each step (SD's training); "mean": its mean
     batches: str = "iid"  # "iid": each step draws its pairs anew; "epochs": shuffled passes over the data (diffusers)
-    cache: str = ""  # the cache folder ("" = out/cache): give later runs on the same data the same folder
+    cache: str = ""  # the cache folder ("" = out/cache; on local disk where $ZC_RUNS or $ZC_CACHE is set: see
+    # latent_cache.default_folder): give later runs on the same data the same folder
     num_workers: int = 0  # DataLoader workers reading each batch's images (helps for folders on a GPU box)
     out: str = "runs/controlnet"  # checkpoints, log.jsonl and the final controlnet/ folder
     seed: int = 0
@@ -349,7 +350,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         raise ValueError(f"latent must be 'sample' (a draw from the VAE posterior) or 'mean', got {cfg.latent!r}")
     cache = None
     if cfg.encode == "cache":  # the main process encodes; the others then open the finished cache
-        folder = Path(cfg.cache) if cfg.cache else out / "cache"
+        folder = Path(cfg.cache) if cfg.cache else default_folder(out, data, pipe, weight_dtype)
         if main:
             cache = LatentCache(folder, data, pipe, device, weight_dtype)
         accelerator.wait_for_everyone()
