@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from pathlib import Path
 
-import _results  # benchmarks/_results.py
 import torch
 from diffusers import StableDiffusionPipeline
 
 from zc import tinysd
 from zc.sd import TINYSD
+
+sys.path.insert(0, str(Path(__file__).parent))  # also when a test loads this file
+import _results  # benchmarks/_results.py
 
 BARS = {"vae_psnr_db": 30.0, "colour_accuracy": 0.9, "position_std": 0.08}  # each a lower bound
 

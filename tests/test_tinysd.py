@@ -1,6 +1,5 @@
 """TinySD: the shipped folder loads with diffusers' own pipeline and meets the quality bar;
 the pretraining script runs and resumes to the same weights."""
-import hashlib
 import json
 from pathlib import Path
 
@@ -8,6 +7,9 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
+
+# tests/ is on sys.path (pytest's default import mode): the benchmark file, loaded as that test loads it
+from test_where_and_colours import bench
 
 import zc
 from zc import metrics, shapes, tinysd
@@ -30,8 +32,7 @@ def report():
     """The quality bar as benchmarks/tinysd_quality.py measured it (64 held-out scenes, 25 steps), for the
     weights shipped now: a result for other weights fails, naming the command that refreshes it."""
     row = json.loads(STORED.read_text())["rows"][0]
-    now = {str(p.relative_to(TINYSD)): hashlib.sha256(p.read_bytes()).hexdigest()
-           for p in sorted(TINYSD.rglob("*.safetensors"))}
+    now = bench("tinysd_quality").weight_hashes()
     assert now and row["weights"] == now, "the shipped TinySD changed: run python benchmarks/tinysd_quality.py"
     assert row["n"] >= 64 and row["steps"] >= 25
     return row

@@ -39,7 +39,7 @@ from .fill50k import Fill50k, disc_masks
 from .sample import sample
 from .sd import load_sd, precision
 from .train import TrainConfig, train
-from .training_utils import hide_bar
+from .training_utils import hide_bar, pick_device
 
 PROMPTS = ("none", "insufficient", "conflicting", "perfect")
 CONFLICT = {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle"}
@@ -202,7 +202,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         runs = [r for r in runs if r.name in names]
     key = conditions.get(condition).score
     n_test = n_test or PRESETS.get(preset, (None, 16))[1]
-    on = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device  # where train() runs
+    on = pick_device(device)  # where train() runs
     pipe = load_sd(sd, device=on)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)

@@ -55,6 +55,11 @@ def _plain(x):
     return json.loads(json.dumps(x, default=str))  # tuples -> lists etc., as meta.json stores them
 
 
+def _meta(data, pipe, dtype: torch.dtype) -> dict:
+    """What a cache holds: the data, the encoders, the stored arrays (meta.json; default_folder's name)."""
+    return _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES})
+
+
 def default_folder(out: str | Path, data, pipe, dtype: torch.dtype) -> Path:
     """Where a run keeps its cache when it names none: `out`/cache, unless the runs live on a network drive
     ($ZC_RUNS, e.g. Google Drive in Colab) or $ZC_CACHE names a place: then on local disk ($ZC_CACHE, else
@@ -64,8 +69,7 @@ def default_folder(out: str | Path, data, pipe, dtype: torch.dtype) -> Path:
     root = os.environ.get("ZC_CACHE") or (os.environ.get("ZC_RUNS") and Path(tempfile.gettempdir()) / "zc-cache")
     if not root:
         return Path(out) / "cache"
-    meta = {"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES}
-    key = hashlib.sha256(json.dumps(_plain(meta), sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(_meta(data, pipe, dtype), sort_keys=True).encode()).hexdigest()[:16]
     return Path(root).expanduser() / key
 
 
@@ -77,7 +81,7 @@ class LatentCache:
 
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        meta = _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES})
+        meta = _meta(data, pipe, dtype)
         meta_path = self.folder / "meta.json"
         if meta_path.is_file():
             theirs = json.loads(meta_path.read_text())

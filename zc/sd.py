@@ -98,8 +98,9 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
             f"download when online ({e.__class__.__name__}: {str(e)[:200]})") from e
     pipe.set_progress_bar_config(disable=True)
     check_device(device)
-    if torch.device(device).type == "cpu" and sum(p.numel() for p in pipe.unet.parameters()) > BIG_ON_CPU:
-        warnings.warn(f"{where}: a UNet of {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.0f}M parameters "
+    params = sum(p.numel() for p in pipe.unet.parameters())
+    if torch.device(device).type == "cpu" and params > BIG_ON_CPU:
+        warnings.warn(f"{where}: a UNet of {params / 1e6:.0f}M parameters "
                       "on the CPU, where a chapter's training and sampling take hours: set ZC_DEVICE=cuda on a GPU "
                       "machine (or leave ZC_SD unset for TinySD)", stacklevel=2)
     return pipe.to(device)

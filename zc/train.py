@@ -601,7 +601,7 @@ def main(argv=None):
             print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under `accelerate launch`, everything is written and the process group is destroyed by now.
-        # Python's own shutdown after that can hang with gloo (here: about 1 launch in 70, the main
+        # Python's own shutdown after that can hang with gloo (here: 1 launch in 112, the main
         # process printed its last line and never exited, the launcher waiting on it; pytorch/pytorch
         # #75097, #179291): leave without it.
         sys.stdout.flush()
