@@ -46,7 +46,7 @@ def main(argv=None):
     import zc
     from zc import conditions
     from zc import train as zt
-    from zc.ablations import t_interval
+    from zc.stats import t_interval
     from zc.fill50k import Fill50k
     from zc.sample import sample
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import zc
-from zc import ablations, conditions
+from zc import ablations, conditions, stats
 from zc.fill50k import Fill50k
 from zc.sample import sample
 
@@ -119,7 +119,7 @@ def summary(rows: list[dict]) -> list[str]:
         return [by_seed[s] for s in seeds]
 
     def fmt(x):
-        m, h = ablations.t_interval(x)
+        m, h = stats.t_interval(x)
         return f"{m:.3f} [{m - h:.3f}, {m + h:.3f}]"
 
     out = [f"means over {len({r['seed'] for r in rows})} seeds, 95% t-intervals; differences paired by seed",

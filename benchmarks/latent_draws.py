@@ -20,7 +20,7 @@ from pathlib import Path
 import _results  # benchmarks/_results.py
 from zc import conditions
 from zc import train as zt
-from zc.ablations import t_interval
+from zc.stats import t_interval
 
 
 def main(argv=None):

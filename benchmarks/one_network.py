@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import ablations, conditions, zoo  # noqa: E402
+from zc import conditions, stats, zoo  # noqa: E402
 
 PAIRS = [["keypoints", "scribble"], ["outline", "keypoints"], ["lowres", "keypoints"], ["silhouette", "scribble"]]
 
@@ -37,7 +37,7 @@ def compare(one: list[dict], apart: list[dict]) -> list[dict]:
         if (a["given"], a["prompt"]) != (b["given"], b["prompt"]):
             raise ValueError(f"rows do not pair: {a['given']} / {b['given']}")
         for key in dict.fromkeys(conditions.get(m).score for m in conditions.members(a["given"])):  # each once
-            d = ablations.difference_interval([x - y for x, y in zip(a["per_item"][key], b["per_item"][key])])
+            d = stats.difference_interval([x - y for x, y in zip(a["per_item"][key], b["per_item"][key])])
             out.append({"given": a["given"], "prompt": a["prompt"], "measure": key,
                         "one": a[key], "separate": b[key], "diff": d["mean"], "low": d["low"], "high": d["high"]})
     return out

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import ablations, conditions, reward  # noqa: E402
+from zc import conditions, reward, stats  # noqa: E402
 from zc import train as zt  # noqa: E402
 from zc.fill50k import Fill50k, disc_masks  # noqa: E402
 from zc.sample import sample  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv=None):
     for k in keys:
         diff = [next(r[k] for r in rows if r["run"] == "reward" and r["seed"] == s)
                 - next(r[k] for r in rows if r["run"] == "more steps" and r["seed"] == s) for s in args.seeds]
-        d = ablations.difference_interval(diff)
+        d = stats.difference_interval(diff)
         lines.append(f"  {k:16s} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
     _results.write(args.out, lines, rows)
 

@@ -4,10 +4,10 @@
 
 1. stores the sweep's results.csv and curves.csv (every design x condition x seed, zc.ablations' columns);
 2. whether two controls of each design compose: for each design and seed, its outline- and keypoints-trained
-   modules from that sweep, each alone and both together (designs.composition: empty prompt, 32 held-out
+   modules from that sweep, each alone and both together (side_by_side.composition: empty prompt, 32 held-out
    outline scenes, each condition's own measure) -> composition.txt / .json;
-3. the side-by-side table (designs.side_by_side: cost from designs_speed.json, score ± 95% interval per
-   condition), then chapter 9's baselines as stored, in their own block (designs.stored_rows) -> side_by_side.txt
+3. the side-by-side table (side_by_side.side_by_side: cost from designs_speed.json, score ± 95% interval per
+   condition), then chapter 9's baselines as stored, in their own block (side_by_side.stored_rows) -> side_by_side.txt
    (alone, from the stored files: --table-only).
 Sampling only (minutes); the modules are read from --runs (and --more-runs, where the reference
 ControlNets of the same protocol were trained: the sweep recheck of issue #28).
@@ -24,15 +24,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import ablations, designs  # noqa: E402
+from zc import designs, side_by_side, stats  # noqa: E402
 from zc.fill50k import Fill50k  # noqa: E402
-from zc.train import ADAPTERS  # noqa: E402
 
 
 def module_folder(dirs: list[Path], condition: str, design: str, seed: int) -> Path:
-    """The trained module of a sweep run (the runner's out/<condition>_<run>_seed<seed>/<architecture>)."""
-    arch = designs.get(design).architecture
-    sub = arch if arch in ADAPTERS else "controlnet"
+    """The trained module of a sweep run (the runner's out/<condition>_<run>_seed<seed>/<design's folder>)."""
+    sub = designs.get(design).folder
     for d in dirs:
         folder = d / f"{condition}_{design.replace(' ', '_')}_seed{seed}" / sub
         if (folder / "config.json").is_file():
@@ -57,8 +55,8 @@ def main(argv=None):
         compose(args, runs, out, argv)
     stored = Path(__file__).parent / "results" / "cpu"
     speed = json.loads((stored / "designs_speed.json").read_text())["rows"]
-    rows, baselines = designs.stored_rows(stored)
-    tables = [designs.format_side_by_side(designs.side_by_side(r, speed)) for r in (rows, baselines)]
+    rows, baselines = side_by_side.stored_rows(stored)
+    tables = [side_by_side.format_side_by_side(side_by_side.side_by_side(r, speed)) for r in (rows, baselines)]
     (out / "side_by_side.txt").write_text(
         "$ python benchmarks/successors.py --table-only (from benchmarks/results/cpu: successors/ and sweep-recheck/, "
         "then ablations-zoo/; ../designs_speed.json)\n"
@@ -78,10 +76,10 @@ def compose(args, runs: Path, out: Path, argv) -> None:
     # the first condition's held-out scenes (outlines: circles, what its modules were trained on)
     test = Fill50k.generate(args.n_test, size=size, seed=777, split="test", condition=args.pair[0])
     rows = []
-    for design in designs.SUCCESSORS:
+    for design in side_by_side.SUCCESSORS:
         for seed in args.seeds:
             mods = {c: designs.load(design, module_folder(dirs, c, design, seed)) for c in args.pair}
-            result = designs.composition(pipe, mods, test, seed=seed)
+            result = side_by_side.composition(pipe, mods, test, seed=seed)
             rows += [{"design": design, "seed": seed, "label": label, "measure": k, "score": round(v, 4)}
                      for label, scores in result.items() for k, v in scores.items()]
             print(design, seed, json.dumps(result))
@@ -89,13 +87,13 @@ def compose(args, runs: Path, out: Path, argv) -> None:
     lines = [cmd, f"{_results.machine()}; TinySD; each design's {args.pair[0]} and {args.pair[1]} modules of one seed, "
              f"alone and together, empty prompt, {args.n_test} held-out {args.pair[0]} scenes, 20 DDIM steps, CFG 5",
              "", f"{'design':21s}{'measure':20s}{'alone':>16s}{'both':>16s}{'both - alone':>26s}"]
-    for design in designs.SUCCESSORS:
+    for design in side_by_side.SUCCESSORS:
         for c in args.pair:
             key = zc.conditions.get(c).score
             pick = {lab: {r["seed"]: r["score"] for r in rows if r["design"] == design and r["measure"] == key
                           and r["label"] == lab} for lab in (f"{c} alone", "both")}
-            a, b = (ablations.t_interval(list(pick[lab].values())) for lab in (f"{c} alone", "both"))
-            d = ablations.difference_interval([pick["both"][s] - pick[f"{c} alone"][s] for s in args.seeds])
+            a, b = (stats.t_interval(list(pick[lab].values())) for lab in (f"{c} alone", "both"))
+            d = stats.difference_interval([pick["both"][s] - pick[f"{c} alone"][s] for s in args.seeds])
             lines.append(f"{design:21s}{key:20s}{a[0]:10.3f} ±{a[1]:4.2f}{b[0]:10.3f} ±{b[1]:4.2f}"
                          f"{d['mean']:+12.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
     lines.append("(mean ± 95% half-width over seeds; 'both': the two modules together, each reading its own condition)")

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import _results  # benchmarks/_results.py
-from zc import ablations, claims
+from zc import ablations, claims, stats
 
 STORED = Path("benchmarks/results/cpu/ablations-zoo")
 
@@ -46,8 +46,8 @@ def main(argv=None):
         return [r for r in rows if r.get("condition", "outline") == args.condition and r["name"] in args.runs
                 and int(r["seed"]) in args.seeds]
 
-    old = {k: subset(ablations.read_csv(STORED / f"{k}.csv")) for k in ("results", "curves")}
-    new = {k: subset(ablations.read_csv(Path(args.work) / f"{k}.csv")) for k in ("results", "curves")}
+    old = {k: subset(stats.read_csv(STORED / f"{k}.csv")) for k in ("results", "curves")}
+    new = {k: subset(stats.read_csv(Path(args.work) / f"{k}.csv")) for k in ("results", "curves")}
     before = verdicts(old["results"], old["curves"], args.condition)
     after = verdicts(new["results"], new["curves"], args.condition)
     runs = " ".join(f'"{r}"' for r in args.runs)

@@ -192,7 +192,7 @@ def main(argv=None):
                 iou = conditions.measure(images, test.scenes)["shape_iou"]
                 results[name].append((seconds, steps_only, gb, iou))
                 print(name, seed, results[name][-1], flush=True)
-    from zc.ablations import t_interval
+    from zc.stats import t_interval
 
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     agg = {name: {"whole": mean([r[0] for r in rs]) / args.steps, "steps": mean([r[1] for r in rs]) / args.steps,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import ablations, conditions, zoo  # noqa: E402
+from zc import conditions, stats, zoo  # noqa: E402
 
 TARGET = 0.5  # issue #26: joint success >= 0.5
 KEYS = ("keypoint_accuracy", "colour_accuracy", "joint")
@@ -34,7 +34,7 @@ KEYS = ("keypoint_accuracy", "colour_accuracy", "joint")
 
 def seeds_summary(rows: list[dict]) -> dict:
     """{measure: {mean, low, high, seeds}} over the trained-with rows (one per training seed)."""
-    return {k: ablations.difference_interval([r[k] for r in rows]) for k in KEYS}
+    return {k: stats.difference_interval([r[k] for r in rows]) for k in KEYS}
 
 
 def paired(mine: list[dict], other: dict) -> dict:
@@ -42,7 +42,7 @@ def paired(mine: list[dict], other: dict) -> dict:
     out = {}
     for k in KEYS:
         per_scene = [sum(v) / len(v) for v in zip(*(r["per_item"][k] for r in mine))]
-        out[k] = ablations.difference_interval([a - b for a, b in zip(per_scene, other["per_item"][k])])
+        out[k] = stats.difference_interval([a - b for a, b in zip(per_scene, other["per_item"][k])])
     return out
 
 
@@ -91,7 +91,7 @@ def main(argv=None):
              f"{'run':52s}{'keypoint acc.':>14s}{'colour acc.':>12s}{'joint':>7s}  joint 95% (scenes)"]
     out_rows = []
     for r in rows:  # the table's rows; stored without the per-scene lists, with the joint's interval over the scenes
-        j = ablations.difference_interval(r["per_item"]["joint"])
+        j = stats.difference_interval(r["per_item"]["joint"])
         lines.append(f"{r['run']:52s}{r['keypoint_accuracy']:14.3f}{r['colour_accuracy']:12.3f}{r['joint']:7.3f}"
                      f"  [{j['low']:.3f}, {j['high']:.3f}]")
         out_rows.append({**{k: v for k, v in r.items() if k != "per_item"}, "joint_low": j["low"], "joint_high": j["high"]})

@@ -55,9 +55,9 @@ def main(argv=None):
     for design, grid in GRID.items():
         for lam, cs, gs in itertools.product(*grid.values()):
             ipa.set_scale(lam)
-            x = sample(pipe, nets[design].eval(), [""] * args.n, val.conditions(), num_inference_steps=20,
-                       guidance_scale=gs, conditioning_scale=cs, generator=torch.Generator().manual_seed(0),
-                       ip_adapter=ipa, ip_condition=palettes)
+            x = sample(pipe, [(nets[design].eval(), val.conditions()), (ipa, palettes)], [""] * args.n,
+                       num_inference_steps=20, guidance_scale=gs, conditioning_scale=cs,
+                       generator=torch.Generator().manual_seed(0))
             m = conditions.measure(x, val.scenes, per_item=True)
             row = {"design": design, "ip_scale": lam, "conditioning_scale": cs, "guidance_scale": gs,
                    "keypoint_accuracy": sum(m["keypoint_accuracy"]) / args.n,

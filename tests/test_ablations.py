@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zc
-from zc import ablations, metrics, shapes
+from zc import ablations, metrics, shapes, stats
 from zc.fidelity import shape_regions
 from zc.fill50k import Fill50k, disc_masks
 
@@ -47,7 +47,7 @@ def test_runner_writes_a_row_per_run_and_resumes(tmp_path, monkeypatch):
     assert [(r["name"], r["seed"]) for r in rows] == [("ControlNet", "0"), ("lite", "0"), ("ControlNet", "1"), ("lite", "1")]
     # the untouched SD alone is measured once per seed and shared by that seed's locked runs
     assert alone == [(0, 4, 2), (1, 4, 2)] and rows[0]["base_kind_accuracy"] == rows[1]["base_kind_accuracy"]
-    assert all(0 <= float(r[s]) <= 1 for r in rows for s in ablations.PROMPTS)
+    assert all(0 <= float(r[s]) <= 1 for r in rows for s in stats.SETTINGS)
     ablations.run_all("ci", str(tmp_path), seeds=(0, 1), **small)  # the finished rows are skipped
     assert calls == ["controlnet", "lite"] * 2 + ["controlnet"] * 2  # then only the unlocked runs train
     assert alone == [(0, 4, 2), (1, 4, 2)] * 2  # an SD that trained is measured after its own run
@@ -67,9 +67,9 @@ def test_runner_writes_fidelity_curves(tmp_path, monkeypatch):
              [ablations.Run("ControlNet", "reference", {})])
     monkeypatch.setattr(ablations, "runs_for", lambda preset: micro)
     ablations.run_all("ci", str(tmp_path), seeds=(3,), n_test=2, sample_steps=2, n_forget=4)
-    curves = ablations.read_csv(tmp_path / "curves.csv")
+    curves = stats.read_csv(tmp_path / "curves.csv")
     assert [(c["name"], c["seed"], c["step"]) for c in curves] == [("ControlNet", 3, 1), ("ControlNet", 3, 2)]  # early + regular
-    row = ablations.read_csv(tmp_path / "results.csv")[0]
+    row = stats.read_csv(tmp_path / "results.csv")[0]
     assert 0 < row["sec_per_step"] * row["steps"] <= row["train_seconds"]  # steps alone, without encoding/evals
 
 
@@ -87,7 +87,7 @@ def test_shading_score_sees_the_shaded_style():
 def test_summarize_means_and_stds_over_seeds():
     rows = [{"name": "a", "group": "g", "seed": s, "none": v, "insufficient": v, "conflicting": v, "perfect": 2 * v,
              "sec_per_step": 1.0} for s, v in ((0, 0.2), (1, 0.4), (2, 0.9))]
-    (s,) = ablations.summarize(rows)
+    (s,) = stats.summarize(rows)
     assert s["seeds"] == 3
     assert s["none"] == pytest.approx(0.5) and s["perfect"] == pytest.approx(1.0)
     assert s["none_std"] == pytest.approx(torch.tensor([0.2, 0.4, 0.9]).std().item())
@@ -163,7 +163,7 @@ def test_sample_efficiency_from_curves():
     never = [(100, 0.1), (1000, 0.3)]
     c = curve("ControlNet", 0, fast) + curve("ControlNet", 1, fast) + curve("lite", 0, slow) + curve("lite", 1, slow)
     c += curve("direct", 0, never) + curve("direct", 1, never)
-    eff = {r["name"]: r for r in ablations.sample_efficiency(c, "keypoints")}
+    eff = {r["name"]: r for r in stats.sample_efficiency(c, "keypoints")}
     assert eff["ControlNet"]["steps_to"] == 200 and eff["lite"]["steps_to"] == 500 and eff["direct"]["steps_to"] is None
     assert eff["ControlNet"]["auc"] > eff["lite"]["auc"] > eff["direct"]["auc"]
     assert eff["direct"]["reached"] == "0/2" and eff["ControlNet"]["bar"] == pytest.approx(0.72)
@@ -173,10 +173,10 @@ def test_merge_sweeps_never_mixes_two_sweeps_within_a_condition():
     old = [{"name": "ControlNet", "seed": 0, "perfect": 0.8}, {"name": "ControlNet", "seed": 1, "perfect": 0.7},
            {"name": "1k pairs", "seed": 0, "perfect": 0.6}]  # an older CSV: no condition column (outline)
     newer_scribble = [{"condition": "scribble", "name": "ControlNet", "seed": 0, "perfect": 0.3}]
-    rows = ablations.merge_sweeps(old, newer_scribble)
+    rows = stats.merge_sweeps(old, newer_scribble)
     assert rows[:1] == newer_scribble and rows[1:] == old  # newer first; outline untouched by a scribble sweep
     newer_outline = [{"condition": "outline", "name": "ControlNet", "seed": 0, "perfect": 0.9}]
-    rows = ablations.merge_sweeps(old, newer_scribble + newer_outline)
+    rows = stats.merge_sweeps(old, newer_scribble + newer_outline)
     assert rows == newer_scribble + newer_outline  # the older outline rows, 1k pairs too, are superseded
 
 
@@ -203,9 +203,9 @@ def test_references_bracket_the_sweep_scores():
     by = {(r["name"], r["seed"]): r for r in rows}
     assert set(by) == {(n, s) for n in (ablations.NO_CONTROL, ablations.CEILING) for s in (0, 1)}
     ceiling = by[ablations.CEILING, 0]
-    assert {ceiling[p] for p in ablations.PROMPTS} == {1.0}  # the renders hit both keypoints
-    assert all(0 <= by[ablations.NO_CONTROL, 0][p] < 1.0 for p in ablations.PROMPTS)
-    summary = ablations.summarize(rows, ablations.PROMPTS)  # the chapter's table reads them like runs
+    assert {ceiling[p] for p in stats.SETTINGS} == {1.0}  # the renders hit both keypoints
+    assert all(0 <= by[ablations.NO_CONTROL, 0][p] < 1.0 for p in stats.SETTINGS)
+    summary = stats.summarize(rows, stats.SETTINGS)  # the chapter's table reads them like runs
     assert [s["name"] for s in summary] == [ablations.NO_CONTROL, ablations.CEILING]
 
 
@@ -215,36 +215,36 @@ def test_successors_side_by_side_one_row_per_design_condition_and_seed(tmp_path,
     the speed rows; benchmarks/successors.py finds each trained module and composes the two of a design."""
     import importlib.util
 
-    from zc import designs
+    from zc import designs, side_by_side
 
     base, runs = ablations.runs_for("cpu")
     successors = [r for r in runs if r.group in ("reference", "successors")]
-    assert [r.name for r in successors] == designs.SUCCESSORS
+    assert [r.name for r in successors] == side_by_side.SUCCESSORS
     micro = {"steps": 2, "batch": 2, "n_train": 8, "eval_every": 2, "eval_n": 2, "eval_steps": 2,
              "checkpoint_every": 100, "device": "cpu"}
     monkeypatch.setattr(ablations, "runs_for", lambda preset: (micro, successors))
     for condition in ("outline", "keypoints"):
         table = ablations.run_all("cpu", str(tmp_path), seeds=(0,), n_test=2, condition=condition, sample_steps=2)
-    rows = ablations.read_csv(table)
+    rows = stats.read_csv(table)
     assert sorted((r["condition"], r["name"]) for r in rows) == sorted(
-        (c, n) for c in ("outline", "keypoints") for n in designs.SUCCESSORS)
+        (c, n) for c in ("outline", "keypoints") for n in side_by_side.SUCCESSORS)
     for r in rows:
-        assert {"sec_per_step", "train_seconds", "base_colour_accuracy", *ablations.PROMPTS} <= set(r)
+        assert {"sec_per_step", "train_seconds", "base_colour_accuracy", *stats.SETTINGS} <= set(r)
         assert r["score"] == ("shape_iou" if r["condition"] == "outline" else "keypoint_accuracy")
     speed = [{"design": n, "params": 1000 * (i + 1), "pct_unet": 1.0, "train_s": 0.1 * (i + 1), "image_s": 0.2}
-             for i, n in enumerate(designs.SUCCESSORS)]
-    side = designs.side_by_side(rows, speed)
-    assert [r["design"] for r in side] == designs.SUCCESSORS
+             for i, n in enumerate(side_by_side.SUCCESSORS)]
+    side = side_by_side.side_by_side(rows, speed)
+    assert [r["design"] for r in side] == side_by_side.SUCCESSORS
     assert side[1]["train_x"] == pytest.approx(2.0) and set(side[0]["scores"]) == {"outline", "keypoints"}
-    assert "keypoints" in designs.format_side_by_side(side)
+    assert "keypoints" in side_by_side.format_side_by_side(side)
     spec = importlib.util.spec_from_file_location("successors", Path(__file__).parent.parent / "benchmarks" / "successors.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     pipe = zc.load_sd()
     test = Fill50k.generate(2, seed=777, split="test")
-    for name in designs.SUCCESSORS:
+    for name in side_by_side.SUCCESSORS:
         mods = {c: designs.load(name, bench.module_folder([tmp_path], c, name, 0)) for c in ("outline", "keypoints")}
-        out = designs.composition(pipe, mods, test, steps=2)
+        out = side_by_side.composition(pipe, mods, test, steps=2)
         assert set(out) == {"outline alone", "keypoints alone", "both"}
     with pytest.raises(FileNotFoundError, match="successors_sweep.sh"):
         bench.module_folder([tmp_path], "outline", "T2I-Adapter", 5)

@@ -159,7 +159,7 @@ def test_transfer_guidance_and_untestable_rows(tmp_path):
 
 
 def test_paired_difference_pairs_by_seed():
-    from zc.ablations import paired_difference
+    from zc.stats import paired_difference
 
     r = rows(**{"ControlNet": REF, "x": shifted(0.2)})
     d = paired_difference(r, "ControlNet", "x", "none", "scribble")
@@ -240,7 +240,7 @@ def test_successor_claims_flip_with_the_numbers():
     assert verdict(slow, "ControlNet-XS is about twice") == "partly"  # x1.33: faster, not twice
     assert verdict(t, "reward fine-tuning") == "not tested"
 
-    def comp(drop, drop_keypoints=None):  # every measure under every label, as designs.composition writes them
+    def comp(drop, drop_keypoints=None):  # every measure under every label, as side_by_side.composition writes them
         scores = {("outline alone", "shape_iou"): 0.8, ("outline alone", "keypoint_accuracy"): 0.1,
                   ("keypoints alone", "shape_iou"): 0.3, ("keypoints alone", "keypoint_accuracy"): 0.5,
                   ("both", "shape_iou"): 0.8 - drop,

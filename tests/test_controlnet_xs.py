@@ -56,10 +56,9 @@ def test_sampling_at_init_is_the_sd_alone_and_inputs_are_checked(pipe):
     kw = dict(num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     plain = sample(pipe, None, data.prompts, None, **kw)
     kw["generator"] = torch.Generator().manual_seed(0)
-    assert torch.equal(sample(pipe, None, data.prompts, None, controlnet_xs=xs,
-                              controlnet_xs_condition=data.conditions(), **kw), plain)
-    with pytest.raises(ValueError, match="controlnet_xs and controlnet_xs_condition go together"):
-        sample(pipe, None, data.prompts, None, num_inference_steps=2, controlnet_xs=xs)
+    assert torch.equal(sample(pipe, [(xs, data.conditions())], data.prompts, **kw), plain)
+    with pytest.raises(ValueError, match="pair"):
+        sample(pipe, [(xs, None)], data.prompts, num_inference_steps=2)
 
 
 def test_it_is_a_few_percent_of_the_unet_at_sd15_size():

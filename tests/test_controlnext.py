@@ -63,12 +63,11 @@ def test_sampling_runs_the_branch_every_step_and_checks_its_input(pipe):
     data = Fill50k.generate(2, seed=4, split="test")
     calls = []
     hook = branch.register_forward_hook(lambda m, a, o: calls.append(o.shape[0]))
-    x = sample(pipe, None, data.prompts, None, num_inference_steps=3, controlnext=branch,
-               controlnext_condition=data.conditions(), generator=torch.Generator().manual_seed(0))
+    x = sample(pipe, [(branch, data.conditions())], data.prompts, num_inference_steps=3,
+               generator=torch.Generator().manual_seed(0))
     hook.remove()
     assert calls == [4, 4, 4]  # every step, both CFG branches
     plain = sample(pipe, None, data.prompts, None, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     assert (x - plain).abs().max() > 0.05
-    with pytest.raises(ValueError, match=r"controlnext_condition must be \(2, 3, 64, 64\)"):
-        sample(pipe, None, data.prompts, None, num_inference_steps=2, controlnext=branch,
-               controlnext_condition=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"condition images of ControlNeXt-style must be \(2, 3, 64, 64\)"):
+        sample(pipe, [(branch, torch.zeros(2, 3, 32, 32))], data.prompts, num_inference_steps=2)

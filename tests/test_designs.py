@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zc
-from zc import designs
+from zc import designs, side_by_side
 from zc import train as zt
 from zc.fill50k import Fill50k
 from zc.sample import sample
@@ -25,7 +25,7 @@ def test_each_design_starts_as_the_sd_alone_exactly_when_the_registry_says_so(na
         controlled = model(z, 400, text, data.conditions())
     change = ((controlled - alone).norm() / alone.norm()).item()
     assert (change == 0.0) == d.zero_init, f"{name}: relative change at init {change:.3g}"
-    assert designs.of(module).architecture == d.architecture or d.sample_arg == "controlnet"
+    assert designs.of(module) == d
 
 
 def test_one_call_samples_any_design_and_unknown_names_are_refused():
@@ -34,7 +34,7 @@ def test_one_call_samples_any_design_and_unknown_names_are_refused():
     for name in ("T2I-Adapter", "ControlNeXt-style", "IP-Adapter"):
         module, _ = zt.build(zt.TrainConfig(architecture=designs.get(name).architecture), pipe)
         kw = designs.sample_kwargs(module.eval(), data.conditions())
-        assert kw[designs.get(name).sample_arg] is module and kw["controlnet"] is None
+        assert kw["controls"] == [(module, kw["controls"][0][1])] and kw["controls"][0][0] is module
         x = sample(pipe, prompts=data.prompts, num_inference_steps=2, **kw)
         assert x.shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="unknown design 'XS'.*T2I-Adapter"):
@@ -42,7 +42,7 @@ def test_one_call_samples_any_design_and_unknown_names_are_refused():
     assert "once per image" in designs.table()
 
 
-ALONGSIDE = [n for n, d in designs.DESIGNS.items() if d.sample_arg != "controlnet"]  # not a ControlNet
+ALONGSIDE = [n for n, d in designs.DESIGNS.items() if not d.enter.residuals and not d.enter.alone]  # beside the UNet
 
 
 @pytest.mark.parametrize("name", ALONGSIDE)
@@ -96,8 +96,10 @@ def test_two_controls_of_one_design_compose_each_adding_its_own(name):
     both = run([a, b], [c, c])
     assert (both - alone).abs().max() > 1e-3  # the second one is attached
     if name == "T2I-Adapter":  # summed features, each scaled: a x1 + b x0 is a alone, a x0.5 twice is a x1
-        assert torch.allclose(run([a, b], [c, c], adapter_conditioning_scale=[1.0, 0.0]), alone, atol=1e-6)
-        assert torch.allclose(run([a, a], [c, c], adapter_conditioning_scale=[0.5, 0.5]), alone, atol=1e-5)
+        scaled = lambda pairs: sample(pipe, pairs, data.prompts, num_inference_steps=3,  # noqa: E731
+                                      generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(scaled([(a, c, 1.0), (b, c, 0.0)]), alone, atol=1e-6)
+        assert torch.allclose(scaled([(a, c, 0.5), (a, c, 0.5)]), alone, atol=1e-5)
     elif name == "ControlNet-XS-style":  # an untrained XS corrects by zero convs: nothing added
         fresh = zt.build(zt.TrainConfig(architecture=arch), pipe)[0].eval()
         assert torch.equal(run([a, fresh], [c, c]), alone)
@@ -119,7 +121,7 @@ def test_composition_scores_each_control_alone_and_both_with_their_own_measures(
         mods[c] = designs.load("ControlNeXt-style", tmp_path / c)
         assert all(torch.equal(v, m.state_dict()[k]) for k, v in mods[c].state_dict().items())
     test = Fill50k.generate(2, seed=8, split="test")
-    out = designs.composition(pipe, mods, test, steps=2)
+    out = side_by_side.composition(pipe, mods, test, steps=2)
     assert set(out) == {"outline alone", "keypoints alone", "both"}
     assert set(out["both"]) == {"shape_iou", "keypoint_accuracy"}
     assert all(0 <= v <= 1 for r in out.values() for v in r.values())
@@ -138,14 +140,14 @@ def test_the_wiring_is_drawn_from_the_unets_config_for_each_successor():
     class Config:  # SD 1.5's four levels, without loading it
         block_out_channels = SD15_UNET["block_out_channels"]
 
-    for name in designs.WIRING:
+    for name in side_by_side.WIRING:
         fig, ax = plt.subplots()
-        designs.draw_wiring(name, Config, ax)
+        side_by_side.draw_wiring(name, Config, ax)
         labels = {t.get_text() for t in ax.texts}
         assert {"enc L4", "dec L4", "middle"} <= labels and "enc L5" not in labels, name
         plt.close(fig)
     with pytest.raises(ValueError, match="no wiring drawn for 'IP-Adapter'"):
-        designs.draw_wiring("IP-Adapter", Config, plt.subplots()[1])
+        side_by_side.draw_wiring("IP-Adapter", Config, plt.subplots()[1])
 
 
 def test_the_stored_side_by_side_keeps_each_protocol_in_its_own_block():
@@ -153,19 +155,19 @@ def test_the_stored_side_by_side_keeps_each_protocol_in_its_own_block():
     conditions), and chapter 9's baselines with the stored sweep's own ControlNet rows; never mixed."""
     from zc.claims import RESULTS
 
-    rows, baselines = designs.stored_rows(RESULTS / "cpu")
-    want = [*designs.SUCCESSORS, "condition added directly"]
+    rows, baselines = side_by_side.stored_rows(RESULTS / "cpu")
+    want = [*side_by_side.SUCCESSORS, "condition added directly"]
     assert sorted({r["name"] for r in rows}) == sorted(want)
     for name in want:
         for c in ("outline", "keypoints"):
             assert sorted(r["seed"] for r in rows if r["name"] == name and r["condition"] == c) == [0, 1, 2]
-    assert {r["name"] for r in baselines} == set(designs.BASELINES)
+    assert {r["name"] for r in baselines} == set(side_by_side.BASELINES)
     assert [r["condition"] for r in baselines][:1] == ["outline"]  # the successors' conditions come first
     # the two ControlNet references are different runs (draws vs the posterior's mean)
     ref = {(r["condition"], r["seed"]): r["none"] for r in rows if r["name"] == "ControlNet"}
     old = {(r["condition"], r["seed"]): r["none"] for r in baselines if r["name"] == "ControlNet"}
     assert set(ref) <= set(old) and any(ref[k] != old[k] for k in ref)
     speed = [{"design": n, "params": 10**6, "pct_unet": 40.0, "train_s": 0.2, "image_s": 0.2} for n in want]
-    text = designs.format_side_by_side(designs.side_by_side(baselines, speed))
+    text = side_by_side.format_side_by_side(side_by_side.side_by_side(baselines, speed))
     assert max(map(len, text.splitlines())) <= 88  # the book's width, with three conditions
     assert "(not timed)" in text and "scribble" in text and text.count("—") >= 4  # concat: scribble only

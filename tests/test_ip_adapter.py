@@ -81,7 +81,7 @@ def test_save_load_and_diffusers_pipeline_give_the_same_images(pipe, tmp_path):
     ref = None
     for i in range(2):  # diffusers' pipelines give every prompt of a call the same image_embeds: one at a time
         kw = dict(num_inference_steps=6, generator=torch.Generator().manual_seed(i))
-        ours = sample(pipe, None, prompts[i:i + 1], None, ip_adapter=loaded, ip_condition=cond[i:i + 1], **kw)
+        ours = sample(pipe, [(loaded, cond[i:i + 1])], prompts[i:i + 1], **kw)
         kw["generator"] = torch.Generator().manual_seed(i)
         plain = sample(pipe, None, prompts[i:i + 1], None, **kw)
         assert (ours - plain).abs().max() > 0.05  # the palette changes the picture
@@ -103,10 +103,12 @@ def test_save_load_and_diffusers_pipeline_give_the_same_images(pipe, tmp_path):
 
 def test_sampler_refuses_half_an_ip_adapter(pipe):
     adapter = IPAdapter.for_unet(pipe.unet)
-    with pytest.raises(ValueError, match="go together"):
-        sample(pipe, None, [""], None, num_inference_steps=2, ip_adapter=adapter)
-    with pytest.raises(ValueError, match="ip_condition"):
-        sample(pipe, None, [""], None, num_inference_steps=2, ip_adapter=adapter, ip_condition=torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="pair"):
+        sample(pipe, [(adapter, None)], [""], num_inference_steps=2)
+    with pytest.raises(ValueError, match=r"condition images of IP-Adapter must be \(1, 3"):
+        sample(pipe, [(adapter, torch.rand(2, 3, 64, 64))], [""], num_inference_steps=2)
+    with pytest.raises(ValueError, match="IP-Adapter has none"):  # guess mode weights residuals: refused, not dropped
+        sample(pipe, [(adapter, torch.rand(1, 3, 64, 64))], [""], num_inference_steps=2, guess_mode=True)
 
 
 def test_from_pretrained_names_what_is_missing(tmp_path):
@@ -217,8 +219,8 @@ def test_the_trained_with_design_equals_diffusers_controlnet_pipeline_with_the_i
     ref.set_ip_adapter_scale(t["ip_scale"])
     for i in range(2):  # one image per call: diffusers gives every prompt of a call the same image_embeds
         kw = dict(num_inference_steps=6, guidance_scale=t["guidance_scale"])
-        ours = sample(pipe, cn, [""], keypoints[i:i + 1], conditioning_scale=t["conditioning_scale"],
-                      ip_adapter=adapter, ip_condition=palette[i:i + 1], generator=torch.Generator().manual_seed(i), **kw)
+        ours = sample(pipe, [(cn, keypoints[i:i + 1]), (adapter, palette[i:i + 1])], [""],
+                      conditioning_scale=t["conditioning_scale"], generator=torch.Generator().manual_seed(i), **kw)
         feats = adapter.features(palette[i:i + 1])[:, None]  # (1, 1, D); the unconditional half: zeros
         theirs = ref([""], image=keypoints[i:i + 1], controlnet_conditioning_scale=t["conditioning_scale"],
                      ip_adapter_image_embeds=[torch.cat([torch.zeros_like(feats), feats])], output_type="pt",

@@ -129,7 +129,7 @@ def test_bad_condition_values_are_refused(pipe, guidance):
         sample(pipe, cn, prompts, nan, **kw)
     with pytest.raises(ValueError, match=r"in \[0, 1\].*divide by 255"):
         sample(pipe, cn, prompts, cond * 255, **kw)
-    with pytest.raises(ValueError, match=r"2 ControlNets need 2 condition batches"):
+    with pytest.raises(ValueError, match=r"2 ControlNet modules need a list of 2 condition batches"):
         sample(pipe, [cn, cn], prompts, [cond], **kw)
 
 

@@ -24,8 +24,7 @@ def test_sampler_matches_diffusers_adapter_pipeline(pipe):
     data = Fill50k.generate(2, seed=1, split="test")
     cond = data.conditions()
     kw = dict(num_inference_steps=6, guidance_scale=5.0)
-    ours = sample(pipe, None, data.prompts, None, t2i_adapter=adapter, t2i_condition=cond,
-                  adapter_conditioning_scale=0.7, generator=torch.Generator().manual_seed(0), **kw)
+    ours = sample(pipe, [(adapter, cond, 0.7)], data.prompts, generator=torch.Generator().manual_seed(0), **kw)
     ref = StableDiffusionAdapterPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
                                          unet=pipe.unet, adapter=adapter, scheduler=pipe.scheduler,
                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -43,7 +42,7 @@ def test_the_adapter_runs_once_per_generation_not_once_per_step(pipe):
     calls = []
     hook = adapter.register_forward_hook(lambda *a: calls.append(1))
     data = Fill50k.generate(2, seed=2, split="test")
-    sample(pipe, None, data.prompts, None, num_inference_steps=5, t2i_adapter=adapter, t2i_condition=data.conditions())
+    sample(pipe, [(adapter, data.conditions())], data.prompts, num_inference_steps=5)
     hook.remove()
     assert len(calls) == 1  # a ControlNet runs 5 times here (once per step)
 
@@ -66,10 +65,12 @@ def test_an_untrained_adapter_already_changes_the_unet_unlike_a_zero_initialised
 def test_an_adapter_for_another_unet_is_refused(pipe):
     sd15_sized = T2IAdapter(channels=[320, 640, 1280, 1280], num_res_blocks=1, downscale_factor=8)
     with pytest.raises(ValueError, match="for_pipeline"):
-        sample(pipe, None, ["a"], None, num_inference_steps=2, t2i_adapter=sd15_sized,
-               t2i_condition=torch.zeros(1, 3, 64, 64))
-    with pytest.raises(ValueError, match="go together"):
-        sample(pipe, None, ["a"], None, num_inference_steps=2, t2i_adapter=adapter_for(pipe))
+        sample(pipe, [(sd15_sized, torch.zeros(1, 3, 64, 64))], ["a"], num_inference_steps=2)
+    with pytest.raises(ValueError, match="pair"):
+        sample(pipe, [(adapter_for(pipe),)], ["a"], num_inference_steps=2)
+    with pytest.raises(ValueError, match="T2I-Adapter has none"):  # refused by name, not dropped
+        sample(pipe, [(adapter_for(pipe), torch.zeros(1, 3, 64, 64))], ["a"], num_inference_steps=2,
+               conditioning_scale=0.5)
 
 
 def test_for_sd15_it_is_the_released_adapters_layout():

@@ -11,11 +11,15 @@ class _NoTorchvisionNotice(_logging.Filter):
 
 
 _logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
+from . import controlnet_xs, controlnext, ip_adapter, t2i_adapter  # noqa: E402,F401
 from .condition_encoder import ConditionEncoder
 from .controlled_unet import ControlledUNet, MultiControlNet, lock
 from .controlnet import ControlNet, ControlNetConfig
 from .sd import load_sd
-from .variants import ControlNetDirect, ControlNetLite
+
+# Every control registers its design (zc.designs) when its module is imported: ControlNet (above,
+# zc.controlled_unet), then the ablation variants and the successors, in the order tables list them.
+from .variants import ControlNetDirect, ControlNetLite  # noqa: E402
 from .zero_conv import ZeroConv
 
 __all__ = [

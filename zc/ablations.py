@@ -38,10 +38,20 @@ from .conditions import shape_regions
 from .fill50k import Fill50k, disc_masks
 from .sample import sample
 from .sd import load_sd, precision
+from .stats import (
+    CURVE_MEASURES,
+    SETTINGS,
+    curve_key,
+    paired_difference,
+    read_csv,
+    sample_efficiency,
+    summarize,
+    t_interval,
+)
 from .train import TrainConfig, train
 from .training_utils import hide_bar, pick_device
 
-PROMPTS = ("none", "insufficient", "conflicting", "perfect")
+PROMPTS = SETTINGS  # the prompt settings of every measurement (zc.stats)
 CONFLICT = {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle"}
 
 
@@ -165,17 +175,6 @@ def _append(path: Path, fields: list[str], rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def read_csv(path: str | Path) -> list[dict]:
-    """Rows of a results/curves CSV with numbers as floats."""
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    with open(path) as f:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, ...] = (0,), sd: str | None = None,
             n_test: int | None = None, condition: str = "outline", names: list[str] | None = None,
             device: str = "auto", overrides: dict | None = None, sample_steps: int = 20, n_forget: int = 32) -> Path:
@@ -263,105 +262,6 @@ def references(condition: str, seeds=(0, 1, 2), n_test: int = 32, sd: str | None
 
 
 # --- summaries and figures ---------------------------------------------------------------------
-def t_interval(x: list[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width of the two-sided t-interval) of `x` over seeds; half-width inf for one value."""
-    from scipy import stats
-
-    t = torch.tensor([float(v) for v in x], dtype=torch.float64)
-    if len(t) < 2:
-        return t.mean().item(), float("inf")
-    half = stats.t.ppf(0.5 + level / 2, len(t) - 1) * t.std().item() / len(t) ** 0.5
-    return t.mean().item(), float(half)
-
-
-def summarize(rows: list[dict], columns=PROMPTS + ("sec_per_step",)) -> list[dict]:
-    """One row per (condition, run name), in first-seen order: mean, std and 95% t-interval
-    half-width (`<column>_ci`) over seeds of each column."""
-    out = {}
-    for r in rows:
-        cond = r.get("condition", "outline")
-        out.setdefault((cond, r["name"]), {"condition": cond, "name": r["name"], "group": r["group"],
-                                            "values": []})["values"].append(r)
-    summary = []
-    for s in out.values():
-        vals = s.pop("values")
-        s["seeds"] = len(vals)
-        s["seed_list"] = sorted(int(v["seed"]) for v in vals)
-        for c in columns:
-            x = [float(v[c]) for v in vals]
-            s[c], s[c + "_ci"] = t_interval(x)
-            s[c + "_std"] = torch.tensor(x).std().item() if len(x) > 1 else 0.0
-        summary.append(s)
-    return summary
-
-
-def merge_sweeps(older: list[dict], newer: list[dict]) -> list[dict]:
-    """Rows (results or curves) of two sweeps as one: the newer sweep's rows first, then the older's
-    for the conditions the newer has not run at all. Two sweeps never mix within a condition: their
-    runner versions, held-out sets and curve measures may differ, and runs are compared with their
-    own sweep's reference."""
-    have = {r.get("condition", "outline") for r in newer}
-    return list(newer) + [r for r in older if r.get("condition", "outline") not in have]
-
-
-def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition: str = "outline") -> dict:
-    """Run a minus run b on `setting`, paired by seed (same seed: same data, same test noise):
-    mean difference, its 95% t-interval and the seeds used."""
-    by = {(r["name"], int(r["seed"])): float(r[setting]) for r in rows if r.get("condition", "outline") == condition}
-    seeds = sorted(s for (n, s) in by if n == a and (b, s) in by)
-    return difference_interval([by[a, s] - by[b, s] for s in seeds])
-
-
-def difference_interval(diff: list[float]) -> dict:
-    """Mean of paired differences, its 95% t-interval and how many pairs: {mean, low, high, seeds}."""
-    mean, half = t_interval(diff) if diff else (float("nan"), float("inf"))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(diff)}
-
-
-def _auc(curve: list[tuple[float, float]]) -> float:
-    """Mean score over training: the area under a [(step, score)] curve (trapezoids) over its length."""
-    pts = sorted(curve)
-    area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
-    return area / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else pts[0][1]
-
-
-def _curves_by_run(curves: list[dict], condition: str | None = None) -> dict:
-    """{(condition, name): {seed: [(step, score)]}} of a curves CSV (either schema)."""
-    per = {}
-    for r in curves:
-        cond = r.get("condition", "outline")
-        if condition is None or cond == condition:
-            per.setdefault((cond, r["name"]), {}).setdefault(int(r["seed"]), []).append((r["step"], r[curve_key([r])]))
-    return per
-
-
-def auc_rows(curves: list[dict]) -> list[dict]:
-    """One row per (condition, run, seed) with its "auc" (the mean score over training), shaped like
-    results.csv rows so that paired_difference(rows, a, b, "auc", condition) compares two designs'
-    sample efficiency, paired by seed."""
-    measure = {(r.get("condition", "outline"), r["name"]): curve_key([r]) for r in curves}
-    return [{"condition": cond, "name": name, "seed": seed, "auc": _auc(curve), "measure": measure[cond, name]}
-            for (cond, name), seeds in _curves_by_run(curves).items() for seed, curve in seeds.items()]
-
-
-def sample_efficiency(curves: list[dict], condition: str = "outline", reference: str = "ControlNet",
-                      fraction: float = 0.8) -> list[dict]:
-    """How fast each run learns, from its fidelity curve (curves.csv, full prompt), per run name:
-    the normalised area under the curve (mean score over training, trapezoids) and the first
-    evaluated step at which the score reaches `fraction` of the reference run's mean final score
-    (None if never), each with its mean and 95% interval over seeds."""
-    per = {name: seeds for (_, name), seeds in _curves_by_run(curves, condition).items()}
-    finals = [sorted(c)[-1][1] for c in per.get(reference, {}).values()]
-    bar = fraction * sum(finals) / len(finals) if finals else float("nan")
-    out = []
-    for name, seeds in per.items():
-        aucs = [_auc(curve) for curve in seeds.values()]
-        reach = [next((s for s, v in sorted(curve) if v >= bar), None) for curve in seeds.values()]
-        auc, auc_ci = t_interval(aucs)
-        hit = [x for x in reach if x is not None]
-        out.append({"name": name, "seeds": len(seeds), "auc": auc, "auc_ci": auc_ci, "reached": f"{len(hit)}/{len(reach)}",
-                    "steps_to": t_interval(hit)[0] if hit else None, "bar": bar})
-    return out
 
 
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
@@ -395,15 +295,6 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
     ax.legend(fontsize=7, ncol=3)
     ax.set_title(title)
     return ax
-
-
-CURVE_MEASURES = {"score": "condition score", "shape_iou": "shape IoU", "iou": "fill-colour IoU"}  # by curve_key
-
-
-def curve_key(curves: list[dict]) -> str:
-    """The fidelity column of a curves CSV: "score" (the condition's own measure); sweeps stored
-    before it existed have the fill-colour IoU as "iou"."""
-    return "score" if curves and "score" in curves[0] else "shape_iou" if curves and "shape_iou" in curves[0] else "iou"
 
 
 def plot_curves(curves: list[dict], names=None, ax=None, per_seed: bool = True):

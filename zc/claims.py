@@ -18,68 +18,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .ablations import CURVE_MEASURES, auc_rows, curve_key
 from .fidelity import convergence_step
 from .resources import RESULTS
+from .stats import (  # noqa: F401
+    CURVE_MEASURES,
+    SETTINGS,
+    TIE,
+    auc_rows,
+    curve_key,
+    difference_interval,
+    interval_verdict,
+    non_inferiority_verdict,
+    paired_difference,
+    t_interval,
+)
 
 PREREGISTERED_SEEDS = 3  # the sweep's seeds per design, fixed before it ran: verdicts use seeds 0-2 only;
 # seeds added later to a comparison (to settle it) are reported beside its verdict, never used by it
-TIE = 0.02  # score differences whose whole 95% interval lies within +-TIE count as no difference
-SETTINGS = ("none", "insufficient", "conflicting", "perfect")
 
 
 def _row(claim: str, measured: str, verdict: str, condition: str = "") -> dict:
     return {"claim": claim, "condition": condition, "measured": measured, "verdict": verdict}
-
-
-def interval_verdict(diffs: list[dict]) -> str:
-    """Verdict of a claim that predicts each difference (ablations.paired_difference) to be > 0:
-    a setting goes against it when its whole 95% interval is within +-TIE (no difference, however
-    sure: a gap of 0.005 +- 0.004 is no effect) or below 0, supports it when the interval is above
-    TIE's band and above 0, and is unclear otherwise (or with one seed).
-    reproduced: every setting supports; partly: some do; not reproduced: every setting goes against;
-    inconclusive: the rest."""
-    state = []
-    for d in diffs:
-        if d["seeds"] < 2:
-            state.append("unclear")
-        elif d["high"] < 0 or (d["low"] > -TIE and d["high"] < TIE):
-            state.append("against")
-        elif d["low"] > 0:
-            state.append("supports")
-        else:
-            state.append("unclear")
-    return _aggregate(state)
-
-
-def _aggregate(state: list[str]) -> str:
-    """A claim's verdict from its settings' states: reproduced when every one supports it, partly
-    when some do, not reproduced when every one goes against it, inconclusive otherwise."""
-    if state and all(x == "supports" for x in state):
-        return "reproduced"
-    if "supports" in state:
-        return "partly"
-    if state and all(x == "against" for x in state):
-        return "not reproduced"
-    return "inconclusive"
-
-
-def non_inferiority_verdict(diffs: list[dict]) -> str:
-    """Verdict of a claim that the reference is *not worse* (the paper's "comparable"): a setting
-    supports it when the whole 95% interval of (reference minus the other) lies above -TIE (at most a
-    tie's worth worse), goes against it when the whole interval lies below -TIE, and is unclear
-    otherwise (or with one seed). Aggregated as interval_verdict does (_aggregate)."""
-    state = []
-    for d in diffs:
-        if d["seeds"] < 2:
-            state.append("unclear")
-        elif d["low"] > -TIE:
-            state.append("supports")
-        elif d["high"] < -TIE:
-            state.append("against")
-        else:
-            state.append("unclear")
-    return _aggregate(state)
 
 
 def _fmt(setting: str, d: dict) -> str:
@@ -188,7 +147,6 @@ def mid_control_speed(ablation_rows: list[dict], results: Path = RESULTS) -> dic
     not reproduced below. Without it, from the sweep's seconds per step paired by seed (95%
     t-interval): reproduced when the interval reaches x1.6 and lies above x1, partly when above x1,
     not reproduced when below x1.05, inconclusive otherwise. Both are reported when present."""
-    from .ablations import t_interval
 
     claim = f"only_mid_control trains ~x{MID_SPEEDUP} faster (arXiv v1)"
     parts, verdict, conds = [], "not tested", ""
@@ -227,7 +185,6 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
     curves.csv; transfer / guidance: the rows of ablations.transfer_table / guidance_table.
     Returns {claim, condition, measured, verdict} rows: architectural claims once per condition,
     from 95% intervals of differences paired by seed."""
-    from .ablations import paired_difference
 
     rows = [convergence(curves, results)]
     registered = [r for r in ablation_rows if int(r["seed"]) < PREREGISTERED_SEEDS]
@@ -322,7 +279,6 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
 def guidance_claim(guidance: list[dict]) -> dict:
     """CFG-RW (the paper's w_i = 64/h_i, taken literally) against plain CFG with no prompt, by the
     interval rule: the paired difference over sampling seeds (ablations.guidance_table)."""
-    from .ablations import difference_interval
 
     gr = {(r["mode"], r["prompt"]): r for r in guidance}
 
@@ -371,14 +327,13 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
     """The successors' testable claims against the reference ControlNet trained in the same sweep.
     rows / curves: the runner's results.csv / curves.csv (ControlNet and the successors, per condition);
     speed: benchmarks/designs_speed.py's rows (interleaved rounds, one machine); composition: rows
-    {design, seed, label ("<condition> alone" / "both"), measure, score} (designs.composition per run);
+    {design, seed, label ("<condition> alone" / "both"), measure, score} (side_by_side.composition per run);
     reward: benchmarks/reward_finetune.py's rows. Rules: "comparable" by non_inferiority_verdict over the
     four prompt settings (the successor minus ControlNet, paired by seed); "faster convergence" and
     ControlNet++'s "better controllability" by interval_verdict; speed claims by the benchmark's ratio
     (reproduced at >= 90% of the claimed factor, partly when faster at all (>= x1.05), not reproduced
     otherwise); composition: each condition's measure with both controls at most a tie below its own
     control alone (non_inferiority_verdict on both - alone)."""
-    from .ablations import difference_interval, paired_difference
     from .conditions import get as get_condition
 
     out = []

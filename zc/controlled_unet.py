@@ -8,12 +8,15 @@ own conditioning scale.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from . import designs
 from .controlnet import ControlNet
+from .sample import cfg_rw_weights, check_condition, condition_name
 
 
 class MultiControlNet(nn.Module):
@@ -104,6 +107,112 @@ class HookedConditioned(nn.Module):
     def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
         return [{"params": [p for p in self.branch.parameters() if p.requires_grad], "lr": lr}]
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
+                guess_mode: bool = False):
+        refuse_residual_weights(type(self.branch).__name__, conditioning_scale, guess_mode)
         with self.branch.attached(self.unet, controlnet_cond):
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+
+
+def refuse_residual_weights(what: str, conditioning_scale, guess_mode: bool) -> None:
+    """ValueError when conditioning_scale or guess_mode (which weight ControlNet residuals) reach a
+    model that has no residuals, instead of dropping them."""
+    if guess_mode or isinstance(conditioning_scale, (list, tuple)) or conditioning_scale != 1.0:
+        raise ValueError(f"conditioning_scale and guess_mode weight ControlNet residuals; a {what} has none "
+                         "(in zc.sample a design's own strength is the third element of its pair)")
+
+
+def samples_in_guess_mode(controlnet, guess_mode: bool = False) -> bool:
+    """Whether zc.sample runs `controlnet` (one, a list or a MultiControlNet; None: no control) in guess
+    mode: when asked, or when the first ControlNet is global (pooled), as in diffusers' pipeline."""
+    if controlnet is None:
+        return False
+    first = controlnet.nets[0] if isinstance(controlnet, MultiControlNet) else \
+        controlnet[0] if isinstance(controlnet, (list, tuple)) else controlnet
+    return bool(guess_mode or first.config.global_pool_conditions)
+
+
+class ControlNetEntry(designs.Entry):
+    """ControlNets in zc.sample: their residuals (several: summed, as MultiControlNet) added to the
+    UNet's skips and middle block at every step, in both CFG branches, or in the conditional one only
+    (guess mode, CFG-RW), scaled by conditioning_scale (a pair's own scale: that ControlNet's)."""
+    residuals = True
+
+    def __init__(self, design, controls, run):
+        super().__init__(design, controls, run)
+        nets = [m for m, _, _ in controls]
+        self.net = MultiControlNet(nets) if len(nets) > 1 else nets[0]
+        self.net.check_unet(run.unet)
+        for i, (net, c, _) in enumerate(controls):
+            check_condition(c, (run.batch, net.config.conditioning_channels, run.size, run.size),
+                            f"condition images{f' [{i}]' if len(nets) > 1 else ''}")
+        own = [s for _, _, s in controls]
+        self.scale = run.conditioning_scale if all(s is None for s in own) else \
+            [run.conditioning_scale if s is None else s for s in own]  # one per ControlNet
+        self.guess_mode = samples_in_guess_mode(nets, run.guess_mode)
+        self.cond_only = run.do_cfg and bool(self.guess_mode or run.cfg_rw)  # no control in the unconditional branch
+        self.dtype = next(self.net.parameters()).dtype  # may differ from the UNet's (fp32 ControlNet, fp16 SD)
+        conds = [c.to(run.device, self.dtype) for _, c, _ in controls]
+        if run.do_cfg and not self.cond_only:
+            conds = [torch.cat([c, c]) for c in conds]  # the control goes into both branches
+        self.cond = conds if len(nets) > 1 else conds[0]
+
+    def unet_kwargs(self, step) -> dict:
+        run = self.run
+        if self.cond_only:
+            x, text = run.scheduler.scale_model_input(step.latents, step.t), run.text.chunk(2)[1]
+        else:
+            x, text = step.model_in, run.text
+        scale = self.scale if step.on else _zero_like(self.scale)
+        down, mid = self.net(x.to(self.dtype), step.t, text.to(self.dtype), self.cond, scale, self.guess_mode)
+        down, mid = [d.to(run.dtype) for d in down], mid.to(run.dtype)
+        if run.cfg_rw:  # w_i = (size of the first skip) / h_i, or that over its largest
+            *w_down, w_mid = cfg_rw_weights([d.shape[-1] for d in down] + [mid.shape[-1]], run.cfg_rw)
+            down = [d * w for d, w in zip(down, w_down)]
+            mid = mid * w_mid
+        if self.cond_only:  # nothing for the unconditional half
+            down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+            mid = torch.cat([torch.zeros_like(mid), mid])
+        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
+def _zero_like(scale):
+    return [_zero_like(s) for s in scale] if isinstance(scale, (list, tuple)) else 0.0
+
+
+class HookedEntry(designs.Entry):
+    """Branches that hook into the UNet's blocks (ControlNeXt, ControlNet-XS) in zc.sample: each one's
+    `attached(unet, condition, scale)` for the whole loop, in list order, in both CFG branches."""
+
+    def __init__(self, design, controls, run):
+        super().__init__(design, controls, run)
+        self.hooked = []
+        for i, (branch, c, s) in enumerate(controls):
+            check_condition(c, (run.batch, branch.config.conditioning_channels, run.size, run.size),
+                            condition_name(design, i, len(controls)))
+            c = c.to(run.device)
+            self.hooked.append((branch, torch.cat([c, c]) if run.do_cfg else c, s))
+
+    def attached(self, unet):
+        stack = contextlib.ExitStack()
+        for branch, c, s in self.hooked:
+            stack.enter_context(branch.attached(unet, c, **({} if s is None else {"scale": s})))
+        return stack
+
+
+def build_for_training(cfg, pipe, channels: int) -> ControlNet:
+    return ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
+                                   conditioning_channels=channels, zero_conv_init=cfg.zero_conv_init,
+                                   only_mid_control=cfg.only_mid_control, global_pool_conditions=cfg.global_pool)
+
+
+def wrap_for_training(unet, controlnet: ControlNet, cfg) -> ControlledUNet:
+    model = ControlledUNet(unet, controlnet, sd_locked=cfg.sd_locked)
+    if not cfg.sd_locked:
+        unet.to(torch.float32)  # the decoder trains: trained weights stay fp32
+    return model
+
+
+designs.register(designs.Design(
+    "ControlNet", "controlnet", "Zhang et al. 2023", "residuals on every skip and the middle block", "every step",
+    True, module=ControlNet, build=build_for_training, wrap=wrap_for_training, enter=ControlNetEntry))

@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import designs
 from .condition_encoder import ConditionEncoder
 from .zero_conv import ZeroConv
 
@@ -47,7 +48,13 @@ UNSUPPORTED_KEYS = (
     "class_embed_type", "num_class_embeds", "addition_embed_type", "addition_time_embed_dim",
     "encoder_hid_dim", "encoder_hid_dim_type", "projection_class_embeddings_input_dim",
 )
-ARCHITECTURES = ("controlnet", "lite", "direct")
+
+
+def architectures() -> list[str]:
+    """The ControlNetConfig.architecture values: the registered designs whose module is a ControlNet
+    (the paper's and chapter 9's variants of its trainable copy, zc/variants.py)."""
+    return [d.architecture for d in designs.DESIGNS.values()
+            if isinstance(d.module, type) and issubclass(d.module, ControlNet)]
 
 
 def _plain(v):
@@ -79,8 +86,8 @@ class ControlNetConfig:
 
     def __post_init__(self):
         self.conditioning_embedding_out_channels = tuple(self.conditioning_embedding_out_channels)
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture not in architectures():
+            raise ValueError(f"architecture must be one of {architectures()}, got {self.architecture!r}")
         if self.zero_conv_init not in ("zero", "gaussian"):
             raise ValueError(f"zero_conv_init must be 'zero' or 'gaussian', got {self.zero_conv_init!r}")
 
@@ -193,10 +200,7 @@ class ControlNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: ControlNetConfig, unet: nn.Module | None = None) -> "ControlNet":
-        from .variants import ControlNetDirect, ControlNetLite
-
-        klass = {"controlnet": ControlNet, "lite": ControlNetLite, "direct": ControlNetDirect}[config.architecture]
-        return klass(config, unet)
+        return designs.by_architecture(config.architecture).module(config, unet)
 
     @classmethod
     def from_unet(

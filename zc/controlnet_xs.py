@@ -29,10 +29,15 @@ import contextlib
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2DCrossAttn, get_down_block
+from diffusers.models.unets.unet_2d_blocks import (
+    UNetMidBlock2DCrossAttn,
+    get_down_block,
+)
 from torch import nn
 
+from . import designs
 from .condition_encoder import ConditionEncoder, default_channels
+from .controlled_unet import HookedConditioned, HookedEntry
 from .zero_conv import ZeroConv
 
 
@@ -127,3 +132,12 @@ class ControlNetXS(ModelMixin, ConfigMixin):
         finally:
             for h in handles:
                 h.remove()
+
+
+designs.register(designs.Design(
+    "ControlNet-XS-style", "controlnet-xs", "Zavadski et al. 2023",
+    "every down block's and the middle block's output, read back by the control", "every step", True,
+    module=ControlNetXS, build=lambda cfg, pipe, channels: ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed),
+    wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
+    enter=HookedEntry, folder="controlnet-xs", through_unet=True,
+    scale="the pair's scale: its corrections (default 1)"))

@@ -28,7 +28,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from . import designs
 from .condition_encoder import ConditionEncoder, default_channels
+from .controlled_unet import HookedConditioned, HookedEntry
 
 
 def cross_normalise(control: torch.Tensor, main: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -88,3 +90,12 @@ class ControlNeXt(ModelMixin, ConfigMixin):
             yield
         finally:
             handle.remove()
+
+
+designs.register(designs.Design(
+    "ControlNeXt-style", "controlnext", "Peng et al. 2024", "the first down block's output, cross-normalised",
+    "every step", False, module=ControlNeXt,
+    build=lambda cfg, pipe, channels: ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed),
+    wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
+    enter=HookedEntry, folder="controlnext", through_unet=True,
+    scale="the pair's scale: the cross-normalised branch (default: its config.scale)"))

@@ -22,11 +22,12 @@ piece: `save_pretrained` writes the file `pipe.load_ip_adapter` reads, and its p
 pooled condition as `ip_adapter_image_embeds` (tests/test_ip_adapter.py: same images as zc.sample).
 
     adapter = IPAdapter.for_unet(pipe.unet)
-    images = sample(pipe, None, [""] * 8, None, ip_adapter=adapter, ip_condition=palettes)
+    images = sample(pipe, [(adapter, palettes)], [""] * 8)
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import designs
+from .controlled_unet import refuse_residual_weights
+from .sample import check_condition, condition_name
 
 NUM_TOKENS = 4  # tokens per condition: diffusers' loader fixes 4 for this ("proj.weight") layout
 WEIGHT_NAME = "ip-adapter.safetensors"  # what pipe.load_ip_adapter(folder, subfolder="", weight_name=...) reads
@@ -171,6 +176,41 @@ class IPAdapter(nn.Module):
         return [{"params": list(self.parameters()), "lr": lr}]
 
 
+class IPAdapterEntry(designs.Entry):
+    """An IP-Adapter in zc.sample: its processors attached for the whole loop, the condition's tokens in
+    the conditional branch and zero features ("no condition") in the unconditional one, so CFG
+    amplifies the condition as it does the prompt (diffusers' pipelines do the same). The pair's scale
+    is λ for this call (default: as the adapter is set, set_scale)."""
+
+    def __init__(self, design, controls, run):
+        super().__init__(design, controls, run)
+        if len(controls) > 1:
+            raise ValueError("one IP-Adapter per call (its tokens are one image's)")
+        adapter, c, self.scale = controls[0]
+        check_condition(c, (run.batch, adapter.config["condition_channels"], *c.shape[-2:]),
+                        condition_name(design, 0, 1))
+        if next(adapter.parameters()).dtype != run.dtype or next(adapter.parameters()).device != run.device:
+            adapter = copy.deepcopy(adapter).to(run.device, run.dtype)  # the UNet's precision, as its own layers
+        self.adapter = adapter
+        feats = adapter.features(c).to(run.device, run.dtype)[:, None]  # (B, 1, D)
+        self.added = {"image_embeds": [torch.cat([torch.zeros_like(feats), feats]) if run.do_cfg else feats]}
+
+    @contextlib.contextmanager
+    def attached(self, unet):
+        before = [p.scale for p in self.adapter.processors]
+        if self.scale is not None:
+            self.adapter.set_scale(self.scale)
+        try:
+            with self.adapter.attached(unet):
+                yield
+        finally:
+            for p, s in zip(self.adapter.processors, before):
+                p.scale = s
+
+    def unet_kwargs(self, step) -> dict:
+        return {"added_cond_kwargs": self.added}
+
+
 class IPAdapterConditioned(nn.Module):
     """The locked UNet with an IP-Adapter, called like ControlledUNet: model(z_t, t, c_t, c_i) -> ε.
     c_i is the condition image (B, C, H, W); an all-zero one means "no condition" (its features are
@@ -185,7 +225,9 @@ class IPAdapterConditioned(nn.Module):
     def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
         return self.adapter.param_groups(lr)
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
+                guess_mode: bool = False):
+        refuse_residual_weights("IP-Adapter", conditioning_scale, guess_mode)
         embeds = self.adapter.features(controlnet_cond).to(sample.dtype)[:, None]  # (B, 1, D): one "image" each
         with self.adapter.attached(self.unet):
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
@@ -208,10 +250,18 @@ class WithGlobal(nn.Module):
     def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
         return self.controlled.param_groups(lr, decoder_lr)
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
+                guess_mode: bool = False):
         k = self.adapter.config["condition_channels"]
         local, glob = controlnet_cond[:, :-k], controlnet_cond[:, -k:]  # (B, C - k, H, W), (B, k, H, W)
         embeds = self.adapter.features(glob).to(sample.dtype)[:, None]  # (B, 1, D)
         with self.adapter.attached(self.controlled.unet):
-            return self.controlled(sample, timestep, encoder_hidden_states, local, *args,
-                                   added_cond_kwargs={"image_embeds": [embeds]}, **kwargs)
+            return self.controlled(sample, timestep, encoder_hidden_states, local, conditioning_scale, guess_mode,
+                                   added_cond_kwargs={"image_embeds": [embeds]})
+
+
+designs.register(designs.Design(
+    "IP-Adapter", "ip-adapter", "Ye et al. 2023", "extra tokens in every cross-attention (global)", "once per image",
+    True, module=IPAdapter, build=lambda cfg, pipe, channels: IPAdapter.for_unet(pipe.unet),
+    wrap=lambda unet, adapter, cfg: IPAdapterConditioned(unet, adapter), enter=IPAdapterEntry,
+    folder="ip-adapter", through_unet=True, scale="the pair's scale: λ, its tokens' weight (default: set_scale's)"))

@@ -132,7 +132,13 @@ def build_sd15_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.flo
     UNet levels (TinySD: three) with two layers per block (TinySD: one), 13 residuals (TinySD: 7), a VAE
     of factor 8 (TinySD: 4) at 128 px (TinySD: 64), SD 1.5's PNDM scheduler predicting ε (TinySD: DDIM
     predicting v), 77 tokens, fp32. Small enough to run every chapter on a CPU in CI (ZC_SD=<folder>)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if scale not in ("sd15", "tiny8", "mini"):

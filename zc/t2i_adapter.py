@@ -15,7 +15,7 @@ diffusers ships the design: `T2IAdapter` (pixel-unshuffle the condition, then on
 per UNet down block; its "full_adapter" layout halves the size between blocks, its SDXL layout
 "full_adapter_xl", which TinySD's block types need, keeps the first two at one size) and the
 UNet's `down_intrablock_additional_residuals`. This module only sizes it for an SD, checks the
-fit, and wraps it for zc.train; zc.sample runs it (`t2i_adapter=`, `t2i_condition=`) as diffusers'
+fit, and wraps it for zc.train; zc.sample runs it (`[(adapter, condition, scale)]`) as diffusers'
 StableDiffusionAdapterPipeline does (a parity test checks the images).
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ from __future__ import annotations
 import torch
 from diffusers import T2IAdapter
 
-from .controlled_unet import HookedConditioned
+from . import designs
+from .controlled_unet import HookedConditioned, refuse_residual_weights
+from .sample import check_condition, condition_name
 
 
 def intrablock_shapes(unet, latent: int) -> list[tuple[int, int]]:
@@ -92,12 +94,43 @@ def features(adapter: T2IAdapter, condition: torch.Tensor, scale: float = 1.0) -
     return [f * scale for f in adapter(condition.to(dtype))]
 
 
+class AdapterEntry(designs.Entry):
+    """T2I-Adapters in zc.sample: each reads its condition once, before the loop; the features (summed
+    over adapters, each times its scale: diffusers' MultiAdapter) are added inside the UNet's down
+    blocks at every step and in both CFG branches, as diffusers' StableDiffusionAdapterPipeline does."""
+
+    def __init__(self, design, controls, run):
+        super().__init__(design, controls, run)
+        self.features = None
+        for i, (adapter, c, s) in enumerate(controls):
+            check_unet(adapter, run.unet, run.vae_scale_factor)
+            check_condition(c, (run.batch, adapter.config.in_channels, run.size, run.size),
+                            condition_name(design, i, len(controls)))
+            feats = [f.to(run.device, run.dtype) for f in features(adapter, c.to(run.device), 1.0 if s is None else s)]
+            self.features = feats if self.features is None else [a + b for a, b in zip(self.features, feats)]
+        if run.do_cfg:  # the same features in both branches
+            self.features = [torch.cat([f, f]) for f in self.features]
+
+    def unet_kwargs(self, step) -> dict:
+        return {"down_intrablock_additional_residuals": [f.clone() for f in self.features]}  # the UNet pops them
+
+
 class AdapterConditioned(HookedConditioned):
     """The locked UNet with a T2I-Adapter (`self.branch`), called like ControlledUNet: model(z_t, t, c_t, c)
     -> ε. Only the adapter trains; the gradient reaches it through the UNet's down blocks and decoder.
     Unlike the hooked branches it enters through the UNet's own argument, not a hook."""
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
+                guess_mode: bool = False):
+        refuse_residual_weights("T2I-Adapter", conditioning_scale, guess_mode)
         feats = [f.to(sample.dtype) for f in features(self.branch, controlnet_cond)]  # the UNet pops from this list
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                          down_intrablock_additional_residuals=feats).sample
+
+
+designs.register(designs.Design(
+    "T2I-Adapter", "t2i-adapter", "Mou et al. 2023", "inside each down block, before its downsampler",
+    "once per image", False, module=T2IAdapter,
+    build=lambda cfg, pipe, channels: for_pipeline(pipe, channels, seed=cfg.seed),
+    wrap=lambda unet, adapter, cfg: AdapterConditioned(unet, adapter), enter=AdapterEntry,
+    folder="t2i-adapter", through_unet=True, scale="the pair's scale: its features (adapter_conditioning_scale)"))

@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import metrics, shapes
-from .training_utils import has_checkpoint, load_checkpoint, pick_device, save_checkpoint, step_generator
+from .training_utils import (
+    has_checkpoint,
+    load_checkpoint,
+    pick_device,
+    save_checkpoint,
+    step_generator,
+)
 
 MAX_TOKENS = 16  # longest caption: "light golden rod yellow triangle with medium spring green background" = 12 words
 

@@ -28,23 +28,23 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import conditions, designs, reward, t2i_adapter
-from .controlled_unet import ControlledUNet, HookedConditioned
+from . import conditions, designs, reward
+from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
-from .controlnet_xs import ControlNetXS
-from .controlnext import ControlNeXt
 from .fill50k import Fill50k
-from .ip_adapter import IPAdapter, IPAdapterConditioned, WithGlobal
+from .ip_adapter import IPAdapter, WithGlobal
 from .latent_cache import LatentCache, default_folder
 from .sample import sample
 from .sd import check_device, load_sd
-from .t2i_adapter import AdapterConditioned
 from .tinysd import encode_prompts
-from .training_utils import atomic_write, has_checkpoint, hide_bar, load_checkpoint, save_checkpoint, step_generator
-from .variants import ConcatConditioned
-
-
-ADAPTERS = ("ip-adapter", "t2i-adapter", "controlnext", "controlnet-xs")  # what trains beside the locked UNet instead of a ControlNet
+from .training_utils import (
+    atomic_write,
+    has_checkpoint,
+    hide_bar,
+    load_checkpoint,
+    save_checkpoint,
+    step_generator,
+)
 
 
 @dataclass
@@ -197,44 +197,28 @@ def _target(scheduler, latents, noise, t):
 
 
 def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(what trains, the model the loss calls as model(z_t, t, c_t, c)) for cfg.architecture
-    (zc.designs lists them): a ControlNet (or a variant) beside the locked UNet, an adapter or branch
-    beside it, or the concat model, whose UNet itself trains. Trained weights in fp32 on `device`."""
-    if cfg.architecture == "concat":  # no ControlNet: the UNet reads the condition and all of it trains
-        pipe.unet.to(torch.float32)
-        controlnet = model = ConcatConditioned(pipe.unet).to(device, torch.float32)
-    elif cfg.architecture == "ip-adapter":  # no ControlNet: the condition becomes tokens in every cross-attention
-        controlnet = IPAdapter.for_unet(pipe.unet).to(device, torch.float32)
-        model = IPAdapterConditioned(pipe.unet, controlnet)
-    elif cfg.architecture == "t2i-adapter":  # no ControlNet: a conv pyramid run once, added inside the down blocks
-        controlnet = t2i_adapter.for_pipeline(pipe, channels, seed=cfg.seed).to(device).float()  # .float(): .to(dtype) makes diffusers warn
-        model = AdapterConditioned(pipe.unet, controlnet)
-    elif cfg.architecture == "controlnext":  # no ControlNet: a small branch, cross-normalised into one block
-        controlnet = ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed).to(device).float()
-        model = HookedConditioned(pipe.unet, controlnet)
-    elif cfg.architecture == "controlnet-xs":  # no copy: a narrow control that reads and corrects every block
-        controlnet = ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed).to(device).float()
-        model = HookedConditioned(pipe.unet, controlnet)
-    elif cfg.init:  # fine-tune a trained ControlNet (ControlNet++ starts from one)
-        controlnet = ControlNet.from_pretrained(cfg.init).to(device, torch.float32)
-        controlnet.check_unet(pipe.unet)
-        model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
+    """(what trains, the model the loss calls as model(z_t, t, c_t, c)) for cfg.architecture, found in
+    zc.designs: a ControlNet (or a variant) beside the locked UNet, an adapter or branch beside it, or
+    the concat model, whose UNet itself trains. Trained weights in fp32 on `device`; with cfg.init, the
+    trained module in that folder instead of a fresh one (fine-tuning it: ControlNet++ starts so)."""
+    design = designs.by_architecture(cfg.architecture)
+    if cfg.init:
+        if not hasattr(design.module, "from_pretrained"):
+            raise ValueError(f"init fine-tunes a trained module; {design.name} has no saved form to start from")
+        net = designs.load(design.name, cfg.init)
+        if hasattr(net, "check_unet"):
+            net.check_unet(pipe.unet)
     else:
-        controlnet = ControlNet.for_pipeline(pipe, copy=cfg.copy_weights, architecture=cfg.architecture,
-                                             conditioning_channels=channels,
-                                             zero_conv_init=cfg.zero_conv_init,
-                                             only_mid_control=cfg.only_mid_control,
-                                             global_pool_conditions=cfg.global_pool).to(device, torch.float32)
-        model = ControlledUNet(pipe.unet, controlnet, sd_locked=cfg.sd_locked)
-        if not cfg.sd_locked:
-            pipe.unet.to(torch.float32)  # trained weights stay fp32
+        net = design.build(cfg, pipe, channels)
+    net = net.to(device).float()  # .float(), not .to(dtype): diffusers' modules warn on that
+    model = design.wrap(pipe.unet, net, cfg)
     if cfg.ip_adapter:
         if not isinstance(model, ControlledUNet):
             raise ValueError(f"ip_adapter attaches a global control beside a ControlNet; the architecture "
                              f"{cfg.architecture!r} has none: train with --architecture controlnet")
         adapter = IPAdapter.from_pretrained(cfg.ip_adapter).to(device, pipe.unet.dtype)
         model = WithGlobal(model, adapter)
-    return controlnet, model
+    return net, model
 
 
 def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig, adapter=None) -> tuple[dict, torch.Tensor]:
@@ -245,11 +229,11 @@ def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig, adapter=None
     if cfg.eval_prompts not in ("full", "empty"):
         raise ValueError(f"eval_prompts must be 'full' or 'empty', got {cfg.eval_prompts!r}")
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
-    how = dict(num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
-               generator=torch.Generator().manual_seed(cfg.seed))
-    if adapter is not None:
-        how |= dict(ip_adapter=adapter, ip_condition=global_conditions(cfg, eval_set, range(len(eval_set))))
-    images = sample(pipe, prompts=prompts, **designs.sample_kwargs(controlnet, eval_set.conditions()), **how)
+    controls = [(controlnet, eval_set.conditions())]
+    if adapter is not None:  # the attached global control reads its own condition for the same scenes
+        controls.append((adapter, global_conditions(cfg, eval_set, range(len(eval_set)))))
+    images = sample(pipe, controls, prompts, num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
+                    generator=torch.Generator().manual_seed(cfg.seed))
     controlnet.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
 
@@ -369,8 +353,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         reward.condition_masks(cfg.condition, eval_set.batch([0], targets=False)["sources"])  # ValueError if undefined
         segmenter = reward.load_segmenter().to(device).requires_grad_(False)
         pipe.vae.requires_grad_(False)  # the gradient goes through the decoder, not into it
+    design = designs.by_architecture(cfg.architecture)
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
-        (pipe.unet if cfg.architecture in ADAPTERS + ("concat",) else controlnet).enable_gradient_checkpointing()
+        (pipe.unet if design.through_unet else controlnet).enable_gradient_checkpointing()
     controlnet.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
@@ -396,10 +381,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
                                   cfg.batches)))
     score = conditions.get(cfg.condition).score
-    what = {"ip-adapter": "IP-Adapter", "t2i-adapter": "T2I-Adapter", "controlnext": "ControlNeXt",
-            "controlnet-xs": "ControlNet-XS"}.get(
-        cfg.architecture, "ControlNet")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {what}",
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {design.name}",
                **hide_bar(not accelerator.is_local_main_process))
     step_seconds, last_eval = 0.0, {}
     completed = start  # optimiser steps done and logged: what a checkpoint written now would hold
@@ -464,7 +446,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
                 if main:
                     unwrapped = accelerator.unwrap_model(model)
-                    last_eval, images = evaluate(pipe, _net(unwrapped), eval_set, cfg,
+                    last_eval, images = evaluate(pipe, controlnet, eval_set, cfg,
                                                  unwrapped.adapter if isinstance(unwrapped, WithGlobal) else None)
                     history.append({"step": done, **last_eval})
                     accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
@@ -480,8 +462,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             save_checkpoint(out / "checkpoint", modules, opt, {"step": completed, "history": history})
             print(f"interrupted: checkpoint at step {completed} in {out / 'checkpoint'}; run again to resume")
         raise
-    controlnet = _net(accelerator.unwrap_model(model))
-    final = cfg.architecture if cfg.architecture in ADAPTERS else "controlnet"  # the trained part's folder
+    final = design.folder  # the trained part's folder
     if main:
         controlnet.save_pretrained(out / final)
         atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
@@ -530,17 +511,6 @@ def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
             h = row.shape[1]
             snaps[step] = torch.stack(row.split(h, dim=2))  # (3, h, 8h) -> (8, 3, h, h)
     return snaps
-
-
-def _net(model):
-    """What the loop trains: the ControlNet inside a ControlledUNet, an adapter or branch, or the concat model."""
-    if isinstance(model, WithGlobal):  # a ControlNet trained beside a locked IP-Adapter
-        model = model.controlled
-    if isinstance(model, ControlledUNet):
-        return model.controlnet
-    if isinstance(model, HookedConditioned):  # ControlNeXt, XS, and the T2I-Adapter (AdapterConditioned)
-        return model.branch
-    return model.adapter if isinstance(model, IPAdapterConditioned) else model
 
 
 def _trackers(report_to: str) -> list[str] | None:

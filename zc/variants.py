@@ -13,10 +13,16 @@ only the trainable copy F(·; Θ_c):
 """
 from __future__ import annotations
 
+import contextlib
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import designs
+from .controlled_unet import ControlNetEntry, build_for_training, wrap_for_training
 from .controlnet import ControlNet, ControlNetConfig
+from .sample import check_condition
 
 
 def encoder_steps(config: ControlNetConfig) -> list[tuple[int, int, int]]:
@@ -92,13 +98,27 @@ class ConcatConditioned(nn.Module):
     def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
         return [{"params": list(self.parameters()), "lr": lr}]
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, *args, **kwargs):
-        extra = self.cond_in(F.interpolate(controlnet_cond.to(sample.dtype), size=sample.shape[-2:], mode="area"))
-        hook = self.unet.conv_in.register_forward_hook(lambda module, inputs, out: out + extra.to(out.dtype))
+    def extra_input(self, condition, sample):
+        """What the condition adds to conv_in's output: Z(area-resized c), (B, C0, h, w)."""
+        return self.cond_in(F.interpolate(condition.to(sample.dtype), size=sample.shape[-2:], mode="area"))
+
+    @contextlib.contextmanager
+    def reading(self, extra):
+        """Within the block, the UNet's conv_in output gets extra() added (a hook)."""
+        hook = self.unet.conv_in.register_forward_hook(lambda module, inputs, out: out + extra().to(out.dtype))
         try:
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+            yield
         finally:
             hook.remove()
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
+                guess_mode: bool = False):
+        if conditioning_scale != 1.0 or guess_mode:
+            raise ValueError("conditioning_scale and guess_mode weight ControlNet residuals; a ConcatConditioned "
+                             "model has none")
+        extra = self.extra_input(controlnet_cond, sample)
+        with self.reading(lambda: extra):
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
 
     def save_pretrained(self, folder) -> None:
         """The fine-tuned UNet in diffusers' format (unet/) and the extra input weights (cond_in.safetensors)."""
@@ -110,3 +130,47 @@ class ConcatConditioned(nn.Module):
         self.unet.save_pretrained(folder / "unet")
         save_file({k: v.detach().contiguous().cpu() for k, v in self.cond_in.state_dict().items()},
                   str(folder / "cond_in.safetensors"))
+
+
+class ConcatEntry(designs.Entry):
+    """A ConcatConditioned model in zc.sample: its UNet (which must be the pipeline's) reads the
+    condition through the extra input weights at every step, in both CFG branches; outside
+    control_guidance_start/end it reads a blank one."""
+    alone = True
+
+    def __init__(self, design, controls, run):
+        super().__init__(design, controls, run)
+        if len(controls) > 1:
+            raise ValueError("one ConcatConditioned model at a time: each fine-tuned its own UNet")
+        self.model, c, _ = controls[0]
+        self.model.check_unet(run.unet)
+        check_condition(c, (run.batch, self.model.config.conditioning_channels, run.size, run.size))
+        c = c.to(run.device, next(self.model.parameters()).dtype)
+        self.cond, self.extra = torch.cat([c, c]) if run.do_cfg else c, None
+
+    def attached(self, unet):
+        return self.model.reading(lambda: self.extra)
+
+    def unet_kwargs(self, step) -> dict:
+        c = self.cond if step.on else torch.zeros_like(self.cond)
+        self.extra = self.model.extra_input(c, step.model_in)  # what the hook on conv_in adds this step
+        return {}
+
+
+def _build_concat(cfg, pipe, channels: int) -> ConcatConditioned:
+    pipe.unet.to(torch.float32)  # all of it trains: trained weights stay fp32
+    return ConcatConditioned(pipe.unet, channels)
+
+
+designs.register(designs.Design(
+    "ControlNet-lite", "lite", "Zhang et al. 2023, Fig. 8", "the same residuals, from one conv per block",
+    "every step", True, module=ControlNetLite, build=build_for_training, wrap=wrap_for_training,
+    enter=ControlNetEntry))
+designs.register(designs.Design(
+    "condition added directly", "direct", "Zhang et al. 2023, Fig. 8", "conv_in(z_t) + E(c), pooled into every skip",
+    "every step", True, module=ControlNetDirect, build=build_for_training, wrap=wrap_for_training,
+    enter=ControlNetEntry))
+designs.register(designs.Design(
+    "UNet fine-tuned, concat", "concat", "Flux Control's channel concat", "the UNet's input (all of the UNet trains)",
+    "every step", True, module=ConcatConditioned, build=_build_concat, wrap=lambda unet, model, cfg: model,
+    enter=ConcatEntry, through_unet=True, scale="none: a fine-tuned UNet has no residual to weight"))

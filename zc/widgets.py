@@ -72,10 +72,11 @@ def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", condit
     tick = (lambda offset: (lambda i, n: progress(offset + i, 2 * n))) if progress else (lambda offset: None)
     off = sample(pipe, None, [prompt], None, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g(),
                  callback=tick(0))
-    on = sample(pipe, controlnet, [prompt], condition.to(pipe.device), num_inference_steps=steps,
-                guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, generator=g(),
-                callback=tick(steps), ip_adapter=ip_adapter,
-                ip_condition=ip_condition.to(pipe.device) if ip_adapter is not None else None)
+    controls = [(controlnet, condition.to(pipe.device))]
+    if ip_adapter is not None:  # the colours as tokens, beside the ControlNet's residuals
+        controls.append((ip_adapter, ip_condition.to(pipe.device)))
+    on = sample(pipe, controls, [prompt], num_inference_steps=steps, guidance_scale=guidance_scale,
+                conditioning_scale=conditioning_scale, generator=g(), callback=tick(steps))
     return torch.cat([off, on])
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from . import conditions, metrics, shapes
+from .controlled_unet import samples_in_guess_mode
 from .controlnet import ControlNet
 from .fill50k import Fill50k
 from .ip_adapter import IPAdapter
 from .resources import WEIGHTS
-from .sample import sample, samples_in_guess_mode
+from .sample import as_controls, sample
 
 TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
 IP_SCALE = 0.5  # the palette IP-Adapter's λ beside a ControlNet at control 1 and CFG 5: the best joint on
@@ -258,8 +259,9 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
     for label, (nets, cond, ipa, *settings) in runs.items():
         gm = samples_in_guess_mode(nets, guess_mode)
         kw = settings[0] if settings else {}  # a tuned row's control and CFG scales
-        x = sample(pipe, nets, empty, cond, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                   guess_mode=gm, ip_adapter=ipa, ip_condition=c_col if ipa is not None else None, **kw)
+        controls = as_controls(nets, cond) + ([(ipa, c_col)] if ipa is not None else [])
+        x = sample(pipe, controls, empty, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                   guess_mode=gm, **kw)
         images[label] = x
         m = conditions.measure(x, test.scenes, per_item=True)
         mean = {k: sum(v) / len(v) for k, v in m.items()}
