@@ -11,16 +11,19 @@ class _NoTorchvisionNotice(_logging.Filter):
 
 
 _logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
-from . import controlnet_xs, controlnext, ip_adapter, t2i_adapter  # noqa: E402,F401
 from .condition_encoder import ConditionEncoder
 from .controlled_unet import ControlledUNet, MultiControlNet, lock
 from .controlnet import ControlNet, ControlNetConfig
 from .sd import load_sd
+from .zero_conv import ZeroConv
 
 # Every control registers its design (zc.designs) when its module is imported: ControlNet (above,
-# zc.controlled_unet), then the ablation variants and the successors, in the order tables list them.
+# zc.controlled_unet), then the ablation variants and the successors, in the order tables list them;
+# then the training extras (zc.train.register_extra) of the reward and the attached IP-Adapter.
+# isort: off
 from .variants import ControlNetDirect, ControlNetLite  # noqa: E402
-from .zero_conv import ZeroConv
+from . import t2i_adapter, controlnext, controlnet_xs, ip_adapter, reward  # noqa: E402,F401
+# isort: on
 
 __all__ = [
     "ConditionEncoder", "ControlNet", "ControlNetConfig", "ControlNetDirect", "ControlNetLite",

@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import designs
-from .controlled_unet import refuse_residual_weights
+from .controlled_unet import ControlledUNet, refuse_residual_weights
 from .sample import check_condition, condition_name
+from .training_run import Callback, register_extra
 
 NUM_TOKENS = 4  # tokens per condition: diffusers' loader fixes 4 for this ("proj.weight") layout
 WEIGHT_NAME = "ip-adapter.safetensors"  # what pipe.load_ip_adapter(folder, subfolder="", weight_name=...) reads
@@ -265,3 +266,38 @@ designs.register(designs.Design(
     True, module=IPAdapter, build=lambda cfg, pipe, channels: IPAdapter.for_unet(pipe.unet),
     wrap=lambda unet, adapter, cfg: IPAdapterConditioned(unet, adapter), enter=IPAdapterEntry,
     folder="ip-adapter", through_unet=True, scale="the pair's scale: λ, its tokens' weight (default: set_scale's)"))
+
+
+def global_conditions(cfg, data, idx) -> torch.Tensor:
+    """cfg.ip_condition drawn for `data`'s scenes idx, (B, 3, H, W) in [0, 1]: what an attached adapter reads."""
+    from .conditions import draw
+
+    if data.scenes is None:
+        raise ValueError("ip_adapter needs generated pairs (their scenes draw the global condition): "
+                         "drop --data, or train the adapter's condition into the data yourself")
+    return draw(cfg.ip_condition, data.scenes[torch.as_tensor(list(idx), dtype=torch.long)], data.size)
+
+
+class AttachedAdapter(Callback):
+    """zc.train --ip-adapter FOLDER: a trained IP-Adapter attached, locked, while a ControlNet trains (a
+    local control trained on top of a global one: WithGlobal). Each batch's condition gets the adapter's
+    (cfg.ip_condition drawn for the same scenes) stacked last; evaluations sample it beside."""
+
+    def __init__(self, cfg, pipe, device):
+        self.cfg = cfg
+        self.adapter = IPAdapter.from_pretrained(cfg.ip_adapter).to(device, pipe.unet.dtype)
+
+    def wrap(self, model):
+        if not isinstance(model, ControlledUNet):
+            raise ValueError(f"ip_adapter attaches a global control beside a ControlNet; the architecture "
+                             f"{self.cfg.architecture!r} has none: train with --architecture controlnet")
+        return WithGlobal(model, self.adapter)
+
+    def condition(self, cond, data, idx):  # the attached adapter's condition last, dropped as a member
+        return torch.cat([cond, global_conditions(self.cfg, data, idx).to(cond.device, cond.dtype)], dim=1)
+
+    def eval_controls(self, eval_set) -> list[tuple]:
+        return [(self.adapter, global_conditions(self.cfg, eval_set, range(len(eval_set))))]
+
+
+register_extra(lambda cfg, pipe, eval_set, device: AttachedAdapter(cfg, pipe, device) if cfg.ip_adapter else None)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .tinysd import encode_prompts
-from .training_utils import atomic_write, hide_bar
+from .training_utils import atomic_write, hide_bar, posterior_draw
 
 FILES = ("meta.json", "latents.npy", "logvar.npy", "text.npy", "prompt_ids.npy")
 STORES = "VAE posterior mean and log-variance, x scaling_factor"  # what a cache of this zc holds (meta.json)
@@ -142,13 +142,9 @@ class LatentCache:
         eps with eps ~ N(0, 1) from `generator` (CPU); without a generator, or with mean=True, the
         posterior's mean (mean=True still takes eps from the generator, so what it draws next is the same)."""
         mu = torch.from_numpy(self.latents.read(idx)).to(device, self.dtype)
-        if generator is None:
-            return mu
-        eps = torch.randn(mu.shape, generator=generator).to(device, self.dtype)
-        if mean:
-            return mu
-        std = torch.from_numpy(self.logvar.read(idx)).to(device, torch.float32).mul(0.5).exp().to(self.dtype)
-        return mu + std * eps
+        std = None if generator is None or mean else \
+            torch.from_numpy(self.logvar.read(idx)).to(device, torch.float32).mul(0.5).exp().to(self.dtype)
+        return posterior_draw(mu, std, generator, use_mean=mean)
 
     def text_for(self, prompt_ids: torch.Tensor, device) -> torch.Tensor:
         return torch.from_numpy(self.text.read(prompt_ids.tolist())).to(device, self.dtype)

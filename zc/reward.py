@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from . import shapes
+from .training_run import Callback, register_extra
 
 
 class ShapeSegmenter(ModelMixin, ConfigMixin):
@@ -131,3 +133,31 @@ def condition_masks(condition: str, sources: torch.Tensor) -> torch.Tensor:
         return disc_masks(sources)  # any closed outline: its inside, flood-filled
     raise ValueError(f"the reward compares the drawn shape with the shape an outline implies: it is defined "
                      f"for the outline condition (fill50k), not {condition!r}")
+
+
+class RewardLoss(Callback):
+    """zc.train --reward-weight λ: ControlNet++'s cycle-consistency term added to each batch's loss where
+    t < cfg.reward_t_max (the one-step image is good there): λ · BCE(S(D(x̂_0)), mask(c)). The segmenter
+    and the VAE stay frozen; the gradient reaches what trains through the prediction."""
+
+    def __init__(self, cfg, pipe, eval_set, device):
+        if cfg.condition_dropout > 0:
+            raise ValueError("reward_weight with condition_dropout: the reward would ask for the shape of a condition "
+                             "the model was not shown; use one or the other")
+        condition_masks(cfg.condition, eval_set.batch([0], targets=False)["sources"])  # ValueError if undefined
+        self.cfg, self.pipe = cfg, pipe
+        self.segmenter = load_segmenter().to(device).requires_grad_(False)
+        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        pipe.vae.requires_grad_(False)  # the gradient goes through the decoder, not into it
+
+    def extra_loss(self, batch, out) -> torch.Tensor | None:
+        near = out.t < self.cfg.reward_t_max
+        if not near.any():
+            return None
+        x0 = predicted_x0(self.scheduler, out.noisy[near], out.pred[near].float(), out.t[near])
+        masks = condition_masks(self.cfg.condition, batch.sources[near.cpu()])
+        return self.cfg.reward_weight * reward_loss(self.pipe, self.segmenter, x0.to(self.pipe.vae.dtype), masks)
+
+
+register_extra(lambda cfg, pipe, eval_set, device: RewardLoss(cfg, pipe, eval_set, device)
+               if cfg.reward_weight > 0 else None)

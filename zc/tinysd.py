@@ -33,6 +33,7 @@ from .training_utils import (
     has_checkpoint,
     load_checkpoint,
     pick_device,
+    prediction_target,
     save_checkpoint,
     step_generator,
 )
@@ -274,8 +275,7 @@ def _train_denoiser(cfg, vae, text_encoder, unet, tokenizer, device, folder: Pat
         noise = torch.randn(latents.shape, generator=g, device=device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=g, device=device)
         noisy = scheduler.add_noise(latents, noise, t)
-        target = {"epsilon": noise, "sample": latents,
-                  "v_prediction": scheduler.get_velocity(latents, noise, t) if cfg.prediction_type == "v_prediction" else None}[cfg.prediction_type]
+        target = prediction_target(scheduler, latents, noise, t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             text = encode_prompts(tokenizer, text_encoder, prompts)
             pred = unet(noisy, t, encoder_hidden_states=text).sample

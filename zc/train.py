@@ -16,8 +16,8 @@ ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -28,21 +28,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import conditions, designs, reward
+from . import conditions
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
 from .fill50k import Fill50k
-from .ip_adapter import IPAdapter, WithGlobal
-from .latent_cache import LatentCache, default_folder
 from .sample import sample
-from .sd import check_device, load_sd
 from .tinysd import encode_prompts
-from .training_utils import (
-    atomic_write,
-    has_checkpoint,
+from .training_run import build, finish, register_extra, setup  # noqa: F401  (build, register_extra: here too)
+from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: importable from here too)
+    StepBatches,
+    check_resumable,
     hide_bar,
-    load_checkpoint,
-    save_checkpoint,
+    posterior_draw,
+    prediction_target,
+    save_grid,
     step_generator,
 )
 
@@ -125,54 +124,6 @@ class TrainResult:
     start_step: int = 0  # where this call began: 0, or the step of the checkpoint it resumed from
 
 
-class StepBatches(torch.utils.data.Sampler):
-    """Index batches by step: batch k depends only on (seed, k), so a resumed run reads the same pairs.
-    mode "iid": each batch drawn with replacement; "epochs": positions k*batch ... (k+1)*batch of the
-    concatenated epochs, each epoch its own permutation (what a shuffling DataLoader does)."""
-
-    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, mode: str = "iid"):
-        if mode not in ("iid", "epochs"):
-            raise ValueError(f"batches must be 'iid' or 'epochs', got {mode!r}")
-        self.n, self.batch, self.seed, self.start, self.stop, self.mode = n, batch, seed, start, stop, mode
-        self._perms: dict[int, list[int]] = {}
-
-    def _epoch(self, e: int) -> list[int]:
-        """Epoch e's permutation, drawn once (each step of the epoch reads it)."""
-        if e not in self._perms:
-            self._perms = {k: v for k, v in self._perms.items() if k >= e - 1}  # a batch spans at most two
-            self._perms[e] = torch.randperm(self.n, generator=step_generator(self.seed, "epoch", e)).tolist()
-        return self._perms[e]
-
-    def __iter__(self):
-        for k in range(self.start, self.stop):
-            if self.mode == "iid":
-                yield torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, "data", k)).tolist()
-                continue
-            positions = range(k * self.batch, (k + 1) * self.batch)
-            yield [self._epoch(p // self.n)[p % self.n] for p in positions]
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-def _as_is(batch):
-    return batch  # _Reader already returns whole batches
-
-
-class _Reader(torch.utils.data.Dataset):
-    """What one step reads from the data: the pairs' condition images (and their targets when
-    encoding on the fly), fetched per batch: memory O(batch)."""
-
-    def __init__(self, data: Fill50k, targets: bool):
-        self.data, self.targets = data, targets
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitems__(self, idx):
-        return {**self.data.batch(idx, targets=self.targets), "idx": torch.tensor(idx)}
-
-
 def drop_conditions(cond: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Each pair's condition (each member's 3 channels, for a stack "a+b") replaced by zeros with
     probability p, independently: a network trained so reads any subset. p = 0 draws nothing, so
@@ -185,65 +136,72 @@ def drop_conditions(cond: torch.Tensor, p: float, generator: torch.Generator) ->
     return cond * keep.to(cond.device, cond.dtype)[:, :, None, None]
 
 
-def _target(scheduler, latents, noise, t):
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, t)
-    if kind == "sample":
-        return latents
-    raise ValueError(f"unsupported prediction_type {kind!r}")
+@dataclass
+class Batch:
+    """One micro-batch as the objective reads it."""
+    latents: torch.Tensor  # z_0, (B, 4, h, w): a draw from each target's VAE posterior, x scaling_factor
+    text: torch.Tensor  # c_t, (B, 77, D): the prompts' features, each prompt "" with the paper's 50%
+    cond: torch.Tensor  # c_f, (B, C, H, W) in [0, 1]: the condition images
+    sources: torch.Tensor  # the condition images as read, (B, C, H, W) uint8
 
 
-def build(cfg: TrainConfig, pipe, channels: int = 3, device="cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(what trains, the model the loss calls as model(z_t, t, c_t, c)) for cfg.architecture, found in
-    zc.designs: a ControlNet (or a variant) beside the locked UNet, an adapter or branch beside it, or
-    the concat model, whose UNet itself trains. Trained weights in fp32 on `device`; with cfg.init, the
-    trained module in that folder instead of a fresh one (fine-tuning it: ControlNet++ starts so)."""
-    design = designs.by_architecture(cfg.architecture)
-    if cfg.init:
-        if not hasattr(design.module, "from_pretrained"):
-            raise ValueError(f"init fine-tunes a trained module; {design.name} has no saved form to start from")
-        net = designs.load(design.name, cfg.init)
-        if hasattr(net, "check_unet"):
-            net.check_unet(pipe.unet)
-    else:
-        net = design.build(cfg, pipe, channels)
-    net = net.to(device).float()  # .float(), not .to(dtype): diffusers' modules warn on that
-    model = design.wrap(pipe.unet, net, cfg)
-    if cfg.ip_adapter:
-        if not isinstance(model, ControlledUNet):
-            raise ValueError(f"ip_adapter attaches a global control beside a ControlNet; the architecture "
-                             f"{cfg.architecture!r} has none: train with --architecture controlnet")
-        adapter = IPAdapter.from_pretrained(cfg.ip_adapter).to(device, pipe.unet.dtype)
-        model = WithGlobal(model, adapter)
-    return net, model
+@dataclass
+class Denoised:
+    """What the objective computed: the noised latents, their timesteps and the model's prediction."""
+    noisy: torch.Tensor  # z_t
+    t: torch.Tensor  # (B,)
+    pred: torch.Tensor  # ε_θ(z_t, t, c_t, c_f) (or v, or z_0)
 
 
-def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig, adapter=None) -> tuple[dict, torch.Tensor]:
-    """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured on;
-    with `adapter` (cfg.ip_adapter's, attached) reading cfg.ip_condition drawn for the same scenes."""
+def objective(model, scheduler, batch: Batch, generator: torch.Generator, autocast=contextlib.nullcontext):
+    """The paper's objective, SD's own: L = || target − ε_θ(z_t, t, c_t, c_f) ||², with
+    ε ~ N(0, I) and t ~ U{0, ..., T−1} drawn from `generator`, z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, and
+    target = ε (or v, or z_0: the SD's prediction type). Returns (loss, Denoised)."""
+    latents = batch.latents
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    with autocast():
+        pred = model(noisy, t, batch.text, batch.cond)
+    loss = F.mse_loss(pred.float(), prediction_target(scheduler, latents, noise, t).float())
+    return loss, Denoised(noisy, t, pred)
+
+
+def read_batch(b: dict, cfg: TrainConfig, data, cache, pipe, extras, g: torch.Generator, dtype) -> Batch:
+    """A loader batch as the objective reads it: the condition (any attached control's appended, then
+    each dropped with cfg.condition_dropout), the prompts (each dropped to "" with cfg.empty_prompt_prob)
+    and z_0 (from the latent cache, or encoded now: one draw from the VAE posterior either way)."""
+    device = pipe.unet.device
+    cond = (b["sources"].float() / 255).to(device, dtype)
+    for cb in extras:
+        cond = cb.condition(cond, data, b["idx"].tolist())
+    drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob  # the paper's prompt dropout
+    cond = drop_conditions(cond, cfg.condition_dropout, g)
+    if cache is not None:
+        latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
+        text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
+        return Batch(latents, text, cond, b["sources"])
+    with torch.no_grad():
+        post = pipe.vae.encode(b["targets"].to(device, dtype) / 127.5 - 1).latent_dist  # drawn as the cache draws
+        latents = posterior_draw(post.mean, post.std, g, cfg.latent == "mean") * pipe.vae.config.scaling_factor
+        prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
+        text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(dtype)
+    return Batch(latents, text, cond, b["sources"])
+
+
+def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig, extras=()) -> tuple[dict, torch.Tensor]:
+    """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured
+    on; any control a callback attaches (an IP-Adapter) sampled beside, reading its own condition."""
     was_training = controlnet.training
     controlnet.eval()
     if cfg.eval_prompts not in ("full", "empty"):
         raise ValueError(f"eval_prompts must be 'full' or 'empty', got {cfg.eval_prompts!r}")
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
-    controls = [(controlnet, eval_set.conditions())]
-    if adapter is not None:  # the attached global control reads its own condition for the same scenes
-        controls.append((adapter, global_conditions(cfg, eval_set, range(len(eval_set)))))
+    controls = [(controlnet, eval_set.conditions())] + [c for cb in extras for c in cb.eval_controls(eval_set)]
     images = sample(pipe, controls, prompts, num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                     generator=torch.Generator().manual_seed(cfg.seed))
     controlnet.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
-
-
-def global_conditions(cfg: TrainConfig, data: Fill50k, idx) -> torch.Tensor:
-    """cfg.ip_condition drawn for `data`'s scenes idx, (B, 3, H, W) in [0, 1]: what an attached adapter reads."""
-    if data.scenes is None:
-        raise ValueError("ip_adapter needs generated pairs (their scenes draw the global condition): "
-                         "drop --data, or train the adapter's condition into the data yourself")
-    return conditions.draw(cfg.ip_condition, data.scenes[torch.as_tensor(list(idx), dtype=torch.long)], data.size)
 
 
 @torch.no_grad()
@@ -258,10 +216,8 @@ def condition_share(pipe, controlnet, data: Fill50k, timesteps=(100, 500, 900), 
     model = ControlledUNet(pipe.unet, controlnet.eval())
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     g = torch.Generator().manual_seed(seed)
-    x = (data.targets.float() / 127.5 - 1).to(device, dtype)
-    post = pipe.vae.encode(x).latent_dist
-    eps = torch.randn(post.mean.shape, generator=g).to(device, post.mean.dtype)
-    latents = (post.mean + post.std * eps) * pipe.vae.config.scaling_factor
+    post = pipe.vae.encode((data.targets.float() / 127.5 - 1).to(device, dtype)).latent_dist
+    latents = posterior_draw(post.mean, post.std, g) * pipe.vae.config.scaling_factor
     text = encode_prompts(pipe.tokenizer, pipe.text_encoder, data.prompts).to(device, dtype)
     cond = data.conditions().to(device, dtype)
     rows = []
@@ -269,265 +225,89 @@ def condition_share(pipe, controlnet, data: Fill50k, timesteps=(100, 500, 900), 
         tt = torch.full((len(data),), t, device=device, dtype=torch.long)
         noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
         noisy = scheduler.add_noise(latents, noise, tt)
-        target = _target(scheduler, latents, noise, tt).float()
+        target = prediction_target(scheduler, latents, noise, tt).float()
         loss, blank = (F.mse_loss(model(noisy, tt, text, c).float(), target).item()
                        for c in (cond, torch.zeros_like(cond)))
         rows.append({"t": t, "loss": loss, "loss_blank": blank, "share": 1 - loss / blank})
     return rows
 
 
-def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    """Validation images side by side in one PNG."""
-    from PIL import Image
-
-    n = min(len(images), columns)
-    row = (images[:n].clamp(0, 1) * 255).round().to(torch.uint8).permute(2, 0, 3, 1).reshape(images.shape[-2], -1, 3)
-    Image.fromarray(row.numpy()).save(path)
-
-
 def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainResult | None:
-    """Train (or resume) a ControlNet. stop_after: stop with a checkpoint after this many optimiser
-    steps of this call (to test resume, or to split a run into time slots). Returns None when stopped
-    early.
+    """Train (or resume) a ControlNet, or any design of zc.designs. stop_after: stop with a checkpoint after
+    this many optimiser steps of this call (to test resume, or to split a run into time slots). Returns
+    None when stopped early.
 
     Under several processes (`accelerate launch`), each draws its own batches; only the main process
-    evaluates and writes the checkpoint, the log and the final ControlNet, and the logged loss is the
-    mean over processes."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from diffusers import DDPMScheduler
-
+    evaluates and writes the checkpoint, the log and the final module, and the logged loss is the
+    mean over processes. Everything around the loop is zc.training_run's."""
     t0 = time.time()
-    check_device(cfg.device)  # else accelerate would fall back to the CPU without a word
-    # accelerate keeps one process-wide state; a second run in the same process (a notebook, the
-    # ablation runner) may ask for another precision. The distributed PartialState is kept.
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    out = Path(cfg.out)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                              cpu=cfg.device == "cpu", log_with=_trackers(cfg.report_to), project_dir=str(out))
-    device, main = accelerator.device, accelerator.is_main_process
-    if device.type == "cpu" and cfg.mixed_precision == "fp16":
-        raise ValueError("mixed_precision='fp16' on a CPU: use 'no' (zc.sd.precision(device) picks one per device)")
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
-    check_resumable(out, cfg)
-    accelerator.wait_for_everyone()  # every process has read the old config.json before it is replaced
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(dataclasses.asdict(cfg), indent=2)))
-
-    pipe = pipe or load_sd(cfg.sd, device=device, dtype=weight_dtype)
-    pipe.to(device)
-    if pipe.unet.dtype != weight_dtype:  # the frozen SD in the training precision (diffusers warns on any cast)
-        pipe.to(dtype=weight_dtype)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()] or None
-    data = (Fill50k.load(cfg.data) if cfg.data else
-            Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed, condition=cfg.condition, kinds=kinds))
-    if data.size != size:
-        raise ValueError(f"fill50k images are {data.size} px but this SD works at {size} px: regenerate or resize the data")
-    eval_set = Fill50k.generate(cfg.eval_n, size=size, seed=cfg.seed + 10_000, split="test", condition=cfg.condition,
-                                kinds=kinds)
-    if cfg.encode not in ("cache", "fly"):
-        raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
-    if cfg.latent not in ("sample", "mean"):
-        raise ValueError(f"latent must be 'sample' (a draw from the VAE posterior) or 'mean', got {cfg.latent!r}")
-    cache = None
-    if cfg.encode == "cache":  # the main process encodes; the others then open the finished cache
-        folder = Path(cfg.cache) if cfg.cache else default_folder(out, data, pipe, weight_dtype)
-        if main:
-            cache = LatentCache(folder, data, pipe, device, weight_dtype)
-        accelerator.wait_for_everyone()
-        if not main:
-            cache = LatentCache(folder, data, pipe, device, weight_dtype)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-
-    torch.manual_seed(cfg.seed)
-    channels = eval_set.batch([0], targets=False)["sources"].shape[1]  # 3, or 3 per member of a stack ("a+b")
-    controlnet, model = build(cfg, pipe, channels, device)
-    segmenter = None  # ControlNet++'s frozen condition extractor, when the reward is on
-    if cfg.reward_weight > 0:
-        if cfg.condition_dropout > 0:
-            raise ValueError("reward_weight with condition_dropout: the reward would ask for the shape of a condition "
-                             "the model was not shown; use one or the other")
-        reward.condition_masks(cfg.condition, eval_set.batch([0], targets=False)["sources"])  # ValueError if undefined
-        segmenter = reward.load_segmenter().to(device).requires_grad_(False)
-        pipe.vae.requires_grad_(False)  # the gradient goes through the decoder, not into it
-    design = designs.by_architecture(cfg.architecture)
-    if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
-        (pipe.unet if design.through_unet else controlnet).enable_gradient_checkpointing()
-    controlnet.train()
-    opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
-    modules = {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet})
-    start, history, snapshots = 0, [], {}
-    if has_checkpoint(out / "checkpoint"):
-        state = load_checkpoint(out / "checkpoint", modules, opt)
-        start, history = state["step"], state["history"]
-        snapshots = load_snapshots(out, start)
-    model, opt = accelerator.prepare(model, opt)
+    run = setup(cfg, pipe)
+    acc, model, opt, history = run.accelerator, run.model, run.opt, run.history
     params = [p for g in opt.param_groups for p in g["params"]]
-    if cfg.report_to:
-        accelerator.init_trackers("zc-controlnet", config={k: v for k, v in dataclasses.asdict(cfg).items()
-                                                           if isinstance(v, (int, float, str, bool))})
-
-    def save(step):
-        if main:
-            save_checkpoint(out / "checkpoint", modules, opt, {"step": step, "history": history})
-        accelerator.wait_for_everyone()
-
-    rank_seed = cfg.seed + 7919 * accelerator.process_index  # each process draws its own batches
-    loader = iter(torch.utils.data.DataLoader(
-        _Reader(data, targets=cache is None), collate_fn=_as_is, num_workers=cfg.num_workers,
-        batch_sampler=StepBatches(len(data), cfg.batch, rank_seed, start * cfg.grad_accum, cfg.steps * cfg.grad_accum,
-                                  cfg.batches)))
-    score = conditions.get(cfg.condition).score
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training {design.name}",
-               **hide_bar(not accelerator.is_local_main_process))
-    step_seconds, last_eval = 0.0, {}
-    completed = start  # optimiser steps done and logged: what a checkpoint written now would hold
+    bar = tqdm(range(run.start, cfg.steps), initial=run.start, total=cfg.steps, desc=f"training {run.design.name}",
+               **hide_bar(not acc.is_local_main_process))
+    score, last_eval = conditions.get(cfg.condition).score, {}
+    step_seconds, completed = 0.0, run.start  # completed: the steps a checkpoint written now would hold
     try:
         for step in bar:
             tick = time.perf_counter()
-            if stop_after is not None and step - start >= stop_after:
-                save(step)
-                accelerator.end_training()
+            if stop_after is not None and step - run.start >= stop_after:
+                run.checkpoints.save(step, history, acc)
+                acc.end_training()
                 return None
             losses = []
             for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum batches per process
-                g = step_generator(rank_seed, "controlnet", step * cfg.grad_accum + micro)
-                b = next(loader)
-                with accelerator.accumulate(model):
-                    cond = (b["sources"].float() / 255).to(device, weight_dtype)
-                    if cfg.ip_adapter:  # the attached adapter's condition last (WithGlobal), dropped as a member
-                        glob = global_conditions(cfg, data, b["idx"].tolist()).to(device, weight_dtype)
-                        cond = torch.cat([cond, glob], dim=1)
-                    drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
-                    cond = drop_conditions(cond, cfg.condition_dropout, g)
-                    if cache is not None:
-                        latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
-                        text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
-                    else:
-                        with torch.no_grad():
-                            x = b["targets"].to(device, weight_dtype) / 127.5 - 1
-                            post = pipe.vae.encode(x).latent_dist  # drawn as the cache draws: the same eps
-                            eps = torch.randn(post.mean.shape, generator=g).to(device, post.mean.dtype)
-                            z = post.mean if cfg.latent == "mean" else post.mean + post.std * eps
-                            latents = z * pipe.vae.config.scaling_factor
-                            prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
-                            text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(weight_dtype)
-                    noise = torch.randn(latents.shape, generator=g).to(device, latents.dtype)
-                    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
-                    noisy = noise_scheduler.add_noise(latents, noise, t)
-                    with accelerator.autocast():
-                        pred = model(noisy, t, text, cond)
-                    loss = F.mse_loss(pred.float(), _target(noise_scheduler, latents, noise, t).float())
-                    near = t < cfg.reward_t_max  # ControlNet++: the reward where the one-step image is good
-                    if segmenter is not None and near.any():
-                        x0 = reward.predicted_x0(noise_scheduler, noisy[near], pred[near].float(), t[near])
-                        masks = reward.condition_masks(cfg.condition, b["sources"][near.cpu()])
-                        loss = loss + cfg.reward_weight * reward.reward_loss(pipe, segmenter, x0.to(pipe.vae.dtype),
-                                                                             masks)
+                g = step_generator(run.rank_seed, "controlnet", step * cfg.grad_accum + micro)
+                with acc.accumulate(model):
+                    batch = read_batch(next(run.loader), cfg, run.data, run.cache, run.pipe, run.extras, g, run.dtype)
+                    loss, denoised = objective(model, run.scheduler, batch, g, acc.autocast)
+                    for extra in (cb.extra_loss(batch, denoised) for cb in run.extras):  # the reward's term
+                        loss = loss if extra is None else loss + extra
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower --lr, or use "
                                                  "--mixed-precision no / bf16 instead of fp16")
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
-            mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()  # over processes
+            mean_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()  # over processes
             history.append({"step": step, "loss": mean_loss})
-            completed = step + 1
-            accelerator.log({"loss": mean_loss}, step=step)
+            completed = done = step + 1
+            acc.log({"loss": mean_loss}, step=step)
             step_seconds += time.perf_counter() - tick
-            done = step + 1
-            early = cfg.eval_dense and done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0  # an early jump
-            if cfg.eval_every and (done % cfg.eval_every == 0 or early or done == cfg.steps):
-                if main:
-                    unwrapped = accelerator.unwrap_model(model)
-                    last_eval, images = evaluate(pipe, controlnet, eval_set, cfg,
-                                                 unwrapped.adapter if isinstance(unwrapped, WithGlobal) else None)
-                    history.append({"step": done, **last_eval})
-                    accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=done)
-                    snapshots[done] = images[:8]
-                    save_grid(images, out / f"validation_{done:06d}.png")
-                accelerator.wait_for_everyone()
+            if evaluates_at(cfg, done):
+                last_eval = _evaluate_now(run, done) or last_eval
             if step % 10 == 0 or done == cfg.steps:
                 bar.set_postfix(loss=f"{mean_loss:.4f}", **{k: f"{v:.3f}" for k, v in last_eval.items() if k == score})
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                save(done)
+                run.checkpoints.save(done, history, acc)
     except KeyboardInterrupt:  # a stopped kernel; a killed one (a Colab disconnect) keeps its last checkpoint
-        if main and completed > start:
-            save_checkpoint(out / "checkpoint", modules, opt, {"step": completed, "history": history})
-            print(f"interrupted: checkpoint at step {completed} in {out / 'checkpoint'}; run again to resume")
+        run.checkpoints.interrupted(completed, run.start, history)
         raise
-    final = design.folder  # the trained part's folder
-    if main:
-        controlnet.save_pretrained(out / final)
-        atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
-        seconds = {"seconds": round(time.time() - t0, 1), "step_seconds": round(step_seconds, 1),
-                   "steps_this_call": cfg.steps - start}  # of this call (a resumed run: since the resume)
-        atomic_write(out / "time.json", lambda p: p.write_text(json.dumps(seconds)))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(controlnet, history, out / final, time.time() - t0, step_seconds, snapshots, start)
+    folder = finish(run, t0, step_seconds)
+    return TrainResult(run.controlnet, history, folder, time.time() - t0, step_seconds, run.snapshots, run.start)
 
 
-RESUMABLE_FIELDS_MAY_CHANGE = ("steps", "eval_every", "eval_dense", "eval_n", "eval_steps", "checkpoint_every",
-                               "device", "report_to", "num_workers", "out", "cache")  # a resumed run may differ in these
+def evaluates_at(cfg: TrainConfig, done: int) -> bool:
+    """Whether the loop measures fidelity after `done` steps: every eval_every steps and at the end, and
+    (eval_dense) 10x more often before the first of them, where an early jump would hide."""
+    early = cfg.eval_dense and done < cfg.eval_every and done % max(cfg.eval_every // 10, 1) == 0
+    return bool(cfg.eval_every) and (done % cfg.eval_every == 0 or early or done == cfg.steps)
 
 
-def check_resumable(out: Path, cfg: TrainConfig) -> None:
-    """A checkpoint in `out` must come from the same recipe: resuming it with another batch, learning
-    rate, model or data would silently mix two runs. ValueError names the differences and the fixes."""
-    saved = out / "config.json"
-    if not (has_checkpoint(out / "checkpoint") and saved.is_file()):
-        return
-    theirs = json.loads(saved.read_text())
-    diff = {k: (theirs.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-            if k not in RESUMABLE_FIELDS_MAY_CHANGE and k in theirs and theirs[k] != v}
-    if diff:
-        said = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-        raise ValueError(f"{out} holds a run with other settings ({said}): resume it with its settings, delete "
-                         "that folder, or train into another (out=..., or ZC_RUNS for the chapters)")
-    done = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
-    if done > cfg.steps:  # a run never goes back: its weights at cfg.steps are gone
-        raise ValueError(f"{out} holds a run already at step {done}, past steps={cfg.steps}: ask for steps >= {done} "
-                         "to continue it, or train into another folder (out=..., or ZC_RUNS for the chapters)")
-
-
-def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
-    """The validation images of a resumed run's earlier evaluations, read back from the grids
-    save_grid wrote (8 per step, as 8-bit PNG: equal to the uninterrupted run's to 1/255)."""
-    import numpy as np
-    from PIL import Image
-
-    snaps = {}
-    for f in sorted(out.glob("validation_*.png")):
-        step = int(f.stem.split("_")[1])
-        if step <= upto:
-            row = torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255
-            h = row.shape[1]
-            snaps[step] = torch.stack(row.split(h, dim=2))  # (3, h, 8h) -> (8, 3, h, h)
-    return snaps
-
-
-def _trackers(report_to: str) -> list[str] | None:
-    """accelerate trackers from "--report-to tensorboard" (comma-separated; "" = none)."""
-    from accelerate.utils import LoggerType
-
-    names = [n.strip() for n in report_to.split(",") if n.strip()]
-    known = sorted(t.value for t in LoggerType)
-    for n in names:
-        if n not in known:
-            raise ValueError(f"--report-to {n!r}: unknown tracker; accelerate knows {known}")
-    if "tensorboard" in names:
-        from accelerate.utils import is_tensorboard_available
-
-        if not is_tensorboard_available():
-            raise ValueError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
-    return names or None
+def _evaluate_now(run, done: int) -> dict:
+    """On the main process: measure, log, keep 8 images and write the validation grid; {} elsewhere."""
+    scores = {}
+    if run.accelerator.is_main_process:
+        scores, images = evaluate(run.pipe, run.controlnet, run.eval_set, run.cfg, run.extras)
+        run.history.append({"step": done, **scores})
+        run.accelerator.log({f"eval/{k}": v for k, v in scores.items()}, step=done)
+        run.snapshots[done] = images[:8]
+        save_grid(images, Path(run.cfg.out) / f"validation_{done:06d}.png")
+    run.accelerator.wait_for_everyone()
+    return scores
 
 
 def format_history(history: list[dict], keys=conditions.SCORES) -> str:

@@ -1,6 +1,8 @@
-"""Small pieces the training loops share: device choice, per-step seeds, atomic checkpoints."""
+"""Small pieces the training loops share: device choice, per-step seeds, atomic checkpoints, the data
+order by step, resuming, the prediction target and the posterior draw."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -97,3 +99,140 @@ def load_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torc
 
 def has_checkpoint(folder: Path) -> bool:
     return (_complete(folder) / "state.json").is_file()
+
+
+def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict from z_t: ε (SD 1.x), v = √ᾱ_t ε − √(1−ᾱ_t) z_0, or z_0 itself,
+    by the scheduler's prediction_type."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+def posterior_draw(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None,
+                   use_mean: bool = False) -> torch.Tensor:
+    """z = μ + σ ε, a draw from the VAE posterior N(μ, σ²), ε ~ N(0, I) from `generator` on the CPU
+    (so a run on any device draws the same); use_mean: μ, still drawing ε, so that what is drawn
+    after it stays the same. Without a generator: μ."""
+    if generator is None:
+        return mean
+    eps = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
+    return mean if use_mean else mean + std * eps
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Index batches by step: batch k depends only on (seed, k), so a resumed run reads the same pairs.
+    mode "iid": each batch drawn with replacement; "epochs": positions k*batch ... (k+1)*batch of the
+    concatenated epochs, each epoch its own permutation (what a shuffling DataLoader does)."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, mode: str = "iid"):
+        if mode not in ("iid", "epochs"):
+            raise ValueError(f"batches must be 'iid' or 'epochs', got {mode!r}")
+        self.n, self.batch, self.seed, self.start, self.stop, self.mode = n, batch, seed, start, stop, mode
+        self._perms: dict[int, list[int]] = {}
+
+    def _epoch(self, e: int) -> list[int]:
+        """Epoch e's permutation, drawn once (each step of the epoch reads it)."""
+        if e not in self._perms:
+            self._perms = {k: v for k, v in self._perms.items() if k >= e - 1}  # a batch spans at most two
+            self._perms[e] = torch.randperm(self.n, generator=step_generator(self.seed, "epoch", e)).tolist()
+        return self._perms[e]
+
+    def __iter__(self):
+        for k in range(self.start, self.stop):
+            if self.mode == "iid":
+                yield torch.randint(self.n, (self.batch,), generator=step_generator(self.seed, "data", k)).tolist()
+                continue
+            positions = range(k * self.batch, (k + 1) * self.batch)
+            yield [self._epoch(p // self.n)[p % self.n] for p in positions]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def whole_batches(batch):
+    return batch  # BatchReader already returns whole batches
+
+
+class BatchReader(torch.utils.data.Dataset):
+    """What one step reads from the data: the pairs' condition images (and their targets when
+    encoding on the fly), fetched per batch: memory O(batch)."""
+
+    def __init__(self, data, targets: bool):
+        self.data, self.targets = data, targets
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, idx):
+        return {**self.data.batch(idx, targets=self.targets), "idx": torch.tensor(idx)}
+
+
+RESUMABLE_FIELDS_MAY_CHANGE = ("steps", "eval_every", "eval_dense", "eval_n", "eval_steps", "checkpoint_every",
+                               "device", "report_to", "num_workers", "out", "cache")  # a resumed run may differ in these
+
+
+def check_resumable(out: Path, cfg) -> None:
+    """A checkpoint in `out` must come from the same recipe: resuming it with another batch, learning
+    rate, model or data would silently mix two runs. ValueError names the differences and the fixes."""
+    saved = out / "config.json"
+    if not (has_checkpoint(out / "checkpoint") and saved.is_file()):
+        return
+    theirs = json.loads(saved.read_text())
+    diff = {k: (theirs.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+            if k not in RESUMABLE_FIELDS_MAY_CHANGE and k in theirs and theirs[k] != v}
+    if diff:
+        said = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise ValueError(f"{out} holds a run with other settings ({said}): resume it with its settings, delete "
+                         "that folder, or train into another (out=..., or ZC_RUNS for the chapters)")
+    done = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    if done > cfg.steps:  # a run never goes back: its weights at cfg.steps are gone
+        raise ValueError(f"{out} holds a run already at step {done}, past steps={cfg.steps}: ask for steps >= {done} "
+                         "to continue it, or train into another folder (out=..., or ZC_RUNS for the chapters)")
+
+
+def load_snapshots(out: Path, upto: int) -> dict[int, torch.Tensor]:
+    """The validation images of a resumed run's earlier evaluations, read back from the grids
+    save_grid wrote (8 per step, as 8-bit PNG: equal to the uninterrupted run's to 1/255)."""
+    import numpy as np
+    from PIL import Image
+
+    snaps = {}
+    for f in sorted(out.glob("validation_*.png")):
+        step = int(f.stem.split("_")[1])
+        if step <= upto:
+            row = torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255
+            h = row.shape[1]
+            snaps[step] = torch.stack(row.split(h, dim=2))  # (3, h, 8h) -> (8, 3, h, h)
+    return snaps
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
+    """Validation images side by side in one PNG."""
+    from PIL import Image
+
+    n = min(len(images), columns)
+    row = (images[:n].clamp(0, 1) * 255).round().to(torch.uint8).permute(2, 0, 3, 1).reshape(images.shape[-2], -1, 3)
+    Image.fromarray(row.numpy()).save(path)
+
+
+def trackers(report_to: str) -> list[str] | None:
+    """accelerate trackers from "--report-to tensorboard" (comma-separated; "" = none)."""
+    from accelerate.utils import LoggerType
+
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    known = sorted(t.value for t in LoggerType)
+    for n in names:
+        if n not in known:
+            raise ValueError(f"--report-to {n!r}: unknown tracker; accelerate knows {known}")
+    if "tensorboard" in names:
+        from accelerate.utils import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise ValueError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    return names or None
