@@ -44,11 +44,11 @@ def welch(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, f
 
 def main(argv=None):
     import zc
-    from zc import conditions
     from zc import train as zt
-    from zc.stats import t_interval
-    from zc.fill50k import Fill50k
     from zc.sample import sample
+    from zc.study.stats import t_interval
+    from zc.world import conditions
+    from zc.world.fill50k import Fill50k
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")

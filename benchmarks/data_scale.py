@@ -18,16 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import _results  # benchmarks/_results.py
+import torch
 
 
 def child(args):
     """One configuration, in this process: prepare the data, train 20 steps, report."""
-    from zc import conditions, shapes
     from zc import train as zt
-    from zc.fill50k import Fill50k
+    from zc.world import conditions, shapes
+    from zc.world.fill50k import Fill50k
 
     t0 = time.time()
     held = None

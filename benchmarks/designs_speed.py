@@ -26,8 +26,8 @@ import _results  # noqa: E402
 import zc  # noqa: E402
 from zc import designs  # noqa: E402
 from zc import train as zt  # noqa: E402
-from zc.fill50k import Fill50k  # noqa: E402
 from zc.sample import sample  # noqa: E402
+from zc.world.fill50k import Fill50k  # noqa: E402
 
 SKIP: set[str] = set()  # every design is timed (the concat model trains its whole UNet)
 

@@ -7,7 +7,7 @@ Trains in --run (checkpoints, latent cache, validation images), then prints a ta
 under --out: run/log.jsonl + run/config.json + run/time.json (the training log, dense evaluations
 before step eval_every), summary.json (the final table, and under "curve_set" the no-control
 baseline and ceiling on the curve's own held-out scenes), table.txt and curve.png (shape IoU and
-loss against steps, the convergence step marked: zc.fidelity.convergence_step). --ship copies the trained ControlNet to
+loss against steps, the convergence step marked: zc.world.fidelity.convergence_step). --ship copies the trained ControlNet to
 zc/weights/fill50k-controlnet (the one chapters 7 and 9 use).
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import zc  # noqa: E402
-from zc import conditions  # noqa: E402
 from zc import train as zt  # noqa: E402
-from zc.fidelity import condition_fidelity, convergence_step, plot_history  # noqa: E402
-from zc.fill50k import Fill50k  # noqa: E402
 from zc.sample import sample  # noqa: E402
+from zc.world import conditions  # noqa: E402
+from zc.world.fidelity import condition_fidelity, convergence_step, plot_history  # noqa: E402
+from zc.world.fill50k import Fill50k  # noqa: E402
 
 
 def main(argv=None):

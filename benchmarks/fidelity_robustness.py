@@ -1,7 +1,7 @@
 """The fidelity measures on images that are not flat renders, against a known answer.
 
 Ground truth: the shapes world's renders of held-out scenes (every kind), perturbed by each of
-zc.fidelity.PERTURBATIONS (lighting, texture, noise, JPEG) at strengths 0.05 to 0.8; each measure of
+zc.world.fidelity.PERTURBATIONS (lighting, texture, noise, JPEG) at strengths 0.05 to 0.8; each measure of
 conditions.measure is computed with the flat-world path (robust=False, the stored results' measure)
 and the robust one (robust=True, the default above 64 px), at 64 px and at SD 1.5's 512 px. A measure
 "holds" at a strength while it stays within 0.05 of its value on the flat render.
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 
+import _results  # benchmarks/_results.py
 import torch
 
-import _results  # benchmarks/_results.py
-from zc import conditions, fidelity, shapes, zoo
+from zc.study import zoo
+from zc.world import conditions, fidelity, shapes
 
 KEYS = ("shape_iou", "kind_accuracy", "colour_accuracy", "keypoint_accuracy")
 STRENGTHS = (0.05, 0.1, 0.2, 0.4, 0.8)

@@ -20,14 +20,14 @@ import json
 import statistics
 from pathlib import Path
 
+import _results  # benchmarks/_results.py
 import torch
 
 import zc
-from zc import ablations, conditions, stats
-from zc.fill50k import Fill50k
 from zc.sample import sample
-
-import _results  # benchmarks/_results.py
+from zc.study import ablations, stats
+from zc.world import conditions
+from zc.world.fill50k import Fill50k
 
 RUNS = {"ControlNet": "ControlNet", "prompt dropout 0%": "prompt_dropout_0%"}
 

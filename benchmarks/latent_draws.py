@@ -18,9 +18,10 @@ import tempfile
 from pathlib import Path
 
 import _results  # benchmarks/_results.py
-from zc import conditions
+
 from zc import train as zt
-from zc.stats import t_interval
+from zc.study.stats import t_interval
+from zc.world import conditions
 
 
 def main(argv=None):
@@ -31,7 +32,7 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--field", default="latent", help="the TrainConfig field compared")
     ap.add_argument("--values", nargs=2, default=["mean", "sample"], help="its two values: old new")
-    ap.add_argument("--condition", default="outline", help="what the ControlNets learn (zc.conditions)")
+    ap.add_argument("--condition", default="outline", help="what the ControlNets learn (zc.world.conditions)")
     ap.add_argument("--out", default="benchmarks/results/cpu/latent_draws.txt")
     args = ap.parse_args(argv)
     old, new = args.values

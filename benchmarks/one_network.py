@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import conditions, stats, zoo  # noqa: E402
+from zc.study import stats, zoo  # noqa: E402
+from zc.world import conditions  # noqa: E402
 
 PAIRS = [["keypoints", "scribble"], ["outline", "keypoints"], ["lowres", "keypoints"], ["silhouette", "scribble"]]
 

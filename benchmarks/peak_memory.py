@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 import _results  # benchmarks/_results.py
+import torch
 import train_step as ts  # benchmarks/train_step.py: the same models, built the same way
 
 METHODS = ("plain fine-tune", "zc ControlNet", "diffusers ControlNetModel")

@@ -1,7 +1,7 @@
 """ControlNet++'s claim on the shapes world: does reward fine-tuning raise controllability, and what does
 it cost? From the shipped fill50k ControlNet, two fine-tunes per seed with the same steps, data and
 batches: the diffusion loss alone ("more steps", the control for the extra training), and the
-diffusion loss + the reward (zc/reward.py, t < reward_t_max). Measured on held-out outlines with
+diffusion loss + the reward (zc/controls/reward.py, t < reward_t_max). Measured on held-out outlines with
 the full prompt and with none: shape IoU (conditions.measure, the book's measure), the segmenter's
 own agreement (what the reward optimises), fill accuracy (what the reward does not see), and the
 difference reward - plain, paired by seed, with its 95% interval.
@@ -25,10 +25,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import conditions, reward, stats  # noqa: E402
 from zc import train as zt  # noqa: E402
-from zc.fill50k import Fill50k, disc_masks  # noqa: E402
+from zc.controls import reward  # noqa: E402
 from zc.sample import sample  # noqa: E402
+from zc.study import stats  # noqa: E402
+from zc.world import conditions  # noqa: E402
+from zc.world.fill50k import Fill50k, disc_masks  # noqa: E402
 
 SHIPPED = zc.sd.TINYSD.parent / "fill50k-controlnet"
 

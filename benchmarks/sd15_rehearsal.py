@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import _results  # benchmarks/_results.py
-from zc.rehearsal import STAGES
+
+from zc.study.rehearsal import STAGES
 
 
 def stage(name: str, sd: str, args) -> dict:
-    from zc.rehearsal import stage as run_stage
+    from zc.study.rehearsal import stage as run_stage
 
     out = run_stage(name, sd, "cpu", pairs=args.pairs, train_steps=args.train_steps, batch=args.batch,
                     sample_steps=args.sample_steps)

@@ -2,7 +2,7 @@
 
     python benchmarks/successors.py --runs runs/successors --out benchmarks/results/cpu/successors
 
-1. stores the sweep's results.csv and curves.csv (every design x condition x seed, zc.ablations' columns);
+1. stores the sweep's results.csv and curves.csv (every design x condition x seed, zc.study.ablations' columns);
 2. whether two controls of each design compose: for each design and seed, its outline- and keypoints-trained
    modules from that sweep, each alone and both together (side_by_side.composition: empty prompt, 32 held-out
    outline scenes, each condition's own measure) -> composition.txt / .json;
@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import designs, side_by_side, stats  # noqa: E402
-from zc.fill50k import Fill50k  # noqa: E402
+from zc import designs  # noqa: E402
+from zc.study import side_by_side, stats  # noqa: E402
+from zc.world.fill50k import Fill50k  # noqa: E402
 
 
 def module_folder(dirs: list[Path], condition: str, design: str, seed: int) -> Path:
@@ -89,7 +90,7 @@ def compose(args, runs: Path, out: Path, argv) -> None:
              "", f"{'design':21s}{'measure':20s}{'alone':>16s}{'both':>16s}{'both - alone':>26s}"]
     for design in side_by_side.SUCCESSORS:
         for c in args.pair:
-            key = zc.conditions.get(c).score
+            key = zc.world.conditions.get(c).score
             pick = {lab: {r["seed"]: r["score"] for r in rows if r["design"] == design and r["measure"] == key
                           and r["label"] == lab} for lab in (f"{c} alone", "both")}
             a, b = (stats.t_interval(list(pick[lab].values())) for lab in (f"{c} alone", "both"))

@@ -16,7 +16,8 @@ import argparse
 from pathlib import Path
 
 import _results  # benchmarks/_results.py
-from zc import ablations, claims, stats
+
+from zc.study import ablations, claims, stats
 
 STORED = Path("benchmarks/results/cpu/ablations-zoo")
 

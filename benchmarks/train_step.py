@@ -193,7 +193,7 @@ def main(argv=None):
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {args.dtype}; median of {args.steps} steps\n")
     head = f"{'config':10} {'method':32} {'trainable':>11} {'step ms':>9} {'x plain':>8} {'x diffusers':>12} {'train MB':>9} {'x plain':>8}"
-    from zc.budget import peak_flops
+    from zc.study.budget import peak_flops
 
     peak = peak_flops(name) if args.device.startswith("cuda") else None
     head += f" {'TFLOP/step':>10}"

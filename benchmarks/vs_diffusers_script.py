@@ -108,7 +108,7 @@ def to_diffusers_layout(fill50k_folder: Path, out: Path) -> None:
     conditioning_image / text columns."""
     import datasets
 
-    from zc.fill50k import Fill50k
+    from zc.world.fill50k import Fill50k
 
     rows = Fill50k.load(fill50k_folder)
     hf = datasets.Dataset.from_dict({
@@ -148,9 +148,9 @@ def script_command(script: Path, init: Path, data: Path, out: Path, steps: int, 
 
 def main(argv=None):
     import zc
-    from zc import conditions
-    from zc.fill50k import Fill50k
     from zc.sample import sample
+    from zc.world import conditions
+    from zc.world.fill50k import Fill50k
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")
@@ -192,7 +192,7 @@ def main(argv=None):
                 iou = conditions.measure(images, test.scenes)["shape_iou"]
                 results[name].append((seconds, steps_only, gb, iou))
                 print(name, seed, results[name][-1], flush=True)
-    from zc.stats import t_interval
+    from zc.study.stats import t_interval
 
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     agg = {name: {"whole": mean([r[0] for r in rs]) / args.steps, "steps": mean([r[1] for r in rs]) / args.steps,

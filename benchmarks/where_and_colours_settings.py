@@ -1,6 +1,6 @@
 """Sampler settings for where + which colours, chosen on validation scenes (zoo.TEST_SEED + 1), never on the
 held-out scenes of the tables: for each design, keypoint accuracy, colour accuracy and joint (hit x colour)
-per adapter scale λ (zc/ip_adapter.py), ControlNet conditioning scale and CFG guidance scale, empty prompt,
+per adapter scale λ (zc/controls/ip_adapter.py), ControlNet conditioning scale and CFG guidance scale, empty prompt,
 20 DDIM steps. The designs: the keypoints ControlNet beside the palette IP-Adapter, trained apart
 ("separate"), and the keypoints ControlNet trained with that adapter attached ("trained with",
 zoo.with_adapter_folder). zoo.IP_SCALE and zoo.TUNED come from this table.
@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
 
 import zc  # noqa: E402
-from zc import conditions, zoo  # noqa: E402
 from zc.sample import sample  # noqa: E402
+from zc.study import zoo  # noqa: E402
+from zc.world import conditions  # noqa: E402
 
 GRID = {"separate": dict(ip_scale=[0.25, 0.5, 0.75, 1.0], conditioning_scale=[1.0, 1.5, 2.0], guidance_scale=[3.0, 5.0]),
         "trained with": dict(ip_scale=[0.5, 1.0], conditioning_scale=[1.0, 1.5, 2.0], guidance_scale=[3.0, 5.0])}

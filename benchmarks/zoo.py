@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 import zc
-from zc import conditions, zoo
-from zc.fidelity import convergence_step
+from zc.study import zoo
+from zc.world import conditions
+from zc.world.fidelity import convergence_step
 
 
 def main(argv=None):

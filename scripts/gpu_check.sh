@@ -32,7 +32,7 @@ step() {  # step NAME COMMAND...: runs it (unless dry), output to OUT/NAME.txt, 
   printf '| %s | %s | `%s` |\n' "$name.txt" "$((SECONDS - t0))" "$*" >> "$README"
 }
 
-step standin $PY -c "import zc; from zc import checkpoints; from zc.sd import build_sd15_standin; \
+step standin $PY -c "import zc; from zc.study import checkpoints; from zc.sd import build_sd15_standin; \
 sd = build_sd15_standin('$WORK/sd15'); checkpoints.standin_hub_cache('$WORK/hub', zc.load_sd(sd)); print(sd)"
 
 step chapters env ZC_SD="$WORK/sd15" ZC_DEVICE=cuda ZC_SD_VARIANT="$WORK/sd15" HF_HUB_CACHE="$WORK/hub" \

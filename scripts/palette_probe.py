@@ -21,11 +21,11 @@ import torch
 
 import zc
 import zc.tinysd
-from zc import conditions, shapes
 from zc import train as zt
 from zc.controlled_unet import ControlledUNet
-from zc.fill50k import Fill50k
 from zc.sample import sample
+from zc.world import conditions, shapes
+from zc.world.fill50k import Fill50k
 
 cond_name, steps, lr = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 epp = float(sys.argv[4]) if len(sys.argv) > 4 else 0.5

@@ -30,7 +30,7 @@ PY
   mv "$OUT/$f.part" "$OUT/$f"
 done
 for condition in outline keypoints; do
-  $PY -m zc.ablations --preset cpu --conditions "$condition" --seeds 0 1 2 --out "$OUT" \
+  $PY -m zc.study.ablations --preset cpu --conditions "$condition" --seeds 0 1 2 --out "$OUT" \
       --runs ControlNet T2I-Adapter ControlNeXt-style ControlNet-XS-style
 done
 $PY benchmarks/successors.py --runs "$OUT" --more-runs "$RECHECK" --out benchmarks/results/cpu/successors

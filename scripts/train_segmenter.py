@@ -1,12 +1,12 @@
-"""Train and ship ControlNet++'s condition extractor for the shapes world (zc/reward.py):
+"""Train and ship ControlNet++'s condition extractor for the shapes world (zc/controls/reward.py):
 zc/weights/shape-segmenter, and print how well it reads renders back (held-out scenes).
 
     python scripts/train_segmenter.py          # ~40 s on one CPU thread
 """
 import torch
 
-from zc import reward
-from zc.fill50k import Fill50k, disc_masks
+from zc.controls import reward
+from zc.world.fill50k import Fill50k, disc_masks
 
 if __name__ == "__main__":
     seg = reward.train_segmenter(progress=True)

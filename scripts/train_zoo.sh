@@ -24,7 +24,7 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
   # global_pool_conditions), and every caption is dropped, since with the prompt's colour words present half
   # the time its hint block learns to ignore the condition (benchmarks/results/cpu/zoo/README.md)
   [ "$name" = palette ] && extra=(--global-pool --empty-prompt-prob 1.0)
-  # as an IP-Adapter (zc/ip_adapter.py), also with every caption dropped; 10% of the palettes are blanked
+  # as an IP-Adapter (zc/controls/ip_adapter.py), also with every caption dropped; 10% of the palettes are blanked
   # too, so that the zero features CFG gives the unconditional branch mean "no palette"
   if [ "$name" != "$c" ]; then
     extra=(--architecture ip-adapter --empty-prompt-prob 1.0 --condition-dropout 0.1)
@@ -33,13 +33,13 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
   # the silhouette's steps are slower (its evaluations score four kinds of masks): 3500 fit the 15-minute
   # budget; it converged at step 175 and its last evaluations wobble within noise of each other
   [ "$name" = silhouette ] && steps=3500
-  # one network, the five spatial conditions stacked along the channels (zc.zoo.SPATIAL), each member
+  # one network, the five spatial conditions stacked along the channels (zc.study.zoo.SPATIAL), each member
   # blanked half the time so that any subset works; trained for the separate ControlNets' total steps
   if [ "$name" = spatial ]; then
     c=outline+silhouette+lowres+scribble+keypoints dest=spatial steps=19500 extra=(--condition-dropout 0.5)
   fi
   # where + which colours: the shipped keypoints ControlNet trained on for 1500 steps with the shipped palette
-  # IP-Adapter attached and locked (zc.ip_adapter.WithGlobal), so that it places the shape while the adapter's
+  # IP-Adapter attached and locked (zc.controls.ip_adapter.WithGlobal), so that it places the shape while the adapter's
   # tokens set the colours; 10% of the palettes (and keypoints) blanked, what CFG's unconditional branch gets
   if [ "$name" = keypoints-with-palette ]; then
     c=keypoints dest=keypoints-with-palette steps=1500 extra=(--init zc/weights/keypoints-controlnet --ip-adapter zc/weights/palette-ip-adapter

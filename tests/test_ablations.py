@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import zc
-from zc import ablations, metrics, shapes, stats
-from zc.fidelity import shape_regions
-from zc.fill50k import Fill50k, disc_masks
+from zc.study import ablations, stats, sweep_report
+from zc.world import metrics, shapes
+from zc.world.fidelity import shape_regions
+from zc.world.fill50k import Fill50k, disc_masks
 
 
 def test_prompt_settings():
@@ -91,7 +92,7 @@ def test_summarize_means_and_stds_over_seeds():
     assert s["seeds"] == 3
     assert s["none"] == pytest.approx(0.5) and s["perfect"] == pytest.approx(1.0)
     assert s["none_std"] == pytest.approx(torch.tensor([0.2, 0.4, 0.9]).std().item())
-    assert "a" in ablations.format_table([s])
+    assert "a" in sweep_report.format_table([s])
 
 
 def test_guidance_and_transfer_tables(tmp_path):
@@ -118,8 +119,8 @@ def test_baselines_for_the_locked_copy(tmp_path):
     condition concatenated to its input (SD depth-to-image's way)."""
     import zc
     from zc import train as zt
+    from zc.controls.variants import ConcatConditioned
     from zc.sample import sample
-    from zc.variants import ConcatConditioned
 
     pipe = zc.load_sd()
     copied, scratch = zc.ControlNet.for_pipeline(pipe), zc.ControlNet.for_pipeline(pipe, copy=False)
@@ -215,7 +216,8 @@ def test_successors_side_by_side_one_row_per_design_condition_and_seed(tmp_path,
     the speed rows; benchmarks/successors.py finds each trained module and composes the two of a design."""
     import importlib.util
 
-    from zc import designs, side_by_side
+    from zc import designs
+    from zc.study import side_by_side
 
     base, runs = ablations.runs_for("cpu")
     successors = [r for r in runs if r.group in ("reference", "successors")]

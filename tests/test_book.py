@@ -26,7 +26,7 @@ def test_glossary_defines_every_measure_and_the_chapters_use_no_retired_name():
     """One name per measure (book/glossary.md): every key zc prints has its entry, and no chapter
     says chance, AUC, keypoint error or structure C any more."""
 
-    from zc import conditions
+    from zc.world import conditions
 
     glossary = (ROOT / "book" / "glossary.md").read_text()
     for key, name in conditions.NAMES.items():

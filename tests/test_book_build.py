@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from test_book import toc_files  # tests/ is on sys.path under pytest's default import mode
+from test_book import (
+    toc_files,  # tests/ is on sys.path under pytest's default import mode
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTED = os.environ.get("ZC_EXECUTED")  # set by `make test`: nbmake's executed copies of the chapters

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from zc import metrics, shapes
-from zc.conditions import shape_regions
+from zc.world import metrics, shapes
+from zc.world.conditions import shape_regions
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ZC_ARTIFACTS", ROOT / "_build" / "test-artifacts"))
@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 NOTEBOOK = {
     "cells": [{"cell_type": "code", "execution_count": None, "id": "canvas", "metadata": {}, "outputs": [],
-               "source": ["from zc.widgets import DrawCondition\n",
+               "source": ["from zc.study.widgets import DrawCondition\n",
                           "w = DrawCondition(prompt='red circle with white background')\n", "w"]}],
     "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
     "nbformat": 4, "nbformat_minor": 5}

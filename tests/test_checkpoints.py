@@ -1,4 +1,4 @@
-"""Which ControlNet a chapter gets for an SD (zc.checkpoints), the public-checkpoint path through a
+"""Which ControlNet a chapter gets for an SD (zc.study.checkpoints), the public-checkpoint path through a
 local hub cache, and the training run a student can interrupt: killed, stopped or resumed with
 other settings."""
 import json
@@ -15,10 +15,11 @@ import pytest
 import torch
 
 import zc
-from zc import checkpoints, conditions, zoo
 from zc import train as zt
 from zc.sd import build_sd15_standin
+from zc.study import checkpoints, zoo
 from zc.training_utils import has_checkpoint, load_checkpoint, save_checkpoint
+from zc.world import conditions
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
-"""Each verdict rule of zc/claims.py flips with the numbers, both ways."""
+"""Each verdict rule of zc/study/claims.py flips with the numbers, both ways."""
 import pytest
 
-from zc import claims
+from zc.study import claims
 
 SETTINGS = ("none", "insufficient", "conflicting", "perfect")
 
@@ -159,7 +159,7 @@ def test_transfer_guidance_and_untestable_rows(tmp_path):
 
 
 def test_paired_difference_pairs_by_seed():
-    from zc.stats import paired_difference
+    from zc.study.stats import paired_difference
 
     r = rows(**{"ControlNet": REF, "x": shifted(0.2)})
     d = paired_difference(r, "ControlNet", "x", "none", "scribble")

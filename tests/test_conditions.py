@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 import zc
-from zc import conditions, shapes, zoo
-from zc.fill50k import Fill50k
+from zc.study import zoo
+from zc.world import conditions, shapes
+from zc.world.fill50k import Fill50k
 
 NAMES = list(conditions.CONDITIONS)
 
@@ -153,7 +154,7 @@ def test_composition_where_and_which_colours(pipe):
     assert pair["joint"] > max(where["joint"], colours["joint"])
     assert pair["joint"] <= min(pair["keypoint_accuracy"], pair["colour_accuracy"])  # a mean of hit x colour
     assert colours["guess_mode"] and not pair["guess_mode"]  # the pooled one alone: guess mode, as diffusers
-    # the colours as cross-attention tokens (the palette IP-Adapter, zc/ip_adapter.py): issue #26's target is
+    # the colours as cross-attention tokens (the palette IP-Adapter, zc/controls/ip_adapter.py): issue #26's target is
     # colour accuracy >= 0.7 on held-out scenes; the stated margins on 32 scenes are set below it
     ipa, both = rows["palette IP-Adapter only"], rows["keypoints + palette IP-Adapter"]
     tuned = rows[f"keypoints + palette IP-Adapter x{zoo.IP_SCALE}"]  # λ chosen on validation scenes

@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
+from conftest import inputs, make_unet
 from diffusers import ControlNetModel
 
 import zc
 from zc.zero_conv import is_zero, randomize_
-
-from conftest import inputs, make_unet
 
 TOL = dict(atol=1e-6, rtol=1e-5)
 

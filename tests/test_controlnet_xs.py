@@ -1,13 +1,13 @@
-"""The ControlNet-XS-style control (zc/controlnet_xs.py): exactly the SD at init, information both
+"""The ControlNet-XS-style control (zc/controls/controlnet_xs.py): exactly the SD at init, information both
 ways at every block, its size, sampling and training through zc."""
 import pytest
 import torch
 
 import zc
 from zc.controlled_unet import HookedConditioned
-from zc.controlnet_xs import ControlNetXS
-from zc.fill50k import Fill50k
+from zc.controls.controlnet_xs import ControlNetXS
 from zc.sample import sample
+from zc.world.fill50k import Fill50k
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
-"""The ControlNeXt-style branch (zc/controlnext.py): cross normalisation, one injection point, its size
+"""The ControlNeXt-style branch (zc/controls/controlnext.py): cross normalisation, one injection point, its size
 against a ControlNet's, sampling and training through zc."""
 import pytest
 import torch
 
 import zc
 from zc.controlled_unet import HookedConditioned
-from zc.controlnext import ControlNeXt, cross_normalise
-from zc.fill50k import Fill50k
+from zc.controls.controlnext import ControlNeXt, cross_normalise
 from zc.sample import sample
+from zc.world.fill50k import Fill50k
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from PIL import Image
 
 import zc
 from zc import train as zt
-from zc.fill50k import Fill50k
 from zc.latent_cache import LatentCache
+from zc.world.fill50k import Fill50k
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_batches_equal_items_and_the_dataloader_reads_whole_batches():
 
 def test_a_folder_is_read_lazily(tmp_path, monkeypatch):
     Fill50k.generate(40, seed=3).save(tmp_path)
-    import zc.fill50k as f
+    import zc.world.fill50k as f
 
     reads = []
     original = f._rgb

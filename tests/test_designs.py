@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import zc
-from zc import designs, side_by_side
+from zc import designs
 from zc import train as zt
-from zc.fill50k import Fill50k
 from zc.sample import sample
+from zc.study import side_by_side
+from zc.world.fill50k import Fill50k
 
 
 @pytest.mark.parametrize("name", list(designs.DESIGNS))
@@ -153,7 +154,7 @@ def test_the_wiring_is_drawn_from_the_unets_config_for_each_successor():
 def test_the_stored_side_by_side_keeps_each_protocol_in_its_own_block():
     """Chapter 12's two tables: the successors with the recheck's rows on draws (3 seeds each on both
     conditions), and chapter 9's baselines with the stored sweep's own ControlNet rows; never mixed."""
-    from zc.claims import RESULTS
+    from zc.study.claims import RESULTS
 
     rows, baselines = side_by_side.stored_rows(RESULTS / "cpu")
     want = [*side_by_side.SUCCESSORS, "condition added directly"]

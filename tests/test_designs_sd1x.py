@@ -7,9 +7,9 @@ import torch.nn.functional as F
 import zc
 from zc import designs
 from zc import train as zt
-from zc.fill50k import Fill50k
 from zc.sample import sample
 from zc.sd import build_sd15_standin
+from zc.world.fill50k import Fill50k
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """Bad input gets an error that names the problem and the fix."""
 import pytest
 import torch
+from conftest import inputs, make_unet
 
 import zc
 from zc.original_format import zc_to_original
-
-from conftest import inputs, make_unet
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-"""The fidelity measures on non-flat images with a known answer (zc.fidelity.PERTURBATIONS): the
+"""The fidelity measures on non-flat images with a known answer (zc.world.fidelity.PERTURBATIONS): the
 robust path (the default above 64 px) keeps the flat-world answer on flat renders and holds where the
 flat-world path breaks; where both break is stored in benchmarks/results/cpu/fidelity_robustness.txt."""
 import pytest
 import torch
 
-from zc import conditions, fidelity, shapes, zoo
+from zc.study import zoo
+from zc.world import conditions, fidelity, shapes
 
 
 @pytest.fixture(scope="module", params=[64, 128])

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from zc import metrics, shapes
-from zc.fidelity import condition_fidelity, convergence_step, prompt_colours
-from zc.fill50k import Fill50k, disc_masks
+from zc.world import metrics, shapes
+from zc.world.fidelity import condition_fidelity, convergence_step, prompt_colours
+from zc.world.fill50k import Fill50k, disc_masks
 
 
 def test_generation_is_deterministic_and_normalised():

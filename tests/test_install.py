@@ -51,7 +51,7 @@ def test_wheel_installs_with_its_dependencies_and_runs_a_chapter(tmp_path):
 
     probe = (
         "import torch, zc\n"
-        "from zc.fill50k import Fill50k\n"
+        "from zc.world.fill50k import Fill50k\n"
         "from zc.resources import RESULTS\n"
         "from zc.sample import sample\n"
         "pipe = zc.load_sd()\n"

@@ -1,17 +1,20 @@
-"""The global control (zc/ip_adapter.py): unchanged base at init, attach/detach, diffusers' own file and
+"""The global control (zc/controls/ip_adapter.py): unchanged base at init, attach/detach, diffusers' own file and
 pipeline, training through zc.train."""
 import pytest
 import torch
+from conftest import UNET_CONFIGS, inputs, make_unet
 from diffusers import StableDiffusionPipeline
 
 import zc
 from zc import train as zt
-from zc.fill50k import Fill50k
-from zc.ip_adapter import IPAdapter, IPAdapterConditioned, cross_attention_names
+from zc.controls.ip_adapter import (
+    IPAdapter,
+    IPAdapterConditioned,
+    cross_attention_names,
+)
 from zc.sample import sample
+from zc.world.fill50k import Fill50k
 from zc.zero_conv import randomize_
-
-from conftest import UNET_CONFIGS, inputs, make_unet
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +146,7 @@ def test_with_global_splits_the_condition_between_the_controlnet_and_the_adapter
     With a fresh ControlNet (zero convolutions) it is exactly the adapter alone on the last 3 channels;
     with a fresh adapter (W'_v = 0) exactly the ControlNet alone on the first 3. Only the ControlNet trains."""
     from zc.controlled_unet import ControlledUNet
-    from zc.ip_adapter import WithGlobal
+    from zc.controls.ip_adapter import WithGlobal
 
     x = inputs()
     local = x["controlnet_cond"]
@@ -201,7 +204,8 @@ def test_the_trained_with_design_equals_diffusers_controlnet_pipeline_with_the_i
 
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
-    from zc import conditions, zoo
+    from zc.study import zoo
+    from zc.world import conditions
 
     t = zoo.TUNED["trained with"]
     test = zoo.test_set("keypoints", 2)

@@ -12,7 +12,7 @@ import torch
 
 import zc
 from zc import train as zt
-from zc.fill50k import Fill50k
+from zc.world.fill50k import Fill50k
 
 ARGS = ["--preset", "tiny", "--device", "cpu", "--steps", "4", "--batch", "2", "--eval-every", "2",
         "--eval-n", "2", "--eval-steps", "2", "--checkpoint-every", "100"]

@@ -94,6 +94,6 @@ def test_chapter_opens_and_closes_for_the_reader(path):
 def test_no_figure_drawn_inside_a_widget(path):
     """ipywidgets' interact/interactive draw into an Output widget while the cell runs, and a headless run
     (nbmake, the book's build) can then wait forever for a message (jupyter/nbclient#312: chapter 7 hung
-    so in the suite). Widgets show images as ipywidgets.Image (zc.widgets.png), as chapters 7 and 8 do."""
+    so in the suite). Widgets show images as ipywidgets.Image (zc.study.widgets.png), as chapters 7 and 8 do."""
     used = [i for i, c in enumerate(cells(path)) if re.search(r"\binteract(ive)?\(|widgets\.Output\(", "".join(c["source"]))]
     assert not used, f"{path.name}: code cells {used} draw inside a widget; show an ipywidgets.Image instead"

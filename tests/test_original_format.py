@@ -1,14 +1,13 @@
 """The original lllyasviel checkpoint layout loads into zc and into diffusers' converter alike."""
 import pytest
 import torch
+from conftest import make_unet
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 from safetensors.torch import save_file
 
 import zc
 from zc.original_format import zc_to_original
 from zc.zero_conv import randomize_
-
-from conftest import make_unet
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

@@ -1,12 +1,12 @@
-"""ControlNet++'s reward on the shapes world (zc/reward.py): the extractor reads the condition back,
+"""ControlNet++'s reward on the shapes world (zc/controls/reward.py): the extractor reads the condition back,
 the loss reaches the ControlNet, and zc.train fine-tunes a trained ControlNet with it."""
 import pytest
 import torch
 
 import zc
-from zc import reward
 from zc import train as zt
-from zc.fill50k import Fill50k, disc_masks
+from zc.controls import reward
+from zc.world.fill50k import Fill50k, disc_masks
 from zc.zero_conv import randomize_
 
 

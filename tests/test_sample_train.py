@@ -1,12 +1,16 @@
 """zc's sampler against diffusers' ControlNet pipeline, and the training loop (resume, NaN)."""
 import pytest
 import torch
-from diffusers import ControlNetModel, DPMSolverMultistepScheduler, StableDiffusionControlNetPipeline
+from diffusers import (
+    ControlNetModel,
+    DPMSolverMultistepScheduler,
+    StableDiffusionControlNetPipeline,
+)
 
 import zc
 from zc import train as zt
-from zc.fill50k import Fill50k
 from zc.sample import sample
+from zc.world.fill50k import Fill50k
 from zc.zero_conv import randomize_
 
 

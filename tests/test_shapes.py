@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from zc import metrics, shapes
+from zc.world import metrics, shapes
 
 
 def test_css_colours_as_words():

@@ -4,9 +4,9 @@ import torch
 from diffusers import ControlNetModel
 
 import zc
-from zc import conditions, shapes
 from zc import train as zt
-from zc.fill50k import Fill50k
+from zc.world import conditions, shapes
+from zc.world.fill50k import Fill50k
 
 
 def test_a_stack_is_its_members_images_along_the_channels():
@@ -54,7 +54,7 @@ def test_one_network_for_two_conditions_trains_and_loads_in_diffusers(tmp_path):
 
 
 def test_one_network_rows_score_each_subset_on_every_members_measure():
-    from zc import zoo
+    from zc.study import zoo
 
     pipe = zc.load_sd()
     cn = zc.ControlNet.for_pipeline(pipe, conditioning_channels=6).eval()
@@ -66,7 +66,7 @@ def test_one_network_rows_score_each_subset_on_every_members_measure():
 
 
 def test_disagreeing_conditions_are_scored_against_both_places():
-    from zc import zoo
+    from zc.study import zoo
 
     pipe = zc.load_sd()
     one = zc.ControlNet.for_pipeline(pipe, conditioning_channels=6).eval()
@@ -85,7 +85,7 @@ def test_the_one_network_and_the_separate_controlnets_see_the_same_scenes_and_pa
     """A stacked network whose encoder reads only the keypoints slot with the keypoints ControlNet's
     weights is that ControlNet: zoo.together gives it the same scenes, condition image and noise as the
     separate path, so every per-scene measure matches exactly, alone and with the other slot given."""
-    from zc import zoo
+    from zc.study import zoo
 
     pipe = zc.load_sd()
     kp = zoo.load("keypoints")
@@ -111,7 +111,7 @@ def test_the_one_network_and_the_separate_controlnets_see_the_same_scenes_and_pa
 
 
 def test_two_conditions_go_in_their_slots_of_a_bigger_stack():
-    from zc import zoo
+    from zc.study import zoo
 
     a, b = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     x = zoo._in_stack(zoo.SPATIAL, {"keypoints": a, "scribble": b})  # outline silhouette lowres scribble keypoints
@@ -159,7 +159,7 @@ ONE_NETWORK_SPARSE_MARGIN = 0.25
 @pytest.mark.parametrize("name, n, margin", [("outline", 16, ONE_NETWORK_MARGIN), ("scribble", 16, ONE_NETWORK_MARGIN),
                                              ("keypoints", 64, ONE_NETWORK_SPARSE_MARGIN)])
 def test_the_shipped_one_network_given_one_condition_is_near_its_own_controlnet(name, n, margin):
-    from zc import zoo
+    from zc.study import zoo
 
     pipe = zc.load_sd()
     one = zc.ControlNet.from_pretrained(zoo.one_network_folder()).eval()

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import zc
-from zc import checkpoints
 from zc.sd import build_sd15_standin
+from zc.study import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -1,13 +1,13 @@
-"""T2I-Adapter (zc/t2i_adapter.py, diffusers' T2IAdapter): sized for an SD, sampled as diffusers'
+"""T2I-Adapter (zc/controls/t2i_adapter.py, diffusers' T2IAdapter): sized for an SD, sampled as diffusers'
 StableDiffusionAdapterPipeline samples it (same images), run once per generation, trained by zc.train."""
 import pytest
 import torch
 from diffusers import StableDiffusionAdapterPipeline, T2IAdapter
 
 import zc
-from zc import t2i_adapter
-from zc.fill50k import Fill50k
+from zc.controls import t2i_adapter
 from zc.sample import sample
+from zc.world.fill50k import Fill50k
 
 
 @pytest.fixture(scope="module")

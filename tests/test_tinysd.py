@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from test_where_and_colours import bench
 
 import zc
-from zc import metrics, shapes, tinysd
+from zc import tinysd
 from zc.sd import TINYSD
+from zc.world import metrics, shapes
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_shipped_variant_is_tinysd_fine_tuned_to_shade():
     """tinysd-shaded (chapter 9's community model) loads offline like TinySD and draws its shapes
     darker at the bottom, which TinySD does not."""
     import zc
-    from zc import ablations
+    from zc.study import ablations
 
     base, variant = zc.load_sd("tinysd"), zc.load_sd("tinysd-shaded")
     assert {k: v for k, v in variant.unet.config.items() if not k.startswith("_")} == \

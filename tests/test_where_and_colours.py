@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zc import zoo
+from zc.study import zoo
 
 BENCH = Path(__file__).parent.parent / "benchmarks"
 STORED = BENCH / "results" / "cpu" / "zoo"

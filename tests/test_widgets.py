@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import zc
-from zc import metrics, shapes, zoo
-from zc.conditions import shape_regions
-from zc.widgets import SCALE, DrawCondition, condition_from_canvas
+from zc.study import zoo
+from zc.study.widgets import SCALE, DrawCondition, condition_from_canvas
+from zc.world import metrics, shapes
+from zc.world.conditions import shape_regions
 
 COLOUR_NEAR = 0.3  # the pickers' colours: mean RGB distance of the controlled image's fill and background under this
 COLOUR_MARGIN = 0.3  # ... and below the uncontrolled image's by this
@@ -84,7 +85,7 @@ def test_keypoints_with_the_pickers_colours(pipe):
     Gold comes out yellow (0.16 away in RGB), which colour_accuracy's NEAR threshold counts as wrong, so
     this reads mean colour distances: the controlled image's shape and background are near the picked
     colours, the uncontrolled image's are not."""
-    from zc.widgets import palette_image
+    from zc.study.widgets import palette_image
 
     w = DrawCondition(pipe)
     assert w.ip_adapter is not None and not w.with_colours.disabled  # the shipped one fits TinySD

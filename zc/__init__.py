@@ -21,8 +21,8 @@ from .zero_conv import ZeroConv
 # zc.controlled_unet), then the ablation variants and the successors, in the order tables list them;
 # then the training extras (zc.train.register_extra) of the reward and the attached IP-Adapter.
 # isort: off
-from .variants import ControlNetDirect, ControlNetLite  # noqa: E402
-from . import t2i_adapter, controlnext, controlnet_xs, ip_adapter, reward  # noqa: E402,F401
+from .controls.variants import ControlNetDirect, ControlNetLite  # noqa: E402
+from .controls import t2i_adapter, controlnext, controlnet_xs, ip_adapter, reward  # noqa: E402,F401
 # isort: on
 
 __all__ = [

@@ -94,9 +94,9 @@ class ControlledUNet(nn.Module):
 
 
 class HookedConditioned(nn.Module):
-    """The locked UNet with a branch that hooks into its blocks (zc.controlnext.ControlNeXt,
-    zc.controlnet_xs.ControlNetXS: each has `attached(unet, condition)`), called like ControlledUNet:
-    model(z_t, t, c_t, c) -> ε. Only the branch trains. zc.t2i_adapter.AdapterConditioned changes only
+    """The locked UNet with a branch that hooks into its blocks (zc.controls.controlnext.ControlNeXt,
+    zc.controls.controlnet_xs.ControlNetXS: each has `attached(unet, condition)`), called like ControlledUNet:
+    model(z_t, t, c_t, c) -> ε. Only the branch trains. zc.controls.t2i_adapter.AdapterConditioned changes only
     how the branch enters (forward)."""
 
     def __init__(self, unet: nn.Module, branch: nn.Module):

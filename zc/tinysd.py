@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import metrics, shapes
 from .training_utils import (
     has_checkpoint,
     load_checkpoint,
@@ -37,6 +36,7 @@ from .training_utils import (
     save_checkpoint,
     step_generator,
 )
+from .world import metrics, shapes
 
 MAX_TOKENS = 16  # longest caption: "light golden rod yellow triangle with medium spring green background" = 12 words
 

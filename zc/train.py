@@ -28,10 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import conditions
 from .controlled_unet import ControlledUNet
 from .controlnet import ControlNet
-from .fill50k import Fill50k
 from .sample import sample
 from .tinysd import encode_prompts
 from .training_run import build, finish, register_extra, setup  # noqa: F401  (build, register_extra: here too)
@@ -44,6 +42,8 @@ from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: i
     save_grid,
     step_generator,
 )
+from .world import conditions
+from .world.fill50k import Fill50k
 
 
 @dataclass
@@ -82,7 +82,7 @@ class TrainConfig:
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
     init: str = ""  # a trained ControlNet folder to start from instead of a copy of the UNet (fine-tuning it)
     ip_adapter: str = ""  # a trained IP-Adapter folder, locked and attached while the ControlNet trains (a
-    # local control trained on top of a global one: zc.ip_adapter.WithGlobal); it reads ip_condition
+    # local control trained on top of a global one: zc.controls.ip_adapter.WithGlobal); it reads ip_condition
     ip_condition: str = "palette"  # the global condition the attached adapter reads, drawn for the same scenes
     reward_weight: float = 0.0  # ControlNet++'s cycle-consistency loss, times this (reward.py); 0: off
     reward_t_max: int = 200  # the reward only where t < this: the one-step estimate of the image is good there

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from . import designs
-from .fill50k import Fill50k
 from .latent_cache import LatentCache, default_folder
 from .sd import check_device, load_sd
 from .training_utils import (
@@ -32,6 +31,7 @@ from .training_utils import (
     trackers,
     whole_batches,
 )
+from .world.fill50k import Fill50k
 
 __all__ = ["Callback", "EXTRAS", "register_extra", "build", "Run", "setup", "finish"]
 

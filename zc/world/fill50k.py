@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..training_utils import atomic_write, hide_bar
 from . import conditions, shapes
 from .conditions import OUTLINE_WIDTH  # noqa: F401  (fill50k's ring width, kept importable from here)
-from .training_utils import atomic_write, hide_bar
 
 MATERIALISE_LIMIT = 4096  # .sources / .targets stack every pair: only for evaluation-sized sets
 

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import designs
-from .controlled_unet import ControlledUNet, refuse_residual_weights
-from .sample import check_condition, condition_name
-from .training_run import Callback, register_extra
+from .. import designs
+from ..controlled_unet import ControlledUNet, refuse_residual_weights
+from ..sample import check_condition, condition_name
+from ..training_run import Callback, register_extra
 
 NUM_TOKENS = 4  # tokens per condition: diffusers' loader fixes 4 for this ("proj.weight") layout
 WEIGHT_NAME = "ip-adapter.safetensors"  # what pipe.load_ip_adapter(folder, subfolder="", weight_name=...) reads
@@ -133,7 +133,7 @@ class IPAdapter(nn.Module):
         image_proj.norm.*, ip_adapter.<2i+1>.to_k_ip/to_v_ip.weight), and folder/config.json for zc."""
         from safetensors.torch import save_file
 
-        from .training_utils import atomic_write
+        from ..training_utils import atomic_write
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +270,7 @@ designs.register(designs.Design(
 
 def global_conditions(cfg, data, idx) -> torch.Tensor:
     """cfg.ip_condition drawn for `data`'s scenes idx, (B, 3, H, W) in [0, 1]: what an attached adapter reads."""
-    from .conditions import draw
+    from ..world.conditions import draw
 
     if data.scenes is None:
         raise ValueError("ip_adapter needs generated pairs (their scenes draw the global condition): "

@@ -1,6 +1,6 @@
 """Draw a condition, get an image: a canvas for JupyterLab (ipycanvas + ipywidgets).
 
-    from zc.widgets import DrawCondition
+    from zc.study.widgets import DrawCondition
     DrawCondition()          # draw an outline with the mouse; release the button to generate
 
 The canvas is the condition at its own resolution (64 px for TinySD) shown 5x larger. The pen draws
@@ -22,8 +22,9 @@ import time
 import numpy as np
 import torch
 
-from . import conditions, zoo
-from .controlnet import ControlNet
+from ..controlnet import ControlNet
+from ..world import conditions
+from . import zoo
 
 SCALE = 5  # screen pixels per condition pixel
 PEN = {  # condition -> (pen width in condition pixels, what a click-and-drag draws)
@@ -66,7 +67,7 @@ def generate(pipe, controlnet, condition: torch.Tensor, prompt: str = "", condit
     """(2, 3, H, W): the prompt sampled with the same seed, control off (0) and on (1); with an
     IP-Adapter, "on" also reads its global condition (the colours). progress(done, total) is called
     after every sampler step of both."""
-    from .sample import sample
+    from ..sample import sample
 
     g = lambda: torch.Generator().manual_seed(int(seed))  # noqa: E731
     tick = (lambda offset: (lambda i, n: progress(offset + i, 2 * n))) if progress else (lambda offset: None)
@@ -112,7 +113,7 @@ class DrawCondition:
         import ipywidgets as W
         from ipycanvas import Canvas
 
-        from .sd import load_sd
+        from ..sd import load_sd
 
         self.pipe = pipe or load_sd()
         self.size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor

@@ -31,11 +31,11 @@ def peak_gb(device) -> float:
 def stage(name: str, sd: str, device: str = "cpu", pairs: int = 8, train_steps: int = 2, batch: int = 1,
           sample_steps: int = 2) -> dict:
     """One stage on the SD folder `sd`: a dict of what it measured (time, peak GB, shapes, s/step)."""
-    from . import train as zt
-    from .controlnet import ControlNet
-    from .fill50k import Fill50k
-    from .sample import sample
-    from .sd import load_sd, precision
+    from .. import train as zt
+    from ..controlnet import ControlNet
+    from ..sample import sample
+    from ..sd import load_sd, precision
+    from ..world.fill50k import Fill50k
 
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
@@ -74,7 +74,7 @@ def stage(name: str, sd: str, device: str = "cpu", pairs: int = 8, train_steps: 
 def run(scale: str = "sd15", device: str = "cpu", folder: str | Path | None = None, **kw) -> list[dict]:
     """Build the stand-in of `scale` ("sd15": SD 1.5's shapes, ~2 GB on disk; "mini": toy size) in
     `folder` (default: a temporary folder) and run every stage in this process."""
-    from .sd import build_sd15_standin
+    from ..sd import build_sd15_standin
 
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(folder or Path(tmp) / f"standin-{scale}")

@@ -35,10 +35,10 @@ from diffusers.models.unets.unet_2d_blocks import (
 )
 from torch import nn
 
-from . import designs
-from .condition_encoder import ConditionEncoder, default_channels
-from .controlled_unet import HookedConditioned, HookedEntry
-from .zero_conv import ZeroConv
+from .. import designs
+from ..condition_encoder import ConditionEncoder, default_channels
+from ..controlled_unet import HookedConditioned, HookedEntry
+from ..zero_conv import ZeroConv
 
 
 def _narrow(width: int, ratio: float, groups: int) -> int:

@@ -18,8 +18,6 @@ by: a gain in shape IoU is partly the reward read back, and the measures the rew
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -27,8 +25,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from . import shapes
-from .training_run import Callback, register_extra
+from ..resources import WEIGHTS
+from ..training_run import Callback, register_extra
+from ..world import shapes
 
 
 class ShapeSegmenter(ModelMixin, ConfigMixin):
@@ -114,7 +113,7 @@ def reward_loss(pipe, segmenter: ShapeSegmenter, x0_latents: torch.Tensor, masks
     return F.binary_cross_entropy_with_logits(logits, masks.to(logits.device).float())
 
 
-SHIPPED = Path(__file__).parent / "weights" / "shape-segmenter"
+SHIPPED = WEIGHTS / "shape-segmenter"
 
 
 def load_segmenter() -> ShapeSegmenter:
@@ -127,7 +126,7 @@ def load_segmenter() -> ShapeSegmenter:
 
 def condition_masks(condition: str, sources: torch.Tensor) -> torch.Tensor:
     """(B, H, W) bool: the shape a condition image says should be drawn (the segmenter's target)."""
-    from .fill50k import disc_masks
+    from ..world.fill50k import disc_masks
 
     if condition in ("outline", "fill50k"):
         return disc_masks(sources)  # any closed outline: its inside, flood-filled

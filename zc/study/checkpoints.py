@@ -27,10 +27,10 @@ from typing import Callable
 
 import torch
 
-from . import conditions
-from .controlnet import ControlNet, ControlNetConfig, copy_config
-from .resources import WEIGHTS
-from .sd import SHIPPED, looks_like_hub_id, sd_location
+from ..controlnet import ControlNet, ControlNetConfig, copy_config
+from ..resources import WEIGHTS
+from ..sd import SHIPPED, looks_like_hub_id, sd_location
+from ..world import conditions
 
 # --- the original authors' SD 1.5 ControlNets, one table ---------------------------------------------
 # The toy conditions are drawn in [0, 1] as conditions.py says; each checkpoint reads the images of its
@@ -190,7 +190,7 @@ def missing_message(condition: str, model, why: str = "") -> str:
 
     cost = ("about 2 min on 2 CPU cores (450 steps)" if is_tinysd(model) else
             f"5000 steps at batch 4: about {train_seconds(5000, 4, 'A100 (40/80 GB)') / 60:.0f} min on an A100, "
-            f"{train_seconds(5000, 4, 'T4 (16 GB)') / 60:.0f} on a T4, estimated by zc.budget")
+            f"{train_seconds(5000, 4, 'T4 (16 GB)') / 60:.0f} on a T4, estimated by zc.study.budget")
     cmd = (f"python -m zc.train --sd {sd_location(model)} --condition {'outline' if condition == 'fill50k' else condition}"
            f" --out {run_folder(model, condition)}")
     public = PUBLIC.get(condition)

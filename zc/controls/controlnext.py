@@ -28,9 +28,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from . import designs
-from .condition_encoder import ConditionEncoder, default_channels
-from .controlled_unet import HookedConditioned, HookedEntry
+from .. import designs
+from ..condition_encoder import ConditionEncoder, default_channels
+from ..controlled_unet import HookedConditioned, HookedEntry
 
 
 def cross_normalise(control: torch.Tensor, main: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from . import conditions, metrics, shapes
-from .controlled_unet import samples_in_guess_mode
-from .controlnet import ControlNet
-from .fill50k import Fill50k
-from .ip_adapter import IPAdapter
-from .resources import WEIGHTS
-from .sample import as_controls, sample
+from ..controlled_unet import samples_in_guess_mode
+from ..controlnet import ControlNet
+from ..controls.ip_adapter import IPAdapter
+from ..resources import WEIGHTS
+from ..sample import as_controls, sample
+from ..world import conditions, metrics, shapes
+from ..world.fill50k import Fill50k
 
 TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
 IP_SCALE = 0.5  # the palette IP-Adapter's λ beside a ControlNet at control 1 and CFG 5: the best joint on

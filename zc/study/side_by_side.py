@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import designs
+from .. import designs
 
 __all__ = ["SUCCESSORS", "BASELINES", "WIRING", "composition", "stored_rows", "side_by_side",
            "format_side_by_side", "plot_side_by_side", "draw_wiring"]
@@ -22,8 +22,8 @@ def composition(pipe, modules: dict, test, seed: int = 0, steps: int = 20) -> di
     its own condition drawn for them. With an empty prompt, each control alone and both together;
     each condition's own measure (conditions.get(c).score) on each image set.
     Returns {"<c> alone": {measure: score}, "both": {measure: score}}."""
-    from . import conditions
-    from .sample import sample
+    from ..sample import sample
+    from ..world import conditions
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     conds = {c: conditions.draw(c, test.scenes, size) for c in modules}
@@ -97,8 +97,8 @@ def side_by_side(rows: list[dict], speed: list[dict], settings=("none", "perfect
 def format_side_by_side(table: list[dict], settings=("none", "perfect")) -> str:
     """The side-by-side as text that fits the book's width: what each design costs, then its score per
     condition and prompt setting (mean ± 95% half-width over seeds; "—" where it has no run)."""
-    from .conditions import get as condition
-    from .conditions import name as measure_name
+    from ..world.conditions import get as condition
+    from ..world.conditions import name as measure_name
 
     w = max(22, 2 + max(len(r["design"]) for r in table))  # the design column
     lines = [f"{'design':{w}s}{'trainable':>11s}{'% UNet':>8s}{'s/step':>8s}{'x':>6s}{'s/image':>9s}{'x':>6s}"]

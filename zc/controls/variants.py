@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import designs
-from .controlled_unet import ControlNetEntry, build_for_training, wrap_for_training
-from .controlnet import ControlNet, ControlNetConfig
-from .sample import check_condition
+from .. import designs
+from ..controlled_unet import ControlNetEntry, build_for_training, wrap_for_training
+from ..controlnet import ControlNet, ControlNetConfig
+from ..sample import check_condition
 
 
 def encoder_steps(config: ControlNetConfig) -> list[tuple[int, int, int]]:
@@ -83,7 +83,7 @@ class ConcatConditioned(nn.Module):
         super().__init__()
         from types import SimpleNamespace
 
-        from .zero_conv import ZeroConv
+        from ..zero_conv import ZeroConv
 
         self.unet = unet
         self.cond_in = ZeroConv(conditioning_channels, unet.conv_in.out_channels, kernel_size=unet.conv_in.kernel_size[0])

@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 from diffusers import T2IAdapter
 
-from . import designs
-from .controlled_unet import HookedConditioned, refuse_residual_weights
-from .sample import check_condition, condition_name
+from .. import designs
+from ..controlled_unet import HookedConditioned, refuse_residual_weights
+from ..sample import check_condition, condition_name
 
 
 def intrablock_shapes(unet, latent: int) -> list[tuple[int, int]]:

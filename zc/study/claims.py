@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .fidelity import convergence_step
-from .resources import RESULTS
+from ..resources import RESULTS
+from ..world.fidelity import convergence_step
 from .stats import (  # noqa: F401
     CURVE_MEASURES,
     SETTINGS,
@@ -42,7 +42,7 @@ def _row(claim: str, measured: str, verdict: str, condition: str = "") -> dict:
 
 
 def _fmt(setting: str, d: dict) -> str:
-    from .conditions import name
+    from ..world.conditions import name
 
     return f"{name(setting)} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
@@ -334,7 +334,7 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
     (reproduced at >= 90% of the claimed factor, partly when faster at all (>= x1.05), not reproduced
     otherwise); composition: each condition's measure with both controls at most a tie below its own
     control alone (non_inferiority_verdict on both - alone)."""
-    from .conditions import get as get_condition
+    from ..world.conditions import get as get_condition
 
     out = []
     registered = [r for r in rows if int(r["seed"]) < PREREGISTERED_SEEDS]

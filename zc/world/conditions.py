@@ -67,7 +67,7 @@ def get(name: str) -> Condition:
         parts = [get(n) for n in name.split("+")]
         if len({p.name for p in parts}) < len(parts) or any(p.name == "palette" for p in parts):
             raise ValueError(f"a stack takes distinct spatial conditions, got {name!r} (the palette has no "
-                             "'where': give it to an IP-Adapter, zc/ip_adapter.py)")
+                             "'where': give it to an IP-Adapter, zc/controls/ip_adapter.py)")
         return Condition(name, lambda scenes, size: torch.cat([p.draw(scenes, size) for p in parts], dim=1),
                          parts[0].score, tuple(dict.fromkeys(k for p in parts for k in p.kinds)),
                          " + ".join(p.name for p in parts))
