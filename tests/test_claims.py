@@ -257,3 +257,21 @@ def test_successor_claims_flip_with_the_numbers():
                  "fill_accuracy": 0.9} for s in range(3) for run, g in (("more steps", 0.0), ("reward", gain))]
     assert verdict(claims.successor_claims(tie, reward=reward(0.1)), "reward fine-tuning") == "reproduced"
     assert verdict(claims.successor_claims(tie, reward=reward(0.0)), "reward fine-tuning") == "not reproduced"
+
+
+def test_benchmark_tables_are_read_by_column_name(tmp_path):
+    """claims reads printed benchmark tables by their header's names (stats.read_table), so a table whose
+    columns move still gives the same numbers; a repeated name is told apart by the column before it."""
+    from zc.study import stats
+
+    table = ("device: X\n\nconfig     method           step ms  x plain   peak MB  x plain\n"
+             "-----------------------------------------------------------\n"
+             "sd15       zc ControlNet      241.9     0.95     32639     1.23\n\nCommand: ...\n")
+    moved = ("config     method           peak MB  x plain   step ms  x plain\n"
+             "-----------------------------------------------------------\n"
+             "sd15       zc ControlNet      32639     1.23     241.9     0.95\n")
+    for i, text in enumerate((table, moved)):
+        (tmp_path / f"{i}.txt").write_text(text)
+        (row,) = stats.read_table(tmp_path / f"{i}.txt")
+        assert row["method"] == "zc ControlNet" and row["step ms"] == 241.9
+        assert (row["x plain (step ms)"], row["x plain (peak MB)"]) == (0.95, 1.23)

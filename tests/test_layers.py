@@ -111,3 +111,21 @@ def test_every_design_is_registered_once_in_table_order():
                                          "UNet fine-tuned, concat"]  # the paper's, then chapter 9's baselines
     for d in designs.DESIGNS.values():
         assert designs.by_architecture(d.architecture) is d and issubclass(d.enter, designs.Entry)
+
+
+def test_the_chapters_import_only_public_names():
+    """Every `from zc... import name` in a chapter names a subpackage or module, or is in its module's __all__."""
+    import importlib.util
+    import json
+    import re
+
+    wrong = []
+    for nb in sorted((ZC.parent / "notebooks").glob("*.ipynb")):
+        code = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
+        for module, names in re.findall(r"^\s*from (zc[\w.]*) import ([\w, ]+)", code, flags=re.M):
+            mod = importlib.import_module(module)
+            for name in (n.split(" as ")[0].strip() for n in names.split(",")):
+                is_module = importlib.util.find_spec(f"{module}.{name}") is not None if hasattr(mod, "__path__") else False
+                if not is_module and name not in getattr(mod, "__all__", ()):
+                    wrong.append(f"{nb.name}: from {module} import {name}")
+    assert not wrong, "chapters import names their modules do not make public (__all__):\n" + "\n".join(wrong)

@@ -23,6 +23,8 @@ from torch import nn
 
 from .zero_conv import ZeroConv
 
+__all__ = ["default_channels", "ConditionEncoder", "receptive_field"]
+
 
 def default_channels(vae_factor: int) -> tuple[int, ...]:
     """SD's widths (16, 32, 96, 256), cut to log2(vae_factor) stride-2 convs: 8x -> all four, 4x -> three."""
@@ -38,7 +40,7 @@ class ConditionEncoder(nn.Module):
         conditioning_embedding_channels: int,
         conditioning_channels: int = 3,
         block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
-        zero_init: str = "zero",
+        out_init: str = "zero",  # its last conv: "zero" (the paper's zero convolution) or "gaussian"
     ):
         super().__init__()
         if len(block_out_channels) < 1:
@@ -49,7 +51,7 @@ class ConditionEncoder(nn.Module):
         for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
             self.blocks.append(nn.Conv2d(c_in, c_in, kernel_size=3, padding=1))
             self.blocks.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, stride=2))
-        self.conv_out = ZeroConv(block_out_channels[-1], conditioning_embedding_channels, kernel_size=3, init=zero_init)
+        self.conv_out = ZeroConv(block_out_channels[-1], conditioning_embedding_channels, kernel_size=3, init=out_init)
 
     @property
     def downsampling_factor(self) -> int:

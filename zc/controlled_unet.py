@@ -18,6 +18,9 @@ from . import designs
 from .controlnet import ControlNet
 from .sample import cfg_rw_weights, check_condition, condition_name
 
+__all__ = ["MultiControlNet", "lock", "ControlledUNet", "HookedConditioned", "refuse_residual_weights",
+    "samples_in_guess_mode", "ControlNetEntry", "HookedEntry", "build_for_training", "wrap_for_training"]
+
 
 class MultiControlNet(nn.Module):
     """Sum of several ControlNets' residuals (like diffusers' MultiControlNetModel)."""

@@ -34,6 +34,8 @@ from . import designs
 from .condition_encoder import ConditionEncoder
 from .zero_conv import ZeroConv
 
+__all__ = ["COPY_KEYS", "UNSUPPORTED_KEYS", "architectures", "copy_config", "ControlNetConfig", "ControlNet"]
+
 # The UNet config keys that fix the shape of the trainable copy (the ones diffusers'
 # ControlNetModel.from_unet copies).
 COPY_KEYS = (
@@ -79,7 +81,7 @@ class ControlNetConfig:
     unet: dict  # copy_config() of the locked UNet: fixes the trainable copy's shape
     conditioning_channels: int = 3  # channels of the condition image c_i (3: RGB edge/outline map)
     conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)  # hint-block widths; len-1 stride-2 convs
-    architecture: str = "controlnet"  # "controlnet" (paper), "lite" (Fig. 8c) or "direct" (no trainable copy)
+    architecture: str = "controlnet"  # "controlnet" (the paper's), or a variant of the copy (architectures())
     zero_conv_init: str = "zero"  # "zero" (paper) or "gaussian" (Fig. 8b ablation)
     only_mid_control: bool = False  # True: only the middle residual reaches the locked UNet (original repo flag)
     global_pool_conditions: bool = False  # True: every residual averaged over space (ControlNet 1.1 shuffle)
@@ -152,7 +154,7 @@ class ControlNet(nn.Module):
         c0 = config.unet["block_out_channels"][0]
         self.controlnet_cond_embedding = ConditionEncoder(
             c0, config.conditioning_channels, config.conditioning_embedding_out_channels,
-            zero_init=self._hint_out_init(),
+            out_init=self._hint_out_init(),
         )
         source = unet if unet is not None else self._random_unet()
         # F(·; Θ_c): the trainable copy starts as an exact copy of the locked encoder.

@@ -35,6 +35,8 @@ import torch
 from .tinysd import encode_prompts
 from .training_utils import atomic_write, hide_bar, posterior_draw
 
+__all__ = ["FILES", "STORES", "model_fingerprint", "default_folder", "LatentCache"]
+
 FILES = ("meta.json", "latents.npy", "logvar.npy", "text.npy", "prompt_ids.npy")
 STORES = "VAE posterior mean and log-variance, x scaling_factor"  # what a cache of this zc holds (meta.json)
 

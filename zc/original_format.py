@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+__all__ = ["PREFIX", "RESNET", "block_map", "original_to_zc", "zc_to_original", "read_checkpoint",
+    "load_original"]
+
 PREFIX = "control_model."
 RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
           "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}

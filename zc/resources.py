@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["PACKAGE", "WEIGHTS", "RESULTS", "stored_result"]
+
 PACKAGE = Path(__file__).parent
 WEIGHTS = PACKAGE / "weights"
 _CHECKOUT_RESULTS = PACKAGE.parent / "benchmarks" / "results"

@@ -40,6 +40,7 @@ from typing import Sequence
 import torch
 
 from . import designs
+from .sd import image_size
 
 __all__ = ["sample", "Run", "Step", "as_controls", "check_condition", "cfg_rw_weights"]
 
@@ -170,7 +171,7 @@ def prepare(pipe, controls: list[tuple], prompts: list[str], guidance_scale: flo
     do_cfg = guidance_scale > 1.0
     prompt_embeds, negative_embeds = pipe.encode_prompt(prompts, device, 1, do_cfg, [negative_prompt] * batch)
     text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
-    run = Run(pipe.unet, batch, pipe.unet.config.sample_size * pipe.vae_scale_factor, pipe.vae_scale_factor,
+    run = Run(pipe.unet, batch, image_size(pipe), pipe.vae_scale_factor,
               device, dtype, do_cfg, text, scheduler or pipe.scheduler, conditioning_scale, guess_mode, cfg_rw)
     groups: dict = {}  # design -> its controls, in the order given
     for m, c, s in controls:

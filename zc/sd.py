@@ -18,6 +18,10 @@ import torch
 
 from .resources import WEIGHTS
 
+__all__ = ["TINYSD", "SHIPPED", "FILL50K_CONTROLNET", "sd_location", "looks_like_hub_id", "image_size",
+    "check_device", "precision", "BIG_ON_CPU", "inference_dtype", "load_sd", "SD15_UNET", "SD15_VAE",
+    "SD15_TEXT", "build_sd15_standin"]
+
 TINYSD = WEIGHTS / "tinysd"
 SHIPPED = {  # names that load a folder shipped with zc
     "tinysd": TINYSD,  # pretrained on the shapes world by scripts/train_tinysd.sh
@@ -35,6 +39,12 @@ def sd_location(name_or_path: str | os.PathLike | None = None) -> str:
 def looks_like_hub_id(name: str) -> bool:
     """'owner/name' with no path prefix: something to fetch from the hub rather than a local path."""
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def image_size(pipe) -> int:
+    """The side in pixels of what this SD generates, and of every spatial condition it is given: the
+    UNet's latent side times the VAE's downsampling factor (TinySD 16 x 4 = 64, SD 1.5 64 x 8 = 512)."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
 def check_device(device: str | torch.device) -> None:

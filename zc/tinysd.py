@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .sd import image_size
 from .training_utils import (
     has_checkpoint,
     load_checkpoint,
@@ -37,6 +38,10 @@ from .training_utils import (
     step_generator,
 )
 from .world import metrics, shapes
+
+__all__ = ["MAX_TOKENS", "TinySDConfig", "vocabulary", "build_tokenizer", "build_models",
+    "training_scheduler", "encode_prompts", "training_batch", "train", "latent_scale", "export",
+    "evaluate", "main"]
 
 MAX_TOKENS = 16  # longest caption: "light golden rod yellow triangle with medium spring green background" = 12 words
 
@@ -318,7 +323,7 @@ def export(vae, text_encoder, tokenizer, unet, prediction_type: str, folder: Pat
 def evaluate(pipe, n: int = 64, steps: int = 25, guidance_scale: float = 5.0, seed: int = 0,
              spread_samples: int = 16) -> dict:
     """The TinySD quality bar: VAE PSNR, colour accuracy on held-out prompts, position spread."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     device = pipe.device
     g = torch.Generator().manual_seed(10_000 + seed)
     scenes = shapes.sample_scenes(n, g, split="test")

@@ -45,6 +45,9 @@ from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: i
 from .world import conditions
 from .world.fill50k import Fill50k
 
+__all__ = ["TrainConfig", "TrainResult", "build", "drop_conditions", "Batch", "Denoised", "objective", "read_batch",
+    "evaluate", "condition_share", "train", "evaluates_at", "format_history", "main"]
+
 
 @dataclass
 class TrainConfig:
@@ -72,11 +75,8 @@ class TrainConfig:
     decoder_lr: float = 2e-6  # its learning rate when unlocked
     only_mid_control: bool = False  # only the middle residual reaches the UNet
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
-    architecture: str = "controlnet"  # "controlnet"; ablations: "lite", "direct", "concat" (whole UNet fine-tuned);
-    # "ip-adapter": a global condition as extra cross-attention tokens (ip_adapter.py), the UNet locked;
-    # "t2i-adapter": a conv pyramid run once, added inside the down blocks (t2i_adapter.py), the UNet locked;
-    # "controlnext": a small branch added after the first down block, cross-normalised (controlnext.py);
-    # "controlnet-xs": a narrow control beside every encoder block, both ways (controlnet_xs.py)
+    architecture: str = "controlnet"  # which design trains: one of zc.designs' architectures (the paper's
+    # "controlnet", chapter 9's variants, the successors): python -c "import zc; print(zc.designs.table())"
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)

@@ -18,7 +18,7 @@ import torch
 
 from . import designs
 from .latent_cache import LatentCache, default_folder
-from .sd import check_device, load_sd
+from .sd import check_device, image_size, load_sd
 from .training_utils import (
     BatchReader,
     StepBatches,
@@ -125,7 +125,7 @@ def _locked_sd(cfg, pipe, device, dtype):
 def _data(cfg, pipe, accelerator, dtype):
     """(training pairs, held-out pairs, the latent cache or None). The main process encodes the cache;
     the others then open the finished one."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()] or None
     data = (Fill50k.load(cfg.data) if cfg.data else
             Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed, condition=cfg.condition, kinds=kinds))

@@ -11,6 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+__all__ = ["pick_device", "bars_off", "hide_bar", "step_generator", "atomic_write", "save_checkpoint",
+    "load_checkpoint", "has_checkpoint", "prediction_target", "posterior_draw", "StepBatches",
+    "whole_batches", "BatchReader", "RESUMABLE_FIELDS_MAY_CHANGE", "check_resumable", "load_snapshots",
+    "save_grid", "trackers"]
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":

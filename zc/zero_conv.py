@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+__all__ = ["ZeroConv", "is_zero", "randomize_"]
+
 
 class ZeroConv(nn.Conv2d):
     """`nn.Conv2d` (1x1 by default) whose parameters start at zero.

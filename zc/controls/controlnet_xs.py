@@ -40,6 +40,8 @@ from ..condition_encoder import ConditionEncoder, default_channels
 from ..controlled_unet import HookedConditioned, HookedEntry
 from ..zero_conv import ZeroConv
 
+__all__ = ["ControlNetXS"]
+
 
 def _narrow(width: int, ratio: float, groups: int) -> int:
     """`ratio` of a base width, rounded up to a multiple of the norm groups (at least one group)."""

@@ -32,6 +32,8 @@ from .. import designs
 from ..condition_encoder import ConditionEncoder, default_channels
 from ..controlled_unet import HookedConditioned, HookedEntry
 
+__all__ = ["cross_normalise", "ControlNeXt"]
+
 
 def cross_normalise(control: torch.Tensor, main: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """`control` standardised per sample, then given `main`'s per-sample mean and std (over C, H, W)."""
@@ -52,7 +54,7 @@ class ControlNeXt(ModelMixin, ConfigMixin):
         super().__init__()
         # E with a Gaussian-initialised last conv: a zero one has no spread to normalise
         self.controlnet_cond_embedding = ConditionEncoder(channels, conditioning_channels, tuple(encoder_channels),
-                                                          zero_init="gaussian")
+                                                          out_init="gaussian")
         self.resnet = ResnetBlock2D(in_channels=channels, out_channels=channels, temb_channels=temb_channels,
                                     groups=min(32, channels))
         # the first down block's downsampler, as a plain stride-2 conv (diffusers' Downsample2D)

@@ -41,6 +41,10 @@ from ..controlled_unet import ControlledUNet, refuse_residual_weights
 from ..sample import check_condition, condition_name
 from ..training_run import Callback, register_extra
 
+__all__ = ["NUM_TOKENS", "WEIGHT_NAME", "features", "cross_attention_names", "cross_attentions",
+    "IPAdapter", "IPAdapterEntry", "IPAdapterConditioned", "WithGlobal", "global_conditions",
+    "AttachedAdapter"]
+
 NUM_TOKENS = 4  # tokens per condition: diffusers' loader fixes 4 for this ("proj.weight") layout
 WEIGHT_NAME = "ip-adapter.safetensors"  # what pipe.load_ip_adapter(folder, subfolder="", weight_name=...) reads
 

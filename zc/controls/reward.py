@@ -29,6 +29,9 @@ from ..resources import WEIGHTS
 from ..training_run import Callback, register_extra
 from ..world import shapes
 
+__all__ = ["ShapeSegmenter", "train_segmenter", "agreement", "predicted_x0", "reward_loss", "SHIPPED",
+    "load_segmenter", "condition_masks", "RewardLoss"]
+
 
 class ShapeSegmenter(ModelMixin, ConfigMixin):
     """Image (B, 3, H, W) in [0, 1] -> logits (B, H, W) that each pixel belongs to the shape."""

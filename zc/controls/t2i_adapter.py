@@ -27,6 +27,9 @@ from .. import designs
 from ..controlled_unet import HookedConditioned, refuse_residual_weights
 from ..sample import check_condition, condition_name
 
+__all__ = ["intrablock_shapes", "feature_shapes", "check_unet", "for_pipeline", "features", "AdapterEntry",
+    "AdapterConditioned"]
+
 
 def intrablock_shapes(unet, latent: int) -> list[tuple[int, int]]:
     """(channels, side) of what each down block of `unet` adds an adapter feature to, for a latent of

@@ -24,6 +24,8 @@ from ..controlled_unet import ControlNetEntry, build_for_training, wrap_for_trai
 from ..controlnet import ControlNet, ControlNetConfig
 from ..sample import check_condition
 
+__all__ = ["encoder_steps", "ControlNetLite", "ControlNetDirect", "ConcatConditioned", "ConcatEntry"]
+
 
 def encoder_steps(config: ControlNetConfig) -> list[tuple[int, int, int]]:
     """(in_channels, out_channels, stride) of each skip feature after the first, in UNet order."""

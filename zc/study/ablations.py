@@ -35,7 +35,7 @@ import torch
 
 from .. import designs
 from ..sample import sample
-from ..sd import load_sd, precision
+from ..sd import image_size, load_sd, precision
 from ..train import TrainConfig, train
 from ..training_utils import hide_bar, pick_device
 from ..world import conditions, metrics, shapes
@@ -48,6 +48,10 @@ from .stats import (
     t_interval,
 )
 from .sweep_report import format_table, plot_curves, plot_settings
+
+__all__ = ["PROMPTS", "CONFLICT", "prompt_setting", "shading_score", "Run", "PRESETS", "runs_for",
+    "measure", "forgetting", "run_all", "references", "GUIDANCE", "guidance_table", "conflicting_scenes",
+    "conflict_geometry", "transfer_table", "main"]
 
 PROMPTS = SETTINGS  # the prompt settings of every measurement (zc.study.stats)
 CONFLICT = {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle"}
@@ -148,7 +152,7 @@ def forgetting(pipe, model=None, n: int = 32, seed: int = 0, steps: int = 20) ->
     colours. A ControlNet leaves the locked SD as it was; a fine-tuned UNet may forget."""
     from ..controls.variants import ConcatConditioned
 
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test = Fill50k.generate(n, size=size, seed=4242, split="test", kinds=shapes.KINDS)
     concat = isinstance(model, ConcatConditioned)
     cond = torch.zeros(n, 3, size, size) if concat else None
@@ -201,7 +205,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     n_test = n_test or PRESETS.get(preset, (None, 16))[1]
     on = pick_device(device)  # where train() runs
     pipe = load_sd(sd, device=on)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
               "final_loss", *PROMPTS, "base_kind_accuracy", "base_colour_accuracy", "machine"]
@@ -246,7 +250,7 @@ def references(condition: str, seeds=(0, 1, 2), n_test: int = 32, sd: str | None
     baseline), and the training renders themselves scored by the same measure (the ceiling, the
     same under every prompt). Rows in results.csv's form (name, seed, the four settings)."""
     pipe = load_sd(sd)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
     key = conditions.get(condition).score
     ceiling = conditions.measure(shapes.render(test.scenes, size), test.scenes)[key]

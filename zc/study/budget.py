@@ -12,6 +12,9 @@ fp32 a T4 is about eight times slower still.
 """
 from __future__ import annotations
 
+__all__ = ["H100_STEP_S", "H100_STEP_BATCH", "PEAK_FLOPS", "MEASURED", "PEAK_BY_NAME", "peak_flops",
+    "train_seconds", "sample_seconds", "table"]
+
 H100_STEP_S = 0.124  # s per training step, batch 4, bf16, zc ControlNet on SD 1.5 (measured)
 H100_STEP_BATCH = 4
 PEAK_FLOPS = {  # dense fp16/bf16 tensor-core peak, vendor datasheets (T4 has no bf16: fp16)

@@ -32,6 +32,10 @@ from ..resources import WEIGHTS
 from ..sd import SHIPPED, looks_like_hub_id, sd_location
 from ..world import conditions
 
+__all__ = ["ADE20K", "KIND_CLASSES", "as_is", "to_ade20k", "Public", "SCRIBBLE", "PUBLIC", "NO_PUBLIC",
+    "model_slug", "runs_dir", "run_folder", "is_tinysd", "shipped_folder", "Found", "find", "public_fits",
+    "missing_message", "available", "standin_hub_cache"]
+
 # --- the original authors' SD 1.5 ControlNets, one table ---------------------------------------------
 # The toy conditions are drawn in [0, 1] as conditions.py says; each checkpoint reads the images of its
 # model card (checked against the cards of lllyasviel/sd-controlnet-* and control_v11*_sd15_*).

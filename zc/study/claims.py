@@ -30,8 +30,14 @@ from .stats import (  # noqa: F401
     interval_verdict,
     non_inferiority_verdict,
     paired_difference,
+    read_table,
     t_interval,
 )
+
+__all__ = ["PREREGISTERED_SEEDS", "suddenness", "convergence", "COMPARABLE", "NOT_WORSE", "ARCHITECTURE",
+    "LOCKED_COPY", "SMALL_DATA", "EFFICIENCY", "NOT_TESTED", "DATA_SIZE", "MID_SPEEDUP",
+    "mid_control_speed", "paper_claims", "guidance_claim", "format_claims", "XS_SPEEDUP",
+    "SUCCESSOR_COMPARABLE", "SUCCESSOR_FASTER", "successor_claims"]
 
 PREREGISTERED_SEEDS = 3  # the sweep's seeds per design, fixed before it ran: verdicts use seeds 0-2 only;
 # seeds added later to a comparison (to settle it) are reported beside its verdict, never used by it
@@ -165,11 +171,8 @@ def mid_control_speed(ablation_rows: list[dict], results: Path = RESULTS) -> dic
                      f"({len(ratio)} seeds, runs hours apart)")
     bench = results / "cpu" / "train_step_tinysd.txt"
     if bench.is_file():
-        ms = {}
-        for line in bench.read_text().splitlines():
-            for method in ("zc ControlNet, only_mid_control", "zc ControlNet"):
-                if f" {method} " in line and method not in ms:
-                    ms[method] = float(line.split(method)[1].split()[1])  # trainable, step ms, ...
+        ms = {r["method"]: r["step ms"] for r in read_table(bench)
+              if r["method"] in ("zc ControlNet, only_mid_control", "zc ControlNet")}
         if len(ms) == 2:
             speedup = ms["zc ControlNet"] / ms["zc ControlNet, only_mid_control"]
             verdict = "reproduced" if speedup >= 1.5 else "partly" if speedup >= 1.05 else "not reproduced"
@@ -246,9 +249,8 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
     bench = results / "h100" / "bench_sd15_fp32.txt"
     claim = "training costs +23% memory, +34% time vs fine-tuning SD (A100)"
     if bench.is_file():
-        # columns: ... step ms, x plain, x diffusers, train MB, x plain, peak MB, x plain
-        cols = [line for line in bench.read_text().splitlines() if "zc ControlNet" in line][0].split()
-        time_ratio, mem_ratio = float(cols[-6]), float(cols[-1])
+        zc_row = next(r for r in read_table(bench) if r["method"] == "zc ControlNet")
+        time_ratio, mem_ratio = zc_row["x plain (step ms)"], zc_row["x plain (peak MB)"]
         rows.append(_row(claim, f"H100, SD 1.5 shape, fp32, batch 4: x{mem_ratio:.2f} peak memory, x{time_ratio:.2f} time",
                          "memory reproduced, time not (no slower here)" if abs(mem_ratio - 1.23) < 0.05 and time_ratio < 1.1
                          else "reproduced" if abs(mem_ratio - 1.23) < 0.05 and abs(time_ratio - 1.34) < 0.1 else "not reproduced"))

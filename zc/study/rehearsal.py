@@ -19,6 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..sd import image_size
+
+__all__ = ["STAGES", "peak_gb", "stage", "run", "format_rows"]
+
 STAGES = ("load", "train", "sample")
 
 
@@ -47,7 +51,7 @@ def stage(name: str, sd: str, device: str = "cpu", pairs: int = 8, train_steps: 
         cn = ControlNet.for_pipeline(pipe)
         count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
         out.update(unet_m=round(count(pipe.unet)), controlnet_m=round(count(cn)), vae_factor=pipe.vae_scale_factor,
-                   size=pipe.unet.config.sample_size * pipe.vae_scale_factor, residuals=cn.num_residuals)
+                   size=image_size(pipe), residuals=cn.num_residuals)
     elif name == "train":
         with tempfile.TemporaryDirectory() as run:
             cfg = zt.TrainConfig.preset("sd15", sd=sd, n_train=pairs, steps=train_steps, batch=batch,
@@ -59,7 +63,7 @@ def stage(name: str, sd: str, device: str = "cpu", pairs: int = 8, train_steps: 
     elif name == "sample":
         pipe = load_sd(sd, device=device)
         cn = ControlNet.for_pipeline(pipe).eval()
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = image_size(pipe)
         test = Fill50k.generate(1, size=size, seed=0, split="test")
         t1 = time.time()
         sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=sample_steps,

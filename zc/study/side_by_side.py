@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import designs
+from ..sd import image_size
 
 __all__ = ["SUCCESSORS", "BASELINES", "WIRING", "composition", "stored_rows", "side_by_side",
            "format_side_by_side", "plot_side_by_side", "draw_wiring"]
@@ -25,7 +26,7 @@ def composition(pipe, modules: dict, test, seed: int = 0, steps: int = 20) -> di
     from ..sample import sample
     from ..world import conditions
 
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     conds = {c: conditions.draw(c, test.scenes, size) for c in modules}
     keys = [conditions.get(c).score for c in modules]
     runs = {f"{c} alone": ([m], [conds[c]]) for c, m in modules.items()}

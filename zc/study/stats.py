@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TIE", "SETTINGS", "read_csv", "t_interval", "summarize", "merge_sweeps", "paired_difference",
+__all__ = ["TIE", "SETTINGS", "read_csv", "read_table", "t_interval", "summarize", "merge_sweeps", "paired_difference",
            "difference_interval", "auc", "auc_rows", "sample_efficiency", "CURVE_MEASURES", "curve_key",
            "interval_verdict", "non_inferiority_verdict"]
 
@@ -84,6 +84,33 @@ def read_csv(path: str | Path) -> list[dict]:
             return v
     with open(path) as f:
         return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def read_table(path: str | Path) -> list[dict]:
+    """Rows of a benchmark's printed table (a header line, a line of dashes or none, then one row per line;
+    columns apart by two or more spaces), each a dict by the header's names, numbers as floats. A name the header
+    repeats ("x plain") is named after the column before it: "x plain (step ms)"."""
+    import re
+
+    lines = Path(path).read_text().splitlines()
+    dash = next((i for i, line in enumerate(lines) if line.strip() and set(line.strip()) == {"-"}), None)
+    head = dash - 1 if dash is not None else next(i for i, line in enumerate(lines) if line.strip())  # no dashes
+    names = re.split(r"\s{2,}", lines[head].strip())
+    keys = [n if names.count(n) == 1 else f"{n} ({names[i - 1]})" for i, n in enumerate(names)]
+    rows = []
+    for line in lines[head + 1 + (dash is not None):]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) != len(keys):
+            break  # the table ends at the first line that is not a row of it
+        rows.append({k: _number(c) for k, c in zip(keys, cells)})
+    return rows
+
+
+def _number(cell: str):
+    try:
+        return float(cell.replace(",", ""))
+    except ValueError:
+        return cell
 
 
 def t_interval(x: list[float], level: float = 0.95) -> tuple[float, float]:

@@ -23,8 +23,11 @@ import numpy as np
 import torch
 
 from ..controlnet import ControlNet
+from ..sd import image_size
 from ..world import conditions
 from . import zoo
+
+__all__ = ["SCALE", "PEN", "condition_from_canvas", "palette_image", "generate", "png", "DrawCondition"]
 
 SCALE = 5  # screen pixels per condition pixel
 PEN = {  # condition -> (pen width in condition pixels, what a click-and-drag draws)
@@ -116,7 +119,7 @@ class DrawCondition:
         from ..sd import load_sd
 
         self.pipe = pipe or load_sd()
-        self.size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        self.size = image_size(self.pipe)
         self.controlnets = controlnets if controlnets is not None else {}
         self.trained_with = {}  # condition -> its ControlNet trained with the palette IP-Adapter (loaded on use)
         names = list(self.controlnets) or zoo.shipped()

@@ -20,8 +20,14 @@ from ..controlnet import ControlNet
 from ..controls.ip_adapter import IPAdapter
 from ..resources import WEIGHTS
 from ..sample import as_controls, sample
+from ..sd import image_size
 from ..world import conditions, metrics, shapes
 from ..world.fill50k import Fill50k
+
+__all__ = ["TEST_SEED", "IP_SCALE", "TUNED", "folder", "shipped", "adapter_folder", "load_adapter", "load",
+    "test_set", "benchmark", "SPATIAL", "one_network_folder", "one_network", "together", "disagreeing",
+    "train_minutes", "with_adapter_folder", "composition", "joint_items", "joint_score", "format_table",
+    "format_composition"]
 
 TEST_SEED = 2024  # held-out scenes of the zoo's tables (training evaluates on seed + 10000)
 IP_SCALE = 0.5  # the palette IP-Adapter's λ beside a ControlNet at control 1 and CFG 5: the best joint on
@@ -77,7 +83,7 @@ def _sample(pipe, cn, prompts, cond, steps, seed=0):
 def benchmark(pipe, name: str, n: int = 64, steps: int = 20, seed: int = 0) -> dict:
     """`name`'s score (and every measure) on n held-out scenes: TinySD alone and with the ControlNet,
     each under an empty and the full prompt, and the ground truth's (the ceiling)."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test, cn = test_set(name, n, size), load(name, pipe.device)
     key = conditions.get(name).score
     row = {"condition": name, "score": key, "about": conditions.get(name).about, "n": n, "measures": {}}
@@ -125,7 +131,7 @@ def together(pipe, given: list[list[str]], network: ControlNet | None = None, st
     if network is not None and network.config.conditioning_channels != 3 * len(names):
         raise ValueError(f"the network reads {network.config.conditioning_channels} channels, the stack {stack!r} "
                          f"{3 * len(names)}: pass the stack it was trained on")
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test = test_set(stack, n, size)
     full = test.conditions()  # (n, 3k, H, W): member i in channels 3i..3i+2
     prompts = [""] * n if prompt == "empty" else test.prompts
@@ -161,7 +167,7 @@ def disagreeing(pipe, first: str = "keypoints", second: str = "scribble", networ
     (residuals summed); "stack": one network for the stack first+second, or for `stack` (e.g. SPATIAL:
     the two in their slots, the other members zeroed). Rows {design, iou_first,
     iou_second}: the drawn shape's IoU with each condition's shape (empty prompt); and the images."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test = test_set(first, n, size)
     a = test.scenes
     b = shapes.Scenes(a.kind, a.fill, a.bg, torch.stack([1 - a.center[:, 0], a.center[:, 1]], 1), a.radius, a.seed)
@@ -221,7 +227,7 @@ def composition(pipe, n: int = 32, steps: int = 20, seed: int = 0, where: str = 
     folders; default the shipped with_adapter_folder, if any), a row with the adapter at scale 1 as in
     its training and one at TUNED["trained with"]'s settings (", tuned"; the row has "settings").
     per_item: each row also gets "per_item" {measure: one value per scene, "joint": hit x colour}."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     test = test_set(where, n, size)
     c_where, c_col = test.conditions(), conditions.draw(colours, test.scenes, size)
     a, b = load(where, pipe.device), load(colours, pipe.device)

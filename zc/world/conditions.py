@@ -33,6 +33,11 @@ import torch
 
 from . import metrics, shapes
 
+__all__ = ["OUTLINE_WIDTH", "KIND_COLOURS", "KEYPOINT_COLOURS", "KEYPOINT_TOLERANCE", "Condition",
+    "CONDITIONS", "register", "get", "members", "draw", "outline", "silhouette", "lowres", "scribble",
+    "keypoints", "palette", "palette_image", "keypoint_positions", "ROBUST_ABOVE", "robust_for",
+    "shape_regions", "measure", "SCORES", "NAMES", "name", "AREA", "kind_of"]
+
 OUTLINE_WIDTH = 2.0  # pixels at 64 px, scaled with the image size (fill50k's ring)
 KIND_COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])  # per shapes.KINDS
 KEYPOINT_COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # centre red, top green

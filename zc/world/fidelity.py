@@ -18,6 +18,9 @@ from . import metrics, shapes
 from .conditions import measure, shape_regions
 from .fill50k import Fill50k, disc_masks
 
+__all__ = ["prompt_colours", "condition_fidelity", "convergence_step", "plot_history", "PERTURBATIONS",
+    "perturbation", "lighting", "texture", "noise", "jpeg"]
+
 
 def prompt_colours(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(fill, background) RGB of prompts "<fill> <shape> with <background> background"."""

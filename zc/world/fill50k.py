@@ -33,6 +33,8 @@ from ..training_utils import atomic_write, hide_bar
 from . import conditions, shapes
 from .conditions import OUTLINE_WIDTH  # noqa: F401  (fill50k's ring width, kept importable from here)
 
+__all__ = ["MATERIALISE_LIMIT", "Fill50k", "disc_masks"]
+
 MATERIALISE_LIMIT = 4096  # .sources / .targets stack every pair: only for evaluation-sized sets
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+__all__ = ["NEAR", "psnr", "shape_masks", "colour_accuracy", "centroids", "iou"]
+
 NEAR = 0.15  # a pixel is "near" a colour when its RGB distance ([0, 1] scale) is below this
 
 

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["KINDS", "colours", "colour_names", "colour_table", "colour_index", "MIN_CONTRAST",
+    "HELD_OUT_EVERY", "held_out_pair", "Scenes", "sample_scenes", "POLYGONS", "TOP", "border_points",
+    "coverage", "STYLES", "SHADE", "render"]
+
 KINDS = ("circle", "square", "triangle", "diamond")
 
 # Pieces the CSS names are made of (every CSS name is a concatenation of these).
