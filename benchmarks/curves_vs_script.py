@@ -27,26 +27,11 @@ TRAINERS = ("diffusers train_controlnet.py", "zc.train")
 BOUNDS = ("no control (TinySD alone)", "ceiling (training renders)")
 
 
-def welch(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean(a) - mean(b), half-width of Welch's two-sided t-interval)."""
-    from scipy import stats
-
-    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-    if min(len(a), len(b)) < 2:
-        return (a.mean() - b.mean()).item(), float("inf")
-    va, vb = a.var().item() / len(a), b.var().item() / len(b)
-    se = (va + vb) ** 0.5
-    if se == 0:
-        return (a.mean() - b.mean()).item(), 0.0
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return (a.mean() - b.mean()).item(), float(stats.t.ppf(0.5 + level / 2, dof) * se)
-
-
 def main(argv=None):
     import zc
     from zc import train as zt
     from zc.sample import sample
-    from zc.study.stats import t_interval
+    from zc.study.stats import t_interval, welch_difference
     from zc.world import conditions
     from zc.world.fill50k import Fill50k
 
@@ -134,7 +119,8 @@ def main(argv=None):
             v = {t: [r["value"] for r in rows if (r["condition"], r["trainer"], r["step"]) == (cond, t, s)
                      and r["seed"] in args.seeds] for t in TRAINERS}
             (ms, hs), (mz, hz) = t_interval(v[TRAINERS[0]]), t_interval(v[TRAINERS[1]])
-            d, hd = welch(v[TRAINERS[1]], v[TRAINERS[0]])
+            w = welch_difference(v[TRAINERS[1]], v[TRAINERS[0]])
+            d, hd = w["mean"], w["high"] - w["mean"]
             lines.append(f"{s:5d} {ms:8.3f} ±{hs:4.2f} {mz:8.3f} ±{hz:4.2f} {d:+9.3f} [{d - hd:+.3f}, {d + hd:+.3f}]")
         lines.append("")
     _results.write(args.out, lines, rows)

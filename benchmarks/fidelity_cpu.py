@@ -61,7 +61,7 @@ def main(argv=None):
     test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
     cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
     rows = {}
-    for name, cn in [("TinySD alone (no ControlNet)", None), ("TinySD + ControlNet", result.controlnet.eval())]:
+    for name, cn in [("TinySD alone (no ControlNet)", None), ("TinySD + ControlNet", result.module.eval())]:
         images = sample(pipe, cn, test.prompts, cond if cn is not None else None, num_inference_steps=25,
                         guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
         rows[name] = condition_fidelity(images, test)

@@ -71,7 +71,7 @@ def main(argv=None):
                                  seed=seed, n_train=args.pairs, eval_every=0, lr=2e-5,
                                  out=f"{args.work}/{name.replace(' ', '_')}_seed{seed}")
             r = zt.train(cfg, pipe=zc.load_sd())
-            rows.append({"run": name, "seed": seed, **measure(pipe, r.controlnet.eval(), test, seg)})
+            rows.append({"run": name, "seed": seed, **measure(pipe, r.module.eval(), test, seg)})
     keys = ["shape_iou_full", "shape_iou_none", "agreement_full", "agreement_none", "fill_accuracy"]
     lines = [f"$ python benchmarks/reward_finetune.py {' '.join(argv or sys.argv[1:])}".rstrip(),
              f"{_results.machine()}; TinySD, from {args.init}, {args.steps} steps at lr 2e-5, batch 16, "

@@ -146,13 +146,13 @@ def test_baselines_for_the_locked_copy(tmp_path):
     base = ablations.forgetting(fresh, n=4, steps=4)
     kw = dict(steps=2, batch=2, n_train=8, eval_every=2, eval_n=2, eval_steps=2, device="cpu")
     r = zt.train(zt.TrainConfig(out=str(tmp_path / "concat"), architecture="concat", **kw), pipe=fresh)
-    assert isinstance(r.controlnet, ConcatConditioned) and (tmp_path / "concat" / "controlnet" / "unet").is_dir()
+    assert isinstance(r.module, ConcatConditioned) and (tmp_path / "concat" / "controlnet" / "unet").is_dir()
     assert not torch.equal(fresh.unet.state_dict()["up_blocks.0.resnets.0.conv1.weight"],
                            zc.load_sd().unet.state_dict()["up_blocks.0.resnets.0.conv1.weight"])  # the UNet trained
-    after = ablations.forgetting(fresh, r.controlnet, n=4, steps=4)
+    after = ablations.forgetting(fresh, r.module, n=4, steps=4)
     assert set(after) == {"base_kind_accuracy", "base_colour_accuracy"} and all(0 <= v <= 1 for v in after.values())
     locked = zt.train(zt.TrainConfig(out=str(tmp_path / "cn"), **kw), pipe=zc.load_sd())
-    assert ablations.forgetting(zc.load_sd(), locked.controlnet, n=4, steps=4) == base  # the locked SD forgot nothing
+    assert ablations.forgetting(zc.load_sd(), locked.module, n=4, steps=4) == base  # the locked SD forgot nothing
 
 
 def test_sample_efficiency_from_curves():

@@ -121,7 +121,7 @@ CFG = dict(steps=6, batch=2, n_train=16, eval_every=3, eval_n=2, eval_steps=2, c
 
 
 def _weights(r):
-    return {k: v.clone() for k, v in r.controlnet.state_dict().items()}
+    return {k: v.clone() for k, v in r.module.state_dict().items()}
 
 
 def test_an_interrupted_kernel_keeps_its_steps_and_resumes_exactly(tmp_path, monkeypatch):
@@ -237,3 +237,19 @@ def test_importing_zc_prints_no_library_notices():
                        env={**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
     assert r.returncode == 0, r.stderr
     assert "torchvision" not in r.stderr, r.stderr
+
+
+def test_a_run_with_gradient_accumulation_resumes_to_the_uninterrupted_weights(tmp_path):
+    """diffusers #3467 (book/troubleshooting.md): with accumulation a resume must land on the optimiser step it
+    stopped at and read the same micro-batches as a run that never stopped; "auto" precision is "no" on a CPU."""
+    pipe = zc.load_sd()
+    cfg = {**CFG, "grad_accum": 2, "eval_every": 0, "mixed_precision": "auto"}
+    straight = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)
+    c = zt.TrainConfig(out=str(tmp_path / "b"), **cfg)
+    assert zt.train(c, stop_after=3, pipe=pipe) is None
+    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 3
+    resumed = zt.train(c, pipe=pipe)
+    assert resumed.start_step == 3 and [h["step"] for h in resumed.history] == list(range(cfg["steps"]))
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(p.dtype == torch.float32 for p in resumed.module.parameters())

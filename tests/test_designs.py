@@ -58,11 +58,11 @@ def test_zc_train_trains_the_module_alone_and_saves_what_its_class_loads(name, t
     torch.manual_seed(cfg.seed)  # as zc.train seeds before it builds
     fresh = zt.build(cfg, zc.load_sd())[0].state_dict()  # the run's own init
     r = zt.train(cfg, pipe=pipe)
-    assert designs.of(r.controlnet) == d and r.folder.name == d.architecture
-    assert any(not torch.equal(v, fresh[k]) for k, v in r.controlnet.state_dict().items())  # trained
+    assert designs.of(r.module) == d and r.folder.name == d.architecture
+    assert any(not torch.equal(v, fresh[k]) for k, v in r.module.state_dict().items())  # trained
     assert all(torch.equal(v, unet_before[k]) for k, v in pipe.unet.state_dict().items())  # the UNet is locked
-    loaded = type(r.controlnet).from_pretrained(r.folder)
-    assert all(torch.equal(v, r.controlnet.state_dict()[k]) for k, v in loaded.state_dict().items())
+    loaded = type(r.module).from_pretrained(r.folder)
+    assert all(torch.equal(v, r.module.state_dict()[k]) for k, v in loaded.state_dict().items())
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history if "loss" in h)
     assert any("shape_iou" in h for h in r.history)
 

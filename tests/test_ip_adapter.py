@@ -126,10 +126,10 @@ def test_training_an_ip_adapter_with_condition_dropout_resumes_exactly(pipe, tmp
     c = zt.TrainConfig(out=str(tmp_path / "b"), **cfg)
     assert zt.train(c, stop_after=3, pipe=pipe) is None
     resumed = zt.train(c, pipe=pipe)
-    a, b = straight.controlnet.state_dict(), resumed.controlnet.state_dict()
+    a, b = straight.module.state_dict(), resumed.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.folder.name == "ip-adapter" and (resumed.folder / "ip-adapter.safetensors").is_file()
-    assert all(p.to_v_ip[0].weight.abs().sum() > 0 for p in resumed.controlnet.processors)  # it trained
+    assert all(p.to_v_ip[0].weight.abs().sum() > 0 for p in resumed.module.processors)  # it trained
     assert "colour_accuracy" in [k for h in resumed.history for k in h]
     assert pipe.unet.encoder_hid_proj is None  # the shared pipeline is left as it was
 
@@ -181,9 +181,9 @@ def test_training_a_controlnet_beside_a_locked_adapter(pipe, tmp_path):
                device="cpu", condition="keypoints", ip_adapter=str(tmp_path / "ipa"), condition_dropout=0.1,
                eval_prompts="empty")
     r = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)
-    assert r.folder.name == "controlnet" and isinstance(r.controlnet, zc.ControlNet)
-    assert r.controlnet.config.conditioning_channels == 3  # the keypoints only; the palette went to the adapter
-    assert any(p.abs().sum() > 0 for p in r.controlnet.controlnet_mid_block.parameters())  # it trained
+    assert r.folder.name == "controlnet" and isinstance(r.module, zc.ControlNet)
+    assert r.module.config.conditioning_channels == 3  # the keypoints only; the palette went to the adapter
+    assert any(p.abs().sum() > 0 for p in r.module.controlnet_mid_block.parameters())  # it trained
     again = IPAdapter.from_pretrained(tmp_path / "ipa").state_dict()
     assert all(torch.equal(v, again[k]) for k, v in adapter.state_dict().items())
     last = [h for h in r.history if "colour_accuracy" in h][-1]

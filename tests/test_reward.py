@@ -58,7 +58,7 @@ def test_zc_train_fine_tunes_a_trained_controlnet_with_the_reward(tmp_path):
                                 eval_every=0, device="cpu", out=str(tmp_path))
     r = zt.train(cfg, pipe=pipe)
     start = zc.ControlNet.from_pretrained(shipped).state_dict()
-    assert any(not torch.equal(v, start[k]) for k, v in r.controlnet.state_dict().items())
+    assert any(not torch.equal(v, start[k]) for k, v in r.module.state_dict().items())
     plain = zt.train(zt.TrainConfig.preset("tiny", init=str(shipped), steps=2, eval_every=0, device="cpu",
                                            out=str(tmp_path / "plain")), pipe=zc.load_sd())
     assert r.history[0]["loss"] > plain.history[0]["loss"]  # the reward term adds to the same batch's loss

@@ -1,4 +1,6 @@
 """zc's sampler against diffusers' ControlNet pipeline, and the training loop (resume, NaN)."""
+import warnings
+
 import pytest
 import torch
 from diffusers import (
@@ -138,7 +140,7 @@ def test_bad_condition_values_are_refused(pipe, guidance):
 
 
 def _weights(result):
-    return {k: v.clone() for k, v in result.controlnet.state_dict().items()}
+    return {k: v.clone() for k, v in result.module.state_dict().items()}
 
 
 def test_training_resumes_to_the_same_weights(pipe, tmp_path):
@@ -151,7 +153,7 @@ def test_training_resumes_to_the_same_weights(pipe, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["loss"] for h in straight.history if "loss" in h] == [h["loss"] for h in resumed.history if "loss" in h]
     assert [h["step"] for h in resumed.history if "shape_iou" in h] == [1, 2, 3, 6]  # dense before the first eval_every
-    assert not zc.zero_conv.is_zero(resumed.controlnet.controlnet_mid_block)  # it trained
+    assert not zc.zero_conv.is_zero(resumed.module.controlnet_mid_block)  # it trained
     loaded = zc.ControlNet.from_pretrained(resumed.folder)
     assert all(torch.equal(v, b[k]) for k, v in loaded.state_dict().items())
 
@@ -175,8 +177,8 @@ def test_mixed_precision_checkpointing_and_accumulation_run(pipe, tmp_path):
     cfg = zt.TrainConfig(out=str(tmp_path), steps=2, batch=2, n_train=4, eval_every=2, eval_n=2, eval_steps=2,
                          device="cpu", mixed_precision="bf16", gradient_checkpointing=True, grad_accum=2)
     r = zt.train(cfg, pipe=copy.deepcopy(pipe))
-    assert all(p.dtype == torch.float32 for p in r.controlnet.parameters())  # the ControlNet stays fp32
-    assert all(m.gradient_checkpointing for m in r.controlnet.modules() if hasattr(m, "gradient_checkpointing"))
+    assert all(p.dtype == torch.float32 for p in r.module.parameters())  # the ControlNet stays fp32
+    assert all(m.gradient_checkpointing for m in r.module.modules() if hasattr(m, "gradient_checkpointing"))
     assert len([h for h in r.history if "loss" in h]) == 2 and any("shape_iou" in h for h in r.history)
 
 
@@ -257,3 +259,19 @@ def test_condition_share_is_zero_for_an_untrained_controlnet_and_moves_when_it_a
         randomize_(cn, std=0.05, generator=torch.Generator().manual_seed(0))
     rows = condition_share(pipe, cn, data, timesteps=(100, 900))
     assert all(r["loss"] != r["loss_blank"] for r in rows)
+
+
+def test_non_finite_decoded_images_are_reported_not_clamped_to_black(pipe, monkeypatch):
+    """A half-precision overflow shows as NaN images, which clamp() would turn black silently (diffusers #6666)."""
+    prompts, cond = conditions(1, 3)
+    from types import SimpleNamespace
+
+    decode = pipe.vae.decode
+    monkeypatch.setattr(pipe.vae, "decode", lambda z: SimpleNamespace(sample=decode(z).sample * float("nan")))
+    with pytest.warns(UserWarning, match="NaN or inf"):
+        sample(pipe, None, prompts, None, num_inference_steps=2)
+    monkeypatch.undo()
+    with warnings.catch_warnings(record=True) as seen:  # a finite decode: no such warning
+        warnings.simplefilter("always")
+        sample(pipe, None, prompts, None, num_inference_steps=2)
+    assert not any("NaN or inf" in str(w.message) for w in seen)

@@ -47,7 +47,7 @@ def test_one_network_for_two_conditions_trains_and_loads_in_diffusers(tmp_path):
     r = zt.train(zt.TrainConfig(out=str(tmp_path), steps=3, batch=2, n_train=8, eval_every=3, eval_n=2,
                                 eval_steps=2, device="cpu", condition="outline+keypoints", condition_dropout=0.5),
                  pipe=pipe)
-    assert r.controlnet.config.conditioning_channels == 6
+    assert r.module.config.conditioning_channels == 6
     theirs = ControlNetModel.from_pretrained(r.folder)
     assert theirs.config.conditioning_channels == 6
     assert any("shape_iou" in h for h in r.history)

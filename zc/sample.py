@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -124,6 +125,9 @@ def sample(
             if callback is not None:
                 callback(i + 1, n)
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    if not torch.isfinite(images).all():  # clamp would turn NaN into black images without a word
+        warnings.warn(f"the decoded images contain NaN or inf ({run.dtype}): a half-precision overflow in the "
+                      "UNet or the VAE; sample in bf16 or fp32 (zc.load_sd(..., dtype=torch.float32))", stacklevel=2)
     return (images / 2 + 0.5).clamp(0, 1).float().cpu()  # on the CPU, where every measure and plot works
 
 

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .controlled_unet import ControlledUNet
-from .controlnet import ControlNet
 from .sample import sample
 from .tinysd import encode_prompts
-from .training_run import build, finish, register_extra, setup  # noqa: F401  (build, register_extra: here too)
+from .training_run import build, finish, keep_until_exit, register_extra, setup  # noqa: F401  (build, register_extra: here too)
 from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: importable from here too)
     StepBatches,
     check_resumable,
@@ -86,7 +85,8 @@ class TrainConfig:
     ip_condition: str = "palette"  # the global condition the attached adapter reads, drawn for the same scenes
     reward_weight: float = 0.0  # ControlNet++'s cycle-consistency loss, times this (reward.py); 0: off
     reward_t_max: int = 200  # the reward only where t < this: the one-step estimate of the image is good there
-    mixed_precision: str = "no"  # "no", "fp16" or "bf16": the frozen SD in half precision, ControlNet in fp32
+    mixed_precision: str = "no"  # "no", "fp16", "bf16" (the frozen SD in half precision, what trains in fp32)
+    # or "auto": zc.sd.precision of the device (bf16 from compute capability 8.0, fp16 below, no on a CPU)
     gradient_checkpointing: bool = False  # recompute the copy's activations in backward (saves memory)
     eval_every: int = 250  # steps between fidelity measurements (0: never)
     eval_dense: bool = True  # also 10x more often before the first of them (an early jump); False: only those
@@ -105,7 +105,7 @@ class TrainConfig:
             "tiny": dict(steps=40, batch=4, n_train=64, eval_every=20, eval_n=4, eval_steps=4, checkpoint_every=20),
             # the original tutorial's settings on SD 1.5 (batch 4, lr 1e-5), with diffusers' memory tricks
             "sd15": dict(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", batch=4, lr=1e-5, steps=10000,
-                         mixed_precision="fp16", gradient_checkpointing=True, eval_every=500, eval_n=16,
+                         mixed_precision="auto", gradient_checkpointing=True, eval_every=500, eval_n=16,
                          eval_steps=20, guidance_scale=7.5, checkpoint_every=1000),
         }
         if name not in presets:
@@ -115,9 +115,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    controlnet: ControlNet
+    module: torch.nn.Module  # what trained: a ControlNet, or any design's module (zc.designs)
     history: list[dict]  # {"step", "loss"} rows and {"step", "shape_iou", ...} rows (conditions.measure)
-    folder: Path  # out/controlnet (or out/ip-adapter, out/t2i-adapter), in diffusers format
+    folder: Path  # out/<the design's folder>: out/controlnet, out/t2i-adapter, ...; diffusers' format
     seconds: float  # the whole call: data encoding, training and evaluations
     step_seconds: float = 0.0  # of which the optimiser steps alone (what a speed comparison wants)
     snapshots: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # step -> validation images
@@ -189,18 +189,18 @@ def read_batch(b: dict, cfg: TrainConfig, data, cache, pipe, extras, g: torch.Ge
     return Batch(latents, text, cond, b["sources"])
 
 
-def evaluate(pipe, controlnet, eval_set: Fill50k, cfg: TrainConfig, extras=()) -> tuple[dict, torch.Tensor]:
+def evaluate(pipe, module, eval_set: Fill50k, cfg: TrainConfig, extras=()) -> tuple[dict, torch.Tensor]:
     """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured
     on; any control a callback attaches (an IP-Adapter) sampled beside, reading its own condition."""
-    was_training = controlnet.training
-    controlnet.eval()
+    was_training = module.training
+    module.eval()
     if cfg.eval_prompts not in ("full", "empty"):
         raise ValueError(f"eval_prompts must be 'full' or 'empty', got {cfg.eval_prompts!r}")
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
-    controls = [(controlnet, eval_set.conditions())] + [c for cb in extras for c in cb.eval_controls(eval_set)]
+    controls = [(module, eval_set.conditions())] + [c for cb in extras for c in cb.eval_controls(eval_set)]
     images = sample(pipe, controls, prompts, num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
                     generator=torch.Generator().manual_seed(cfg.seed))
-    controlnet.train(was_training)
+    module.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
 
 
@@ -254,6 +254,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
             if stop_after is not None and step - run.start >= stop_after:
                 run.checkpoints.save(step, history, acc)
                 acc.end_training()
+                keep_until_exit(run)
                 return None
             losses = []
             for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum batches per process
@@ -287,7 +288,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         run.checkpoints.interrupted(completed, run.start, history)
         raise
     folder = finish(run, t0, step_seconds)
-    return TrainResult(run.controlnet, history, folder, time.time() - t0, step_seconds, run.snapshots, run.start)
+    return TrainResult(run.module, history, folder, time.time() - t0, step_seconds, run.snapshots, run.start)
 
 
 def evaluates_at(cfg: TrainConfig, done: int) -> bool:
@@ -301,7 +302,7 @@ def _evaluate_now(run, done: int) -> dict:
     """On the main process: measure, log, keep 8 images and write the validation grid; {} elsewhere."""
     scores = {}
     if run.accelerator.is_main_process:
-        scores, images = evaluate(run.pipe, run.controlnet, run.eval_set, run.cfg, run.extras)
+        scores, images = evaluate(run.pipe, run.module, run.eval_set, run.cfg, run.extras)
         run.history.append({"step": done, **scores})
         run.accelerator.log({f"eval/{k}": v for k, v in scores.items()}, step=done)
         run.snapshots[done] = images[:8]
@@ -351,9 +352,9 @@ def main(argv=None):
             print(f"done in {r.seconds:.0f} s; ControlNet in {r.folder}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under `accelerate launch`, everything is written and the process group is destroyed by now.
-        # Python's own shutdown after that can hang with gloo (here: 1 launch in 112, the main
-        # process printed its last line and never exited, the launcher waiting on it; pytorch/pytorch
-        # #75097, #179291): leave without it.
+        # Tearing down what the run built after that can hang with gloo (the DDP model's reducer:
+        # keep_until_exit), and so can Python's own shutdown (1 launch in 112, the main process
+        # printed its last line and never exited; pytorch/pytorch #75097, #179291): leave without it.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -18,7 +18,7 @@ import torch
 
 from . import designs
 from .latent_cache import LatentCache, default_folder
-from .sd import check_device, image_size, load_sd
+from .sd import check_device, image_size, load_sd, precision
 from .training_utils import (
     BatchReader,
     StepBatches,
@@ -33,7 +33,7 @@ from .training_utils import (
 )
 from .world.fill50k import Fill50k
 
-__all__ = ["Callback", "EXTRAS", "register_extra", "build", "Run", "setup", "finish"]
+__all__ = ["Callback", "EXTRAS", "register_extra", "build", "Run", "setup", "finish", "keep_until_exit"]
 
 
 class Callback:
@@ -89,18 +89,24 @@ def _accelerator(cfg):
     """accelerate for this run (device, mixed precision, accumulation, trackers), after checking the
     device and that out/ holds no run with other settings; writes out/config.json. (accelerator, the
     frozen SD's dtype)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState, GradientState
 
     check_device(cfg.device)  # else accelerate would fall back to the CPU without a word
+    if cfg.mixed_precision not in ("no", "fp16", "bf16", "auto"):
+        raise ValueError(f"mixed_precision must be 'no', 'fp16', 'bf16' or 'auto', got {cfg.mixed_precision!r}")
+    mixed = precision(cfg.device) if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    # only_mid_control leaves the skip zero convs without gradient: several processes (DDP) must expect that
+    ddp = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.only_mid_control else []
     # accelerate keeps one process-wide state; a second run in the same process (a notebook, the
     # ablation runner) may ask for another precision. The distributed PartialState is kept.
     AcceleratorState._reset_state()
     GradientState._reset_state()
     out = Path(cfg.out)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                              cpu=cfg.device == "cpu", log_with=trackers(cfg.report_to), project_dir=str(out))
-    if accelerator.device.type == "cpu" and cfg.mixed_precision == "fp16":
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=cfg.device == "cpu", log_with=trackers(cfg.report_to), project_dir=str(out),
+                              kwargs_handlers=ddp)
+    if accelerator.device.type == "cpu" and mixed == "fp16":
         raise ValueError("mixed_precision='fp16' on a CPU: use 'no' (zc.sd.precision(device) picks one per device)")
     check_resumable(out, cfg)
     accelerator.wait_for_everyone()  # every process has read the old config.json before it is replaced
@@ -110,7 +116,7 @@ def _accelerator(cfg):
     if cfg.report_to:
         accelerator.init_trackers("zc-controlnet", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                            if isinstance(v, (int, float, str, bool))})
-    return accelerator, {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    return accelerator, {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
 
 
 def _locked_sd(cfg, pipe, device, dtype):
@@ -186,14 +192,27 @@ def finish(run: "Run", t0: float, step_seconds: float) -> Path:
     out = Path(cfg.out)
     folder = run.design.folder
     if accelerator.is_main_process:
-        run.controlnet.save_pretrained(out / folder)
+        run.module.save_pretrained(out / folder)
         atomic_write(out / "log.jsonl", lambda p: p.write_text("".join(json.dumps(h) + "\n" for h in history)))
         seconds = {"seconds": round(time.time() - t0, 1), "step_seconds": round(step_seconds, 1),
                    "steps_this_call": cfg.steps - start}  # of this call (a resumed run: since the resume)
         atomic_write(out / "time.json", lambda p: p.write_text(json.dumps(seconds)))
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    keep_until_exit(run)
     return out / folder
+
+
+LAUNCHED: list = []  # the runs of a process launched with several others, kept until it exits
+
+
+def keep_until_exit(run: "Run") -> None:
+    """Under several processes, keep what a run built alive until the process exits: freeing the DDP
+    model once the process group is gone can deadlock in gloo (the main thread joins gloo's worker
+    thread while holding the GIL, and the worker needs the GIL to free a finished barrier's tensors;
+    seen in tests/test_multiprocess.py). `python -m zc.train` then leaves with os._exit."""
+    if run.accelerator.num_processes > 1:
+        LAUNCHED.append(run)
 
 
 @dataclass
@@ -208,7 +227,7 @@ class Run:
     cache: LatentCache | None  # their VAE latents and text features, encoded once (None: encode on the fly)
     scheduler: object  # the training noise schedule (DDPM, from the SD's)
     design: designs.Design
-    controlnet: torch.nn.Module  # what trains (a ControlNet, an adapter, a branch, or the concat model)
+    module: torch.nn.Module  # what trains (a ControlNet, an adapter, a branch, or the concat model)
     model: torch.nn.Module  # what the loss calls: model(z_t, t, c_t, c) -> ε, inside accelerate
     extras: list  # the callbacks (reward, an attached adapter)
     opt: torch.optim.Optimizer
@@ -233,19 +252,19 @@ def setup(cfg, pipe=None) -> Run:
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     torch.manual_seed(cfg.seed)
     design = designs.by_architecture(cfg.architecture)
-    controlnet, model = build(cfg, pipe, eval_set.batch([0], targets=False)["sources"].shape[1], device)
+    module, model = build(cfg, pipe, eval_set.batch([0], targets=False)["sources"].shape[1], device)
     extras = [cb for make in EXTRAS if (cb := make(cfg, pipe, eval_set, device)) is not None]  # reward, attached
     for cb in extras:
         model = cb.wrap(model)
     if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
-        (pipe.unet if design.through_unet else controlnet).enable_gradient_checkpointing()
-    controlnet.train()
+        (pipe.unet if design.through_unet else module).enable_gradient_checkpointing()
+    module.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
-    ckpt = Checkpoints(Path(cfg.out), {"controlnet": controlnet} | ({} if cfg.sd_locked else {"unet": pipe.unet}),
+    ckpt = Checkpoints(Path(cfg.out), {"controlnet": module} | ({} if cfg.sd_locked else {"unet": pipe.unet}),
                        opt, main)
     start, history, snapshots = ckpt.resume()
     model, opt = accelerator.prepare(model, opt)
     rank_seed = cfg.seed + 7919 * accelerator.process_index  # each process draws its own batches
-    return Run(cfg, accelerator, dtype, pipe, data, eval_set, cache, scheduler, design, controlnet, model, extras,
+    return Run(cfg, accelerator, dtype, pipe, data, eval_set, cache, scheduler, design, module, model, extras,
                opt, ckpt, start, history, snapshots, rank_seed, _loader(cfg, data, cache, rank_seed, start))
 

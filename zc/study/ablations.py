@@ -220,13 +220,13 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
-        score = measure(pipe, result.controlnet.eval(), test, seed, steps=sample_steps)  # the pipe it trained with (its decoder, if unlocked)
+        score = measure(pipe, result.module.eval(), test, seed, steps=sample_steps)  # the pipe it trained with (its decoder, if unlocked)
         if cfg.sd_locked and cfg.architecture != "concat":  # the SD is as loaded: what it does alone is per seed
             if seed not in base_alone:
                 base_alone[seed] = forgetting(pipe, n=n_forget, seed=seed, steps=sample_steps)
             score.update(base_alone[seed])
         else:  # the SD itself trained: what does it still do alone?
-            score.update(forgetting(pipe, result.controlnet, n=n_forget, seed=seed, steps=sample_steps))
+            score.update(forgetting(pipe, result.module, n=n_forget, seed=seed, steps=sample_steps))
         losses = [h["loss"] for h in result.history if "loss" in h]
         _append(curves, ["condition", "name", "seed", "step", "score", "shape_iou", "fill_accuracy"],
                 [{"condition": condition, "name": run.name, "seed": seed, "step": h["step"], "score": round(h[key], 4),

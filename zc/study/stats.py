@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 __all__ = ["TIE", "SETTINGS", "read_csv", "read_table", "t_interval", "summarize", "merge_sweeps", "paired_difference",
-           "difference_interval", "auc", "auc_rows", "sample_efficiency", "CURVE_MEASURES", "curve_key",
-           "interval_verdict", "non_inferiority_verdict"]
+           "difference_interval", "welch_difference", "auc", "auc_rows", "sample_efficiency", "CURVE_MEASURES", "curve_key",
+           "interval_state", "non_inferiority_state", "interval_verdict",
+           "non_inferiority_verdict"]
 
 TIE = 0.02  # score differences whose whole 95% interval lies within +-TIE count as no difference
 
@@ -25,24 +26,33 @@ TIE = 0.02  # score differences whose whole 95% interval lies within +-TIE count
 SETTINGS = ("none", "insufficient", "conflicting", "perfect")  # the prompt settings every control is measured in
 
 
+def interval_state(d: dict) -> str:
+    """One setting of a claim that predicts a difference d (paired_difference, welch_difference) > 0:
+    "against" when its whole 95% interval is within +-TIE (no difference, however sure: a gap of
+    0.005 +- 0.004 is no effect) or below 0, "supports" when it is above TIE's band and above 0,
+    "unclear" otherwise (or with one seed)."""
+    if d["seeds"] < 2:
+        return "unclear"
+    if d["high"] < 0 or (d["low"] > -TIE and d["high"] < TIE):
+        return "against"
+    return "supports" if d["low"] > 0 else "unclear"
+
+
+def non_inferiority_state(d: dict) -> str:
+    """One setting of a claim that the reference is *not worse* (the paper's "comparable"), d being
+    the reference minus the other: "supports" when the whole 95% interval lies above -TIE (at most a
+    tie's worth worse), "against" when it lies below -TIE, "unclear" otherwise (or with one seed)."""
+    if d["seeds"] < 2:
+        return "unclear"
+    if d["low"] > -TIE:
+        return "supports"
+    return "against" if d["high"] < -TIE else "unclear"
+
+
 def interval_verdict(diffs: list[dict]) -> str:
-    """Verdict of a claim that predicts each difference (paired_difference) to be > 0:
-    a setting goes against it when its whole 95% interval is within +-TIE (no difference, however
-    sure: a gap of 0.005 +- 0.004 is no effect) or below 0, supports it when the interval is above
-    TIE's band and above 0, and is unclear otherwise (or with one seed).
-    reproduced: every setting supports; partly: some do; not reproduced: every setting goes against;
-    inconclusive: the rest."""
-    state = []
-    for d in diffs:
-        if d["seeds"] < 2:
-            state.append("unclear")
-        elif d["high"] < 0 or (d["low"] > -TIE and d["high"] < TIE):
-            state.append("against")
-        elif d["low"] > 0:
-            state.append("supports")
-        else:
-            state.append("unclear")
-    return _aggregate(state)
+    """A predicted gain's verdict over its settings (interval_state each): reproduced when every one
+    supports it, partly when some do, not reproduced when every one goes against it, else inconclusive."""
+    return _aggregate([interval_state(d) for d in diffs])
 
 
 def _aggregate(state: list[str]) -> str:
@@ -58,21 +68,8 @@ def _aggregate(state: list[str]) -> str:
 
 
 def non_inferiority_verdict(diffs: list[dict]) -> str:
-    """Verdict of a claim that the reference is *not worse* (the paper's "comparable"): a setting
-    supports it when the whole 95% interval of (reference minus the other) lies above -TIE (at most a
-    tie's worth worse), goes against it when the whole interval lies below -TIE, and is unclear
-    otherwise (or with one seed). Aggregated as interval_verdict does (_aggregate)."""
-    state = []
-    for d in diffs:
-        if d["seeds"] < 2:
-            state.append("unclear")
-        elif d["low"] > -TIE:
-            state.append("supports")
-        elif d["high"] < -TIE:
-            state.append("against")
-        else:
-            state.append("unclear")
-    return _aggregate(state)
+    """A claim of no loss over its settings (non_inferiority_state each), aggregated as interval_verdict."""
+    return _aggregate([non_inferiority_state(d) for d in diffs])
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -160,6 +157,22 @@ def paired_difference(rows: list[dict], a: str, b: str, setting: str, condition:
     by = {(r["name"], int(r["seed"])): float(r[setting]) for r in rows if r.get("condition", "outline") == condition}
     seeds = sorted(s for (n, s) in by if n == a and (b, s) in by)
     return difference_interval([by[a, s] - by[b, s] for s in seeds])
+
+
+def welch_difference(a: list[float], b: list[float], level: float = 0.95) -> dict:
+    """mean(a) - mean(b) for two unpaired samples (two trainers' seeds), with Welch's two-sided
+    t-interval: {mean, low, high, seeds} (seeds: the smaller sample), as difference_interval gives."""
+    from scipy import stats
+
+    x, y = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    mean, n = (x.mean() - y.mean()).item(), min(len(x), len(y))
+    if n < 2:
+        return {"mean": mean, "low": -float("inf"), "high": float("inf"), "seeds": n}
+    va, vb = x.var().item() / len(x), y.var().item() / len(y)
+    se = (va + vb) ** 0.5
+    dof = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1)) if se else 1.0
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": n}
 
 
 def difference_interval(diff: list[float]) -> dict:
