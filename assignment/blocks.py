@@ -15,9 +15,12 @@ Check your work (a lecturer runs the same):
     python -m pytest assignment/check.py                       # your blocks.py
     ZC_ASSIGNMENT=path/to/blocks.py python -m pytest assignment/check.py
 
+The check grades each TODO on two SD1.x layouts (TinySD's and SD 1.5's block types), and runs one
+backward pass from the noise prediction: it must reach the condition encoder, the copy and the zero
+convolutions, and not the locked UNet (nothing detached, nothing under torch.no_grad).
+
 Chapters 2 (zero convolutions) and 4 (the ControlNet) of the book cover everything needed. You
-may read zc/ but not import zc.controlnet, zc.zero_conv or zc.controlled_unet here: the check
-fails a blocks.py that does.
+may read zc/ but not import it here: the check fails a blocks.py that imports zc in any form.
 """
 from __future__ import annotations
 

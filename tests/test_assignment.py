@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = ROOT / "assignment" / "solution" / "blocks.py"
 TESTS = ("test_1_zero_conv_starts_at_zero_and_learns", "test_2_trainable_copy_starts_as_the_locked_encoder",
-         "test_3_controlnet_residuals_equal_the_reference", "test_4_inject_adds_the_residuals_to_the_locked_unet")
+         "test_3_controlnet_residuals_equal_the_reference", "test_4_inject_adds_the_residuals_to_the_locked_unet",
+         "test_5_training_reaches_the_condition_and_the_copy_not_the_unet")
 
 
 def load(path, name):
@@ -28,21 +29,26 @@ def check():
 
 @pytest.fixture(scope="module")
 def setup(check):
-    return check.setup.__wrapped__()
+    return {layout: check.make_setup(layout) for layout in check.LAYOUTS}  # the two SD1.x layouts it grades on
 
 
 def outcome(check, setup, blocks) -> dict:
-    """Each test of the check on a blocks module: 'pass' or the exception's type."""
+    """Each test of the check on a blocks module, per layout: {(test, layout): 'pass' or the exception's type}."""
     out = {}
     for name in TESTS:
         fn = getattr(check, name)
-        args = {"blocks": blocks, "setup": setup}
-        try:
-            fn(**{k: args[k] for k in inspect.signature(fn).parameters})
-            out[name] = "pass"
-        except Exception as e:  # noqa: BLE001 - the check's verdict is the exception
-            out[name] = type(e).__name__
+        for layout, one in setup.items():
+            args = {"blocks": blocks, "setup": one}
+            try:
+                fn(**{k: args[k] for k in inspect.signature(fn).parameters})
+                out[name, layout] = "pass"
+            except Exception as e:  # noqa: BLE001 - the check's verdict is the exception
+                out[name, layout] = type(e).__name__
     return out
+
+
+def failed(result: dict, test: str) -> bool:
+    return any(v != "pass" for (name, _), v in result.items() if name == test)
 
 
 def test_reference_solution_passes_every_todo(check, setup):
@@ -67,12 +73,48 @@ def test_typical_mistakes_fail_where_they_belong(check, setup, tmp_path):
         path = tmp_path / f"mistake{i}.py"
         path.write_text(source.replace(old, new))
         result = outcome(check, setup, load(path, f"mistake{i}"))
-        assert result[test] != "pass", (test, result)
+        assert failed(result, test), (test, result)
+
+
+WRONG = {  # solutions that look right and are not, the check they must fail, and the edit that makes each
+    "shares the UNet's down blocks (a new list, the same blocks)": (TESTS[1], (
+        "copy_module.deepcopy(getattr(unet, name))",
+        "(nn.ModuleList(list(unet.down_blocks)) if name == 'down_blocks' else copy_module.deepcopy(getattr(unet, name)))")),
+    "unlocks the UNet": (TESTS[1], ("    out = nn.ModuleDict(parts)\n", "    unet.requires_grad_(True)\n    out = nn.ModuleDict(parts)\n")),
+    "detaches the condition": (TESTS[4], ("sample) + hint  #", "sample) + hint.detach()  #")),
+    "samples the prediction without a graph": (TESTS[4], (
+        "    return unet(sample, timestep,", "    with torch.no_grad():\n        return unet(sample, timestep,")),
+    "decides cross-attention by position (fits TinySD's layout only)": (TESTS[2], (
+        '    for block in copy["down_blocks"]:\n        if getattr(block, "has_cross_attention", False):',
+        '    for i, block in enumerate(copy["down_blocks"]):\n        if i > 0:')),
+}
+
+
+@pytest.mark.parametrize("what", list(WRONG))
+def test_the_check_fails_each_wrong_solution(check, setup, tmp_path, what):
+    test, (old, new) = WRONG[what]
+    source = SOLUTION.read_text()
+    assert old in source, old
+    path = tmp_path / "wrong.py"
+    path.write_text(source.replace(old, new))
+    result = outcome(check, setup, load(path, "wrong_blocks"))
+    assert failed(result, test), (what, result)
+    if "position" in what:  # why two layouts: it passes on TinySD's and fails on SD 1.5's
+        assert result[test, "tinysd"] == "pass" and result[test, "sd15-layout"] != "pass", result
+
+
+def test_imports_of_zc_are_found_in_the_syntax_tree_however_written(check):
+    for line in ("import zc", "import zc.controlnet as cn", "from zc import ControlNet", "from zc.controls import variants",
+                 "import importlib\nm = importlib.import_module('zc.controlnet')", "m = __import__('zc')",
+                 "from importlib import import_module"):
+        assert check.forbidden_imports(line), line
+    assert not check.forbidden_imports(SOLUTION.read_text())
+    assert not check.forbidden_imports("# import zc\ns = 'from zc import ControlNet'")  # a comment, a string
 
 
 def test_the_check_refuses_a_blocks_py_that_imports_zc_controlnet(tmp_path):
     path = tmp_path / "blocks.py"
-    path.write_text("from zc.controlnet import ControlNet\n" + SOLUTION.read_text())
+    path.write_text("import zc\n" + SOLUTION.read_text())  # the whole package, its ControlNet one attribute away
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", str(ROOT / "assignment" / "check.py"), "-k", "test_1"],
                        capture_output=True, text=True, env={**__import__("os").environ, "ZC_ASSIGNMENT": str(path)})
     assert r.returncode != 0 and "must build the blocks itself" in r.stdout
