@@ -298,3 +298,18 @@ def test_claims_the_toy_scale_cannot_test_say_so_with_the_reason():
     near = [r for r in claims.successor_claims(tie, reward=reward(0.89)) if r["claim"].startswith("reward")][0]
     assert near["verdict"] == "not tested at this scale" and "no room" in near["measured"]
     assert verdict(claims.successor_claims(tie, reward=reward(0.5)), "reward fine-tuning") == "not reproduced"
+
+
+def test_intervals_say_when_seeds_tie_and_bars_stay_in_the_measure_range():
+    """Three seeds that differ by exactly the same amount give a t-interval of width 0: printed as
+    'every seed the same', not as a certain [+0.16, +0.16]; error bars of a score stop at 0 and 1."""
+    from zc.study import stats, sweep_report
+
+    d = stats.difference_interval([0.15625, 0.15625, 0.15625])
+    assert "every seed the same" in claims._fmt("none", d) and "[" not in claims._fmt("none", d)
+    assert "[" in claims._fmt("none", stats.difference_interval([0.1, 0.2, 0.15]))
+    below, above = stats.clipped_yerr([0.95, 0.05], [0.2, 0.2])
+    assert (above[0], below[1]) == pytest.approx((0.05, 0.05)) and (below[0], above[1]) == pytest.approx((0.2, 0.2))
+    rows = [{"condition": "outline", "name": "c", "group": "g", "seed": s, "sec_per_step": 0.1,
+             **{p: 1.0 for p in claims.SETTINGS}} for s in range(3)]
+    assert "exact" in sweep_report.format_table(stats.summarize(rows))

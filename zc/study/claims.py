@@ -61,6 +61,8 @@ def _fmt(setting: str, d: dict, rule: str | None = None) -> str:
     from ..world.conditions import name
 
     text = f"{name(setting)} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+    if d["seeds"] > 1 and d["low"] == d["high"]:  # a t-interval of width 0 says the seeds agree, not certainty
+        text = f"{name(setting)} {d['mean']:+.2f} (every seed the same)"
     if rule is None:
         return text
     state = (interval_state if rule == "gain" else non_inferiority_state)(d)

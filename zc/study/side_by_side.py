@@ -12,6 +12,7 @@ import torch
 
 from .. import designs
 from ..sd import image_size
+from .stats import clipped_yerr
 
 __all__ = ["SUCCESSORS", "BASELINES", "WIRING", "composition", "stored_rows", "side_by_side",
            "format_side_by_side", "plot_side_by_side", "draw_wiring"]
@@ -118,7 +119,8 @@ def format_side_by_side(table: list[dict], settings=("none", "perfect")) -> str:
             for c in block:
                 for p in settings:
                     m, half, n = r["scores"].get(c, {}).get(p, (None, None, 0))
-                    cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} 1 run")
+                    cells.append(f"{'—':>14s}" if n == 0 else f"{m:8.3f} exact" if n > 1 and half == 0
+                                 else f"{m:8.3f} ±{half:4.2f}" if n > 1 else f"{m:8.3f} 1 run")
             lines.append(f"{r['design']:{w}s}" + "".join(cells))
     keys = ", ".join(f"{c}: {measure_name(condition(c).score)}" for c in conds)
     lines += ["(x: against ControlNet; scores: mean ± 95% half-width over seeds)", f"({keys})"]
@@ -141,7 +143,8 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
             for c in conds:
                 if c in r["scores"]:
                     m, half, n = r["scores"][c][setting]
-                    ax.errorbar(r[key], m, yerr=half if n > 1 else None, fmt=markers[c], color=colour[r["design"]],
+                    ax.errorbar(r[key], m, yerr=clipped_yerr([m], [half]) if n > 1 else None, fmt=markers[c],
+                                color=colour[r["design"]],
                                 capsize=3, label=f"{r['design']}, {c}")
         for c, (low, high) in (bounds or {}).items():  # what each score sits between
             for y, ls, what in ((low, ":", "no control"), (high, "--", "ceiling")):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["TIE", "SETTINGS", "read_csv", "read_table", "t_interval", "summarize", "merge_sweeps", "paired_difference",
-           "difference_interval", "welch_difference", "auc", "auc_rows", "sample_efficiency", "CURVE_MEASURES", "curve_key",
+           "difference_interval", "welch_difference", "clipped_yerr", "auc", "auc_rows", "sample_efficiency", "CURVE_MEASURES", "curve_key",
            "interval_state", "non_inferiority_state", "interval_verdict",
            "non_inferiority_verdict"]
 
@@ -81,6 +81,13 @@ def read_csv(path: str | Path) -> list[dict]:
             return v
     with open(path) as f:
         return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def clipped_yerr(means, halves, low: float = 0.0, high: float = 1.0):
+    """matplotlib's asymmetric yerr [[below], [above]] for intervals mean ± half cut to the measure's
+    range [low, high]: a score in [0, 1] never gets a bar above 1 or below 0."""
+    means, halves = list(means), list(halves)
+    return [[m - max(low, m - h) for m, h in zip(means, halves)], [min(high, m + h) - m for m, h in zip(means, halves)]]
 
 
 def read_table(path: str | Path) -> list[dict]:

@@ -8,15 +8,22 @@
 from __future__ import annotations
 
 from ..world import conditions
-from .stats import CURVE_MEASURES, curve_key, paired_difference, sample_efficiency
+from .stats import (
+    CURVE_MEASURES,
+    clipped_yerr,
+    curve_key,
+    paired_difference,
+    sample_efficiency,
+)
 from .stats import SETTINGS as PROMPTS
 
 __all__ = ["format_table", "plot_settings", "plot_curves", "show_sweep"]
 
 
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
-    """Plain-text table, 100 columns: mean ± 95% t-interval half-width over seeds (± - for one seed)."""
-    ci = lambda v: f"±{v:4.2f}" if v != float("inf") else "±  - "  # noqa: E731
+    """Plain-text table, 100 columns: mean ± 95% t-interval half-width over seeds (± - for one seed;
+    "exact" where every seed gave the same value)."""
+    ci = lambda v: "exact" if v == 0 else f"±{v:4.2f}" if v != float("inf") else "±  - "  # noqa: E731  (exact: every seed the same)
     head = {"insufficient": "insuff.", "conflicting": "conflict.", "base_kind_accuracy": "SD kind",
             "base_colour_accuracy": "SD colour", "final_loss": "train loss", "sec_per_step": "s / step"}
     lines = [f"{'condition':10s}{'run':33s}{'seeds':>4s}" + "".join(f"{head.get(c, c):>13s}" for c in columns)]
@@ -36,7 +43,8 @@ def plot_settings(summary: list[dict], title: str = "", ax=None):
     w = 0.8 / len(summary)
     for i, s in enumerate(summary):
         ax.bar([j + i * w for j in range(len(PROMPTS))], [s[p] for p in PROMPTS], w, label=s["name"],
-               yerr=[s[p + "_ci"] for p in PROMPTS] if s["seeds"] > 1 else None, capsize=2)
+               yerr=clipped_yerr([s[p] for p in PROMPTS], [s[p + "_ci"] for p in PROMPTS]) if s["seeds"] > 1 else None,
+               capsize=2)
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(PROMPTS))], [f"{p} prompt" for p in PROMPTS])
     keys = {conditions.get(s.get("condition", "outline")).score for s in summary}
     ax.set_ylabel(" / ".join(sorted(k.replace("_", " ").replace("iou", "IoU") for k in keys)) + " (held-out)",
