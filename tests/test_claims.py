@@ -313,3 +313,20 @@ def test_intervals_say_when_seeds_tie_and_bars_stay_in_the_measure_range():
     rows = [{"condition": "outline", "name": "c", "group": "g", "seed": s, "sec_per_step": 0.1,
              **{p: 1.0 for p in claims.SETTINGS}} for s in range(3)]
     assert "exact" in sweep_report.format_table(stats.summarize(rows))
+
+
+def test_the_claims_table_takes_the_rechecks_verdicts_and_fits_the_page(tmp_path):
+    """A claim the recheck on draws decided differently shows the recheck's verdict, marked; the rest
+    as computed; and the printed table fits the book's width."""
+    import json
+
+    (tmp_path / "cpu").mkdir()
+    old = {"claim": "c1", "condition": "outline", "measured": "old numbers", "verdict": "reproduced"}
+    new = {**old, "measured": "new numbers", "verdict": "inconclusive"}
+    (tmp_path / "cpu" / "sweep_recheck_outline.json").write_text(json.dumps(
+        {"machine": "m", "rows": [{"claim": "c1", "mean": old, "sample": new, "same": False}]}))
+    rows = [old, {**old, "claim": "c2"}]
+    table = claims.with_recheck(rows, tmp_path)
+    assert table[0]["verdict"] == "inconclusive" and "rechecked on draws" in table[0]["measured"]
+    assert table[1] == rows[1]
+    assert all(len(line) <= 96 for line in claims.format_claims(table + [{**old, "measured": "x " * 200}]).splitlines())

@@ -38,7 +38,7 @@ from .stats import (  # noqa: F401
 
 __all__ = ["PREREGISTERED_SEEDS", "suddenness", "convergence", "COMPARABLE", "NOT_WORSE", "ARCHITECTURE",
     "LOCKED_COPY", "SMALL_DATA", "EFFICIENCY", "NOT_TESTED", "DATA_SIZE", "MID_SPEEDUP",
-    "mid_control_speed", "paper_claims", "guidance_claim", "format_claims", "XS_SPEEDUP",
+    "mid_control_speed", "paper_claims", "guidance_claim", "with_recheck", "format_claims", "XS_SPEEDUP",
     "SUCCESSOR_COMPARABLE", "SUCCESSOR_FASTER", "successor_claims"]
 
 PREREGISTERED_SEEDS = 3  # the sweep's seeds per design, fixed before it ran: verdicts use seeds 0-2 only;
@@ -317,9 +317,39 @@ def guidance_claim(guidance: list[dict]) -> dict:
                 interval_verdict([rw]))
 
 
-def format_claims(rows: list[dict]) -> str:
-    width = max(len(r["claim"]) for r in rows)
-    return "\n".join(f"{r['claim']:{width}s}  {r['condition']:10s}  {r['verdict']:15s}  {r['measured']}" for r in rows)
+def with_recheck(rows: list[dict], results: Path = RESULTS) -> list[dict]:
+    """The claims table as it stands: a row whose verdict the recheck on draws changed (chapter 9,
+    benchmarks/sweep_recheck.py, stored per condition) takes the recheck's verdict and measurement,
+    and says so; every other row is as computed."""
+    rechecked = {}
+    for f in sorted((Path(results) / "cpu").glob("sweep_recheck_*.json")):
+        for r in json.loads(f.read_text())["rows"]:
+            if not r["same"] and r["sample"]:
+                rechecked[r["claim"], r["sample"]["condition"]] = r
+    out = []
+    for row in rows:
+        r = rechecked.get((row["claim"], row["condition"]))
+        if r is None:
+            out.append(row)
+            continue
+        was = r["mean"]["verdict"] if r["mean"] else "-"
+        out.append({**row, "verdict": r["sample"]["verdict"],
+                    "measured": f"{r['sample']['measured']}; rechecked on draws (the stored sweep, on the "
+                                f"posterior's mean: {was})"})
+    return out
+
+
+def format_claims(rows: list[dict], width: int = 96) -> str:
+    """One block per claim, at the book's width: the verdict and the claim (and its condition), then
+    what was measured, indented."""
+    import textwrap
+
+    blocks = []
+    for r in rows:
+        where = f" ({r['condition']})" if r["condition"] else ""
+        head = textwrap.fill(f"{r['verdict'].upper():15s} {r['claim']}{where}", width, subsequent_indent=" " * 16)
+        blocks.append(head + "\n" + textwrap.fill(r["measured"], width, initial_indent=" " * 4, subsequent_indent=" " * 4))
+    return "\n".join(blocks)
 
 
 # --- the successors' own claims (chapter 12), read from the same kind of sweep --------------------------------
