@@ -330,3 +330,14 @@ def test_the_claims_table_takes_the_rechecks_verdicts_and_fits_the_page(tmp_path
     assert table[0]["verdict"] == "inconclusive" and "rechecked on draws" in table[0]["measured"]
     assert table[1] == rows[1]
     assert all(len(line) <= 96 for line in claims.format_claims(table + [{**old, "measured": "x " * 200}]).splitlines())
+
+
+def test_a_table_that_mixes_sds_labels_each_rows_base():
+    """On SD 1.5, chapter 9's table holds stored TinySD rows and live rows on the chapter's SD: each
+    row says which; on TinySD alone no label is needed."""
+    guidance = [{"mode": m, "prompt": p, "shape_iou": 0.8, "fill_accuracy": 0.8, "shape_iou_by_seed": [0.8, 0.81, 0.79]}
+                for m in ("CFG", "CFG-RW", "guess mode") for p in ("none", "perfect")]
+    mixed = claims.format_claims(claims.paper_claims([], guidance=guidance, live_base="stable-diffusion-v1-5"))
+    assert "[stable-diffusion-v1-5]" in mixed and "[TinySD]" in mixed
+    alone = claims.format_claims(claims.paper_claims([], guidance=guidance))
+    assert "[TinySD]" not in alone

@@ -202,11 +202,12 @@ def mid_control_speed(ablation_rows: list[dict], results: Path = RESULTS) -> dic
 
 
 def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, transfer: list[dict] | None = None,
-                 guidance: list[dict] | None = None, results: Path = RESULTS) -> list[dict]:
+                 guidance: list[dict] | None = None, results: Path = RESULTS, live_base: str = "tinysd") -> list[dict]:
     """ablation_rows: the runner's results.csv rows (every seed, every condition); curves: its
     curves.csv; transfer / guidance: the rows of ablations.transfer_table / guidance_table.
-    Returns {claim, condition, measured, verdict} rows: architectural claims once per condition,
-    from 95% intervals of differences paired by seed."""
+    Returns {claim, condition, measured, verdict, base} rows: architectural claims once per condition,
+    from 95% intervals of differences paired by seed. base: the SD a row was measured on: TinySD for
+    the stored sweeps and benchmarks, `live_base` (the chapter's SD) for guidance and transfer."""
 
     rows = [convergence(curves, results)]
     registered = [r for r in ablation_rows if int(r["seed"]) < PREREGISTERED_SEEDS]
@@ -283,19 +284,26 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
         b0, b, v0, v = t[base, "none"], t[base, "ControlNet"], t[variant, "none"], t[variant, "ControlNet"]
         shape_kept = v["shape_iou"] >= b["shape_iou"] - 0.1
         style = (v["shading"] - b["shading"]) / max(v0["shading"] - b0["shading"], 1e-6)  # share of the variant's style kept
-        rows.append(_row("a ControlNet transfers to fine-tuned community models",
+        rows.append(_row(TRANSFER_CLAIM,
                          f"IoU on {variant} {v['shape_iou']:.2f} (without ControlNet {v0['shape_iou']:.2f}) vs {b['shape_iou']:.2f} on {base}; "
                          f"the variant's style (shading) under control {v['shading']:.2f} vs {v0['shading']:.2f} alone "
                          f"({base}: {b['shading']:.2f}): {max(style, 0):.0%} of it kept",
                          "reproduced" if shape_kept and style >= 0.75 else
                          "partly" if (shape_kept and style >= 0.25) or style >= 0.75 else "not reproduced"))
     else:
-        rows.append(_row("a ControlNet transfers to fine-tuned community models", "no transfer run", "not tested"))
+        rows.append(_row(TRANSFER_CLAIM, "no transfer run", "not tested"))
 
     if guidance:
         rows.append(guidance_claim(guidance))
+    live = {TRANSFER_CLAIM, GUIDANCE_CLAIM}  # measured live, on the chapter's SD
+    shown = "TinySD" if live_base == "tinysd" else live_base
+    rows = [{**r, "base": shown if r["claim"] in live else "TinySD"} for r in rows]
     rows += [_row(claim, why, "not tested") for claim, why in NOT_TESTED]
     return rows
+
+
+TRANSFER_CLAIM = "a ControlNet transfers to fine-tuned community models"
+GUIDANCE_CLAIM = "CFG resolution weighting (w_i = 64/h_i) improves on CFG without a prompt, at CFG 5"
 
 
 def guidance_claim(guidance: list[dict]) -> dict:
@@ -309,7 +317,7 @@ def guidance_claim(guidance: list[dict]) -> dict:
 
     rw, guess = diff(("CFG-RW", "none"), ("CFG", "none")), diff(("guess mode", "none"), ("CFG", "none"))
     rwp, cfgp = gr["CFG-RW", "perfect"], gr["CFG", "perfect"]
-    return _row("CFG resolution weighting (w_i = 64/h_i) improves on CFG without a prompt, at CFG 5",
+    return _row(GUIDANCE_CLAIM,
                 f"no prompt, IoU minus CFG's over {rw['seeds']} sampling seeds: {_fmt('CFG-RW', rw)}, "
                 f"{_fmt('guess mode', guess)}; full prompt: IoU CFG-RW {rwp['shape_iou']:.2f} vs CFG "
                 f"{cfgp['shape_iou']:.2f}, fill accuracy {rwp['fill_accuracy']:.2f} vs {cfgp['fill_accuracy']:.2f} "
@@ -347,6 +355,8 @@ def format_claims(rows: list[dict], width: int = 96) -> str:
     blocks = []
     for r in rows:
         where = f" ({r['condition']})" if r["condition"] else ""
+        if len({x.get("base") for x in rows if x.get("base")}) > 1 and r.get("base"):
+            where += f" [{r['base']}]"  # a table that mixes SDs labels each row's
         head = textwrap.fill(f"{r['verdict'].upper():15s} {r['claim']}{where}", width, subsequent_indent=" " * 16)
         blocks.append(head + "\n" + textwrap.fill(r["measured"], width, initial_indent=" " * 4, subsequent_indent=" " * 4))
     return "\n".join(blocks)
