@@ -37,3 +37,16 @@ def test_a_t2i_adapter_that_no_diffusers_layout_fits_is_refused_by_name(mini):
     nor SDXL's fits its block outputs, and zc says so rather than adding features of the wrong size."""
     with pytest.raises(ValueError, match="neither of diffusers' T2I-Adapter layouts fits"):
         zt.build(zt.TrainConfig(architecture="t2i-adapter"), zc.load_sd(mini), 3)
+
+
+def test_the_canvas_offers_only_the_controlnets_that_fit_this_sd(mini):
+    """Chapter 8's canvas on an SD whose UNet no shipped (TinySD) ControlNet fits: by default it says so
+    instead of loading one that fails at the first drawing; given one that fits, it offers that one."""
+    from zc.study.widgets import DrawCondition
+
+    pipe = zc.load_sd(mini)
+    with pytest.raises(ValueError, match="no ControlNet for this SD"):
+        DrawCondition(pipe)
+    canvas = DrawCondition(pipe, {"outline": zc.ControlNet.for_pipeline(pipe)})
+    assert list(canvas.controlnets) == ["outline"] and canvas.kind.value == "outline"
+    assert len(DrawCondition(zc.load_sd()).controlnets) >= 2  # on TinySD the shipped zoo fits

@@ -120,11 +120,13 @@ class DrawCondition:
 
         self.pipe = pipe or load_sd()
         self.size = image_size(self.pipe)
-        self.controlnets = controlnets if controlnets is not None else {}
+        self.controlnets = controlnets if controlnets is not None else self._shipped_that_fit()
         self.trained_with = {}  # condition -> its ControlNet trained with the palette IP-Adapter (loaded on use)
-        names = list(self.controlnets) or zoo.shipped()
+        names = list(self.controlnets)
         if not names:
-            raise ValueError("no ControlNet to draw for: pass controlnets={'outline': cn} or train the zoo's")
+            raise ValueError("no ControlNet for this SD to draw with (the shipped ones are TinySD's): train one "
+                             "for it (chapter 6's run, or python -m zc.train --sd <this SD> --condition outline) and "
+                             "pass controlnets={'outline': controlnet}")
         self.steps, self.last_seconds, self.images = steps, None, None
         if ip_adapter == "shipped":
             ip_adapter = None
@@ -271,6 +273,18 @@ class DrawCondition:
         return self.ip_adapter is not None and (zoo.with_adapter_folder(name) / "config.json").is_file()
 
     # --- generating ---------------------------------------------------------------------------
+    def _shipped_that_fit(self) -> dict:
+        """The shipped zoo's ControlNets that fit this SD's UNet (all of them for TinySD, none for another)."""
+        fit = {}
+        for name in zoo.shipped():
+            cn = zoo.load(name, self.pipe.device)
+            try:
+                cn.check_unet(self.pipe.unet)
+            except ValueError:
+                continue
+            fit[name] = cn
+        return fit
+
     def controlnet(self, name: str, colours: bool = False):
         """`name`'s ControlNet; with colours, the one trained with the palette IP-Adapter where there is one,
         and the adapter's scale λ for the design (zoo.TUNED: chosen with the sliders' settings)."""
