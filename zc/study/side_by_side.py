@@ -132,6 +132,7 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
     95% interval as a bar) against its trainable parameters, and against its seconds per image.
     `bounds`: {condition: (no control, ceiling)} drawn as dotted / dashed lines."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     conds = list(dict.fromkeys(c for r in table for c in r["scores"]))
     markers = dict(zip(conds, "osD^v"))
@@ -144,21 +145,26 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
                 if c in r["scores"]:
                     m, half, n = r["scores"][c][setting]
                     ax.errorbar(r[key], m, yerr=clipped_yerr([m], [half]) if n > 1 else None, fmt=markers[c],
-                                color=colour[r["design"]],
-                                capsize=3, label=f"{r['design']}, {c}")
-        for c, (low, high) in (bounds or {}).items():  # what each score sits between
-            for y, ls, what in ((low, ":", "no control"), (high, "--", "ceiling")):
-                ax.axhline(y, color="0.4", ls=ls, lw=1)
-                ax.annotate(f"{what}, {c}", (1, y), xycoords=("axes fraction", "data"), fontsize=7,
-                            ha="right", va="bottom", color="0.3")
+                                color=colour[r["design"]], capsize=3)
+        # what each score sits between; labels a few hundredths apart go one above, one below their lines
+        lines = sorted((y, ls, f"{what}, {c}") for c, (low, high) in (bounds or {}).items()
+                       for y, ls, what in ((low, ":", "no control"), (high, "--", "ceiling")))
+        for i, (y, ls, text) in enumerate(lines):
+            ax.axhline(y, color="0.4", ls=ls, lw=1)
+            crowded = i + 1 < len(lines) and lines[i + 1][0] - y < 0.06
+            ax.annotate(text, (0.99, y), xycoords=("axes fraction", "data"), fontsize=8, ha="right",
+                        va="top" if crowded else "bottom", color="0.3")
         ax.set_xlabel(label)
         if key == "params":
             ax.set_xscale("log")
     axes[0].set_ylabel(f"score, {'no' if setting == 'none' else setting} prompt (held-out)")
     axes[0].set_ylim(0, 1.05)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, ncol=4, loc="lower center")  # below the panels, clear of the title
-    fig.tight_layout(rect=(0, 0.14, 1, 0.93))  # room for the legend below and a title above
+    # one key for the colours (designs) and one for the markers (conditions), not one per pair
+    handles = [Line2D([0], [0], color=colour[r["design"]], lw=4) for r in table]
+    handles += [Line2D([0], [0], marker=markers[c], color="0.3", ls="") for c in conds]
+    fig.legend(handles, [r["design"] for r in table] + conds, fontsize=9, ncol=min(len(handles), 4),
+               loc="lower center")  # below the panels, clear of the title
+    fig.tight_layout(rect=(0, 0.16, 1, 0.93))  # room for the legend below and a title above
     return fig
 
 
