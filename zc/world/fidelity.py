@@ -92,9 +92,13 @@ def plot_history(history: list[dict], baseline: float, ax=None, key: str = "shap
     step = convergence_step(history, key, baseline)
     if step is not None:
         ax2.axvline(step, color="C3", ls="--", lw=1)
-        ax2.annotate(f"converged at step {step}", (step, 0.5), xytext=(5, -15), textcoords="offset points", color="C3")
-    ax.legend(loc="upper left", fontsize=8)
-    ax2.legend(loc="lower right", fontsize=8)
+        ax2.set_zorder(ax.get_zorder() + 1)  # the score's axis, and its label, in front of the loss trace
+        ax2.patch.set_visible(False)
+        ax2.annotate(f"converged at step {step}", (step, 0.6), xytext=(4, 0), textcoords="offset points",
+                     ha="left", va="center", fontsize=8, color="C3",
+                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+    (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
+    ax2.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)  # one key, on the axis in front
     return ax
 
 
