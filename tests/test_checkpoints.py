@@ -253,3 +253,18 @@ def test_a_run_with_gradient_accumulation_resumes_to_the_uninterrupted_weights(t
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(p.dtype == torch.float32 for p in resumed.module.parameters())
+
+
+def test_budgets_count_what_the_loop_does_and_say_what_they_assume():
+    """The GPU student's budget (book/troubleshooting.md, chapters 6 and 12): evaluations counted from
+    the run's config as the loop makes them (CFG's run evaluates at steps 1, 2, 3 and 6, the snapshots of
+    the interrupted-run test), and a table that says its estimates' assumptions."""
+    from zc.study import budget
+
+    assert zt.evaluations(zt.TrainConfig(**CFG)) == 4
+    assert zt.evaluations(zt.TrainConfig.preset("sd15")) == 29  # 20 every 500 steps + 9 dense before the first
+    assert zt.evaluations(zt.TrainConfig.preset("sd15", eval_dense=False), start=5000) == 10
+    text = budget.table(train_steps=100, batch=4, evals=2, checkpointing=True)
+    assert "gradient checkpointing" in text and "not measured" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert "gradient checkpointing" not in budget.table(train_steps=100)

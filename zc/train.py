@@ -45,7 +45,7 @@ from .world import conditions
 from .world.fill50k import Fill50k
 
 __all__ = ["TrainConfig", "TrainResult", "build", "drop_conditions", "Batch", "Denoised", "objective", "read_batch",
-    "evaluate", "condition_share", "train", "evaluates_at", "format_history", "main"]
+    "evaluate", "condition_share", "train", "evaluations", "evaluates_at", "format_history", "main"]
 
 
 @dataclass
@@ -289,6 +289,11 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
         raise
     folder = finish(run, t0, step_seconds)
     return TrainResult(run.module, history, folder, time.time() - t0, step_seconds, run.snapshots, run.start)
+
+
+def evaluations(cfg: TrainConfig, start: int = 0) -> int:
+    """How many fidelity evaluations a run of `cfg` makes from step `start` on (what a budget counts)."""
+    return sum(evaluates_at(cfg, done) for done in range(start + 1, cfg.steps + 1))
 
 
 def evaluates_at(cfg: TrainConfig, done: int) -> bool:

@@ -12,6 +12,8 @@ fp32 a T4 is about eight times slower still.
 """
 from __future__ import annotations
 
+import textwrap
+
 __all__ = ["H100_STEP_S", "H100_STEP_BATCH", "PEAK_FLOPS", "MEASURED", "PEAK_BY_NAME", "peak_flops",
     "train_seconds", "sample_seconds", "table"]
 
@@ -44,9 +46,12 @@ def sample_seconds(images: int, steps: int = 20, gpu: str = "H100 (80 GB)", cfg:
 
 
 def table(train_steps: int = 0, batch: int = 4, images: int = 0, sample_steps: int = 20,
-          evals: int = 0, eval_images: int = 16) -> str:
+          evals: int = 0, eval_images: int = 16, checkpointing: bool = False) -> str:
     """One row per GPU: minutes of training (train_steps at `batch`, plus `evals` evaluations of
-    eval_images images) and of sampling `images` images; 'measured' or 'estimate' per row."""
+    eval_images images: count them from the run's config, zc.train.evaluations) and of sampling
+    `images` images; 'measured' or 'estimate' per row, and under the table what is assumed.
+    checkpointing: the run recomputes the copy's activations (the sd15 preset), which the measured
+    step did not: the table then says its training minutes are a lower bound."""
     head = f"{'GPU':16s} {'train min':>10s} {'sample min':>11s}  basis"
     lines = [head]
     for gpu in PEAK_FLOPS:
@@ -58,5 +63,11 @@ def table(train_steps: int = 0, batch: int = 4, images: int = 0, sample_steps: i
     what = [f"{train_steps} training steps at batch {batch}" if train_steps else "",
             f"{evals} evaluations of {eval_images} images" if evals else "",
             f"{images} images sampled" if images else ""]
-    lines.append(f"(SD 1.5, 512 px, {sample_steps} sampler steps with CFG; " + ", ".join(w for w in what if w) + ")")
+    lines.append(textwrap.fill(f"(SD 1.5, 512 px, {sample_steps} sampler steps with CFG; "
+                               + ", ".join(w for w in what if w) + ")", 96))
+    note = "(estimates assume each card reaches the H100 run's share of its peak FLOP/s, not measured"
+    if checkpointing and train_steps:
+        note += ("; the H100 step was timed without gradient checkpointing, which this run uses: its training "
+                 "takes longer than shown")
+    lines.append(textwrap.fill(note + ")", 96))
     return "\n".join(lines)
