@@ -1,7 +1,7 @@
 """Each verdict rule of zc/study/claims.py flips with the numbers, both ways."""
 import pytest
 
-from zc.study import claims
+from zc.study import claims, successors
 
 SETTINGS = ("none", "insufficient", "conflicting", "perfect")
 
@@ -229,14 +229,14 @@ def test_successor_claims_flip_with_the_numbers():
     speed = [{"design": "ControlNet", "train_s": 0.2, "image_s": 0.2},
              {"design": "ControlNet-XS-style", "train_s": 0.19, "image_s": 0.105},
              {"design": "T2I-Adapter", "train_s": 0.2, "image_s": 0.2}]
-    t = claims.successor_claims(tie, curves, speed)
+    t = successors.successor_claims(tie, curves, speed)
     assert verdict(t, "T2I-Adapter controls comparably") == "reproduced"
     assert verdict(t, "ControlNeXt controls comparably") == "not reproduced"
     assert verdict(t, "ControlNet-XS controls") == "not tested"
     assert verdict(t, "ControlNeXt converges faster") == "reproduced"
     assert verdict(t, "ControlNet-XS is about twice") == "reproduced"  # x1.90 >= 90% of x2
     assert verdict(t, "T2I-Adapter runs once") == "not reproduced"  # no cheaper per image
-    slow = claims.successor_claims(tie, curves, [*speed[:1], {**speed[1], "image_s": 0.15}])
+    slow = successors.successor_claims(tie, curves, [*speed[:1], {**speed[1], "image_s": 0.15}])
     assert verdict(slow, "ControlNet-XS is about twice") == "partly"  # x1.33: faster, not twice
     assert verdict(t, "reward fine-tuning") == "not tested"
 
@@ -247,16 +247,16 @@ def test_successor_claims_flip_with_the_numbers():
                   ("both", "keypoint_accuracy"): 0.5 - (drop if drop_keypoints is None else drop_keypoints)}
         return [{"design": "T2I-Adapter", "seed": s, "label": lab, "measure": m, "score": v + 0.01 * s * (lab == "both")}
                 for s in range(3) for (lab, m), v in scores.items()]
-    assert verdict(claims.successor_claims(tie, composition=comp(0.0)), "two T2I-Adapters") == "reproduced"
-    assert verdict(claims.successor_claims(tie, composition=comp(0.3)), "two T2I-Adapters") == "not reproduced"
+    assert verdict(successors.successor_claims(tie, composition=comp(0.0)), "two T2I-Adapters") == "reproduced"
+    assert verdict(successors.successor_claims(tie, composition=comp(0.3)), "two T2I-Adapters") == "not reproduced"
     # keypoints lost with both (0.5 -> 0.2): compared with the keypoints control alone, not the outline's 0.1
-    assert verdict(claims.successor_claims(tie, composition=comp(0.0, 0.3)), "two T2I-Adapters") == "partly"
+    assert verdict(successors.successor_claims(tie, composition=comp(0.0, 0.3)), "two T2I-Adapters") == "partly"
 
     def reward(gain):
         return [{"run": run, "seed": s, "shape_iou_full": 0.7 + g + 0.01 * s, "shape_iou_none": 0.6 + g + 0.02 * s,
                  "fill_accuracy": 0.9} for s in range(3) for run, g in (("more steps", 0.0), ("reward", gain))]
-    assert verdict(claims.successor_claims(tie, reward=reward(0.1)), "reward fine-tuning") == "reproduced"
-    assert verdict(claims.successor_claims(tie, reward=reward(0.0)), "reward fine-tuning") == "not reproduced"
+    assert verdict(successors.successor_claims(tie, reward=reward(0.1)), "reward fine-tuning") == "reproduced"
+    assert verdict(successors.successor_claims(tie, reward=reward(0.0)), "reward fine-tuning") == "not reproduced"
 
 
 def test_benchmark_tables_are_read_by_column_name(tmp_path):
@@ -287,17 +287,17 @@ def test_claims_the_toy_scale_cannot_test_say_so_with_the_reason():
         return [{"design": "ControlNet", "params": 0.46 * unet, "pct_unet": 46.0, "train_s": 0.2, "image_s": 0.2},
                 {"design": "ControlNet-XS-style", "params": 0.06 * unet, "pct_unet": 6.0, "train_s": 0.2, "image_s": 0.2}]
     xs = "ControlNet-XS is about twice"
-    tiny = [r for r in claims.successor_claims(tie, speed=speed(2.7e6)) if r["claim"].startswith(xs)][0]
+    tiny = [r for r in successors.successor_claims(tie, speed=speed(2.7e6)) if r["claim"].startswith(xs)][0]
     assert tiny["verdict"] == "not tested at this scale" and "2.7M parameters" in tiny["measured"]
-    assert verdict(claims.successor_claims(tie, speed=speed(860e6)), xs) == "not reproduced"  # x1.00 at SD's size
+    assert verdict(successors.successor_claims(tie, speed=speed(860e6)), xs) == "not reproduced"  # x1.00 at SD's size
 
     def reward(start):
         return [{"run": "start", "seed": -1, "shape_iou_full": start, "shape_iou_none": start, "fill_accuracy": 0.9}] + [
             {"run": run, "seed": s, "shape_iou_full": 0.9 + 0.01 * s, "shape_iou_none": 0.9, "fill_accuracy": 0.9}
             for s in range(3) for run in ("more steps", "reward")]
-    near = [r for r in claims.successor_claims(tie, reward=reward(0.89)) if r["claim"].startswith("reward")][0]
+    near = [r for r in successors.successor_claims(tie, reward=reward(0.89)) if r["claim"].startswith("reward")][0]
     assert near["verdict"] == "not tested at this scale" and "no room" in near["measured"]
-    assert verdict(claims.successor_claims(tie, reward=reward(0.5)), "reward fine-tuning") == "not reproduced"
+    assert verdict(successors.successor_claims(tie, reward=reward(0.5)), "reward fine-tuning") == "not reproduced"
 
 
 def test_intervals_say_when_seeds_tie_and_bars_stay_in_the_measure_range():
