@@ -207,17 +207,33 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
     Returns {claim, condition, measured, verdict, base} rows: architectural claims once per condition,
     from 95% intervals of differences paired by seed. base: the SD a row was measured on: TinySD for
     the stored sweeps and benchmarks, `live_base` (the chapter's SD) for guidance and transfer."""
+    rows = [convergence(curves, results), *_architecture_rows(ablation_rows), *_efficiency_rows(curves or []),
+            *_data_size_rows(ablation_rows), mid_control_speed(ablation_rows, results), _memory_row(results),
+            _transfer_row(transfer)]
+    if guidance:
+        rows.append(guidance_claim(guidance))
+    live = {TRANSFER_CLAIM, GUIDANCE_CLAIM}  # measured live, on the chapter's SD
+    shown = "TinySD" if live_base == "tinysd" else live_base
+    rows = [{**r, "base": shown if r["claim"] in live else "TinySD"} for r in rows]
+    return rows + [_row(claim, why, "not tested") for claim, why in NOT_TESTED]
 
-    rows = [convergence(curves, results)]
+
+def _conditions(ablation_rows: list[dict]) -> dict[str, set]:
+    """{condition: the run names measured on it}, in the order the rows first name them."""
+    conds = dict.fromkeys(r.get("condition", "outline") for r in ablation_rows)
+    return {c: {r["name"] for r in ablation_rows if r.get("condition", "outline") == c} for c in conds}
+
+
+def _architecture_rows(ablation_rows: list[dict]) -> list[dict]:
+    """Fig. 8's claims (and the locked copy's again on 1k pairs): the reference ControlNet minus each
+    design per prompt setting, paired by seed over the pre-registered seeds; seeds added later shown."""
+    rows, names, have = [], _conditions(ablation_rows), {k for r in ablation_rows for k in r}
     registered = [r for r in ablation_rows if int(r["seed"]) < PREREGISTERED_SEEDS]
-    conditions = list(dict.fromkeys(r.get("condition", "outline") for r in ablation_rows))
-    names = {c: {r["name"] for r in ablation_rows if r.get("condition", "outline") == c} for c in conditions}
-    have = {k for r in ablation_rows for k in r}  # the columns measured
     small = [(f"{claim} ({SMALL_DATA})", SMALL_DATA, f"{other}, {SMALL_DATA}", settings)
              for claim, other, settings in ARCHITECTURE if other in LOCKED_COPY]
     for claim, ref, other, settings in [(c, "ControlNet", o, s) for c, o, s in ARCHITECTURE] + small:
         tested = False
-        for cond in conditions:
+        for cond in names:
             if {ref, other} <= names[cond] and set(settings) <= have:
                 diffs = {p: paired_difference(registered, ref, other, p, cond) for p in settings}
                 rule = "no loss" if claim in NOT_WORSE else "gain"
@@ -234,28 +250,36 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
                 tested = True
         if not tested:
             rows.append(_row(claim, f"no '{other}' run", "not tested"))
+    return rows
 
-    aucs = auc_rows(curves or [])
+
+def _efficiency_rows(curves: list[dict]) -> list[dict]:
+    """The same Fig. 8 comparisons from the training curves: the mean score over training, paired by seed."""
+    rows, aucs = [], auc_rows(curves)
     for claim, other in EFFICIENCY:
         tested = False
         for cond in dict.fromkeys(r["condition"] for r in aucs):
             if {"ControlNet", other} <= {r["name"] for r in aucs if r["condition"] == cond}:
                 d = paired_difference(aucs, "ControlNet", other, "auc", cond)
-                measure = next(r["measure"] for r in aucs if r["condition"] == cond)
-                measure = CURVE_MEASURES[measure]
+                measure = CURVE_MEASURES[next(r["measure"] for r in aucs if r["condition"] == cond)]
                 rows.append(_row(claim, f"ControlNet minus {other}, mean {measure} over training (perfect prompt): "
                                  f"{_fmt('', d, 'gain').strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
                 tested = True
         if not tested:
             rows.append(_row(claim, f"no '{other}' training curve", "not tested"))
+    return rows
 
+
+def _data_size_rows(ablation_rows: list[dict]) -> list[dict]:
+    """"Does not collapse": the reference on another number of pairs at most 10% below the 5k-pair one."""
+    rows, names = [], _conditions(ablation_rows)
     for claim, other in DATA_SIZE:
         tested = False
-        for cond in conditions:
+        for cond in names:
             if {"ControlNet", other} <= names[cond]:
                 ref = [float(r["perfect"]) for r in ablation_rows
                        if r.get("condition", "outline") == cond and r["name"] == "ControlNet"]
-                limit = 0.1 * sum(ref) / len(ref)  # "does not collapse": at most 10% below the 5k-pair reference
+                limit = 0.1 * sum(ref) / len(ref)
                 d = paired_difference(ablation_rows, "ControlNet", other, "perfect", cond)
                 verdict = ("reproduced" if d["seeds"] >= 2 and d["high"] < limit else
                            "not reproduced" if d["seeds"] >= 2 and d["low"] > limit else "inconclusive")
@@ -264,41 +288,37 @@ def paper_claims(ablation_rows: list[dict], curves: list[dict] | None = None, tr
                 tested = True
         if not tested:
             rows.append(_row(claim, f"no '{other}' run", "not tested"))
-    rows.append(mid_control_speed(ablation_rows, results))
+    return rows
 
+
+def _memory_row(results: Path) -> dict:
+    """The paper's training overhead (+23% memory, +34% time on an A100) from the stored H100 benchmark."""
     bench = results / "h100" / "bench_sd15_fp32.txt"
     claim = "training costs +23% memory, +34% time vs fine-tuning SD (A100)"
-    if bench.is_file():
-        zc_row = next(r for r in read_table(bench) if r["method"] == "zc ControlNet")
-        time_ratio, mem_ratio = zc_row["x plain (step ms)"], zc_row["x plain (peak MB)"]
-        rows.append(_row(claim, f"H100, SD 1.5 shape, fp32, batch 4: x{mem_ratio:.2f} peak memory, x{time_ratio:.2f} time",
-                         "memory reproduced, time not (no slower here)" if abs(mem_ratio - 1.23) < 0.05 and time_ratio < 1.1
-                         else "reproduced" if abs(mem_ratio - 1.23) < 0.05 and abs(time_ratio - 1.34) < 0.1 else "not reproduced"))
-    else:
-        rows.append(_row(claim, "no GPU benchmark stored", "not tested"))
+    if not bench.is_file():
+        return _row(claim, "no GPU benchmark stored", "not tested")
+    zc_row = next(r for r in read_table(bench) if r["method"] == "zc ControlNet")
+    time_ratio, mem_ratio = zc_row["x plain (step ms)"], zc_row["x plain (peak MB)"]
+    return _row(claim, f"H100, SD 1.5 shape, fp32, batch 4: x{mem_ratio:.2f} peak memory, x{time_ratio:.2f} time",
+                "memory reproduced, time not (no slower here)" if abs(mem_ratio - 1.23) < 0.05 and time_ratio < 1.1
+                else "reproduced" if abs(mem_ratio - 1.23) < 0.05 and abs(time_ratio - 1.34) < 0.1 else "not reproduced")
 
-    if transfer:
-        t = {(r["sd"], r["controlnet"]): r for r in transfer}
-        base, variant = [sd for sd in dict.fromkeys(r["sd"] for r in transfer)][:2]
-        b0, b, v0, v = t[base, "none"], t[base, "ControlNet"], t[variant, "none"], t[variant, "ControlNet"]
-        shape_kept = v["shape_iou"] >= b["shape_iou"] - 0.1
-        style = (v["shading"] - b["shading"]) / max(v0["shading"] - b0["shading"], 1e-6)  # share of the variant's style kept
-        rows.append(_row(TRANSFER_CLAIM,
-                         f"IoU on {variant} {v['shape_iou']:.2f} (without ControlNet {v0['shape_iou']:.2f}) vs {b['shape_iou']:.2f} on {base}; "
-                         f"the variant's style (shading) under control {v['shading']:.2f} vs {v0['shading']:.2f} alone "
-                         f"({base}: {b['shading']:.2f}): {max(style, 0):.0%} of it kept",
-                         "reproduced" if shape_kept and style >= 0.75 else
-                         "partly" if (shape_kept and style >= 0.25) or style >= 0.75 else "not reproduced"))
-    else:
-        rows.append(_row(TRANSFER_CLAIM, "no transfer run", "not tested"))
 
-    if guidance:
-        rows.append(guidance_claim(guidance))
-    live = {TRANSFER_CLAIM, GUIDANCE_CLAIM}  # measured live, on the chapter's SD
-    shown = "TinySD" if live_base == "tinysd" else live_base
-    rows = [{**r, "base": shown if r["claim"] in live else "TinySD"} for r in rows]
-    rows += [_row(claim, why, "not tested") for claim, why in NOT_TESTED]
-    return rows
+def _transfer_row(transfer: list[dict] | None) -> dict:
+    """A ControlNet on a fine-tuned SD: the outline still followed, and the fine-tune's style (shading) kept."""
+    if not transfer:
+        return _row(TRANSFER_CLAIM, "no transfer run", "not tested")
+    t = {(r["sd"], r["controlnet"]): r for r in transfer}
+    base, variant = list(dict.fromkeys(r["sd"] for r in transfer))[:2]
+    b0, b, v0, v = t[base, "none"], t[base, "ControlNet"], t[variant, "none"], t[variant, "ControlNet"]
+    shape_kept = v["shape_iou"] >= b["shape_iou"] - 0.1
+    style = (v["shading"] - b["shading"]) / max(v0["shading"] - b0["shading"], 1e-6)  # share of the variant's style kept
+    return _row(TRANSFER_CLAIM,
+                f"IoU on {variant} {v['shape_iou']:.2f} (without ControlNet {v0['shape_iou']:.2f}) vs {b['shape_iou']:.2f} "
+                f"on {base}; the variant's style (shading) under control {v['shading']:.2f} vs {v0['shading']:.2f} "
+                f"alone ({base}: {b['shading']:.2f}): {max(style, 0):.0%} of it kept",
+                "reproduced" if shape_kept and style >= 0.75 else
+                "partly" if (shape_kept and style >= 0.25) or style >= 0.75 else "not reproduced")
 
 
 TRANSFER_CLAIM = "a ControlNet transfers to fine-tuned community models"

@@ -75,6 +75,12 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
     (reproduced at >= 90% of the claimed factor, partly when faster at all (>= x1.05), not reproduced
     otherwise); composition: each condition's measure with both controls at most a tie below its own
     control alone (non_inferiority_verdict on both - alone)."""
+    return [*_comparable_rows(rows), *_faster_rows(curves or []), *_speed_rows(speed or []),
+            *_composition_rows(composition or []), _reward_row(reward)]
+
+
+def _comparable_rows(rows: list[dict]) -> list[dict]:
+    """"Comparable control": the successor minus ControlNet per prompt setting, non-inferiority."""
     out = []
     registered = [r for r in rows if int(r["seed"]) < PREREGISTERED_SEEDS]
     conds = list(dict.fromkeys(r.get("condition", "outline") for r in rows))
@@ -90,7 +96,13 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
                 tested = True
         if not tested:
             out.append(_row(claim, f"no '{design}' run beside a ControlNet", "not tested"))
-    aucs = [r for r in auc_rows(curves or []) if int(r["seed"]) < PREREGISTERED_SEEDS]
+    return out
+
+
+def _faster_rows(curves: list[dict]) -> list[dict]:
+    """"Converges faster": the mean score over training, successor minus ControlNet, paired by seed."""
+    out = []
+    aucs = [r for r in auc_rows(curves) if int(r["seed"]) < PREREGISTERED_SEEDS]
     for claim, design in SUCCESSOR_FASTER:
         tested = False
         for cond in dict.fromkeys(r["condition"] for r in aucs):
@@ -101,13 +113,18 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
                 tested = True
         if not tested:
             out.append(_row(claim, f"no '{design}' training curve", "not tested"))
+    return out
 
+
+def _speed_rows(speed: list[dict]) -> list[dict]:
+    """Speed claims from the interleaved benchmark; XS's arithmetic saving not tested below SD's size."""
+    out = []
     for claim, design, column, factor in (
             ("ControlNet-XS is about twice as fast as ControlNet at inference (Zavadski et al. 2023)",
              "ControlNet-XS-style", "image_s", XS_SPEEDUP),
             ("T2I-Adapter runs once per image, so its control costs less per image than ControlNet's (Mou et al. 2023)",
              "T2I-Adapter", "image_s", None)):
-        ratio = _speed_ratio(speed or [], design, column)
+        ratio = _speed_ratio(speed, design, column)
         if ratio is None:
             out.append(_row(claim, "no side-by-side speed benchmark", "not tested"))
             continue
@@ -122,45 +139,51 @@ def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: 
             measured += (f"; the UNet has {unet / 1e6:.1f}M parameters, on a CPU: the claim is about the copy's "
                          "arithmetic at SD's size (860M) on a GPU, which this does not time")
         out.append(_row(claim, measured, verdict))
-
-    if composition:
-        by = {}
-        for r in composition:
-            by.setdefault(r["design"], {}).setdefault((r["label"], r["measure"]), {})[int(r["seed"])] = float(r["score"])
-        for design, cells in by.items():
-            diffs, parts = [], []
-            # each measure against the control of the condition it belongs to, alone
-            own = {get_condition(lab.removesuffix(" alone")).score: lab for lab, _ in cells if lab != "both"}
-            for (label, measure), scores in cells.items():
-                if label == "both":
-                    alone = cells[own[measure], measure]
-                    seeds = sorted(set(scores) & set(alone))
-                    d = difference_interval([scores[s] - alone[s] for s in seeds])
-                    diffs.append(d)
-                    parts.append(_fmt(measure, d, "no loss"))
-            out.append(_row(f"two {design}s trained apart compose (each condition's measure, both minus alone)",
-                            ", ".join(parts) + f" ({diffs[0]['seeds']} seeds)", non_inferiority_verdict(diffs)))
-    claim = "reward fine-tuning (ControlNet++) improves controllability (Li et al. 2024)"
-    if reward:
-        seeds = sorted({int(r["seed"]) for r in reward if r["run"] == "reward"})
-        val = {(r["run"], int(r["seed"]), k): float(r[k]) for r in reward for k in r if k not in ("run", "seed")}
-        diffs = {k: difference_interval([val["reward", s, k] - val["more steps", s, k] for s in seeds])
-                 for k in ("shape_iou_full", "shape_iou_none")}
-        fill = difference_interval([val["reward", s, "fill_accuracy"] - val["more steps", s, "fill_accuracy"]
-                                    for s in seeds])
-        def fmt3(what, d):  # three decimals: the differences are small
-            return f"{what} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-
-        measured = ("reward minus the same steps without it: shape IoU, "
-                    + ", ".join(fmt3(k.replace("shape_iou_", "prompt "), d) for k, d in diffs.items())
-                    + f"; its cost, {fmt3('fill accuracy', fill)} ({len(seeds)} seeds)")
-        verdict = interval_verdict(list(diffs.values()))
-        start = next((r for r in reward if r["run"] == "start"), None)
-        if start is not None and OUTLINE_CEILING - float(start["shape_iou_full"]) < REWARD_ROOM:
-            verdict = NOT_AT_SCALE
-            measured += (f"; from shape IoU {float(start['shape_iou_full']):.2f}, {OUTLINE_CEILING:.2f} being the "
-                         "renders' own: no room for a gain to show; the paper fine-tunes ControlNets far from it")
-        out.append(_row(claim, measured, verdict, "outline"))
-    else:
-        out.append(_row(claim, "no reward fine-tuning run stored (benchmarks/reward_finetune.py)", "not tested"))
     return out
+
+
+def _composition_rows(composition: list[dict]) -> list[dict]:
+    """Two controls of one design together: each condition's measure at most a tie below its control alone."""
+    out, by = [], {}
+    for r in composition:
+        by.setdefault(r["design"], {}).setdefault((r["label"], r["measure"]), {})[int(r["seed"])] = float(r["score"])
+    for design, cells in by.items():
+        diffs, parts = [], []
+        # each measure against the control of the condition it belongs to, alone
+        own = {get_condition(lab.removesuffix(" alone")).score: lab for lab, _ in cells if lab != "both"}
+        for (label, measure), scores in cells.items():
+            if label == "both":
+                alone = cells[own[measure], measure]
+                seeds = sorted(set(scores) & set(alone))
+                d = difference_interval([scores[s] - alone[s] for s in seeds])
+                diffs.append(d)
+                parts.append(_fmt(measure, d, "no loss"))
+        out.append(_row(f"two {design}s trained apart compose (each condition's measure, both minus alone)",
+                        ", ".join(parts) + f" ({diffs[0]['seeds']} seeds)", non_inferiority_verdict(diffs)))
+    return out
+
+
+def _reward_row(reward: list[dict] | None) -> dict:
+    """ControlNet++'s reward against the same steps without it; not tested from a start near the ceiling."""
+    claim = "reward fine-tuning (ControlNet++) improves controllability (Li et al. 2024)"
+    if not reward:
+        return _row(claim, "no reward fine-tuning run stored (benchmarks/reward_finetune.py)", "not tested")
+    seeds = sorted({int(r["seed"]) for r in reward if r["run"] == "reward"})
+    val = {(r["run"], int(r["seed"]), k): float(r[k]) for r in reward for k in r if k not in ("run", "seed")}
+    diffs = {k: difference_interval([val["reward", s, k] - val["more steps", s, k] for s in seeds])
+             for k in ("shape_iou_full", "shape_iou_none")}
+    fill = difference_interval([val["reward", s, "fill_accuracy"] - val["more steps", s, "fill_accuracy"] for s in seeds])
+
+    def fmt3(what, d):  # three decimals: the differences are small
+        return f"{what} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+    measured = ("reward minus the same steps without it: shape IoU, "
+                + ", ".join(fmt3(k.replace("shape_iou_", "prompt "), d) for k, d in diffs.items())
+                + f"; its cost, {fmt3('fill accuracy', fill)} ({len(seeds)} seeds)")
+    verdict = interval_verdict(list(diffs.values()))
+    start = next((r for r in reward if r["run"] == "start"), None)
+    if start is not None and OUTLINE_CEILING - float(start["shape_iou_full"]) < REWARD_ROOM:
+        verdict = NOT_AT_SCALE
+        measured += (f"; from shape IoU {float(start['shape_iou_full']):.2f}, {OUTLINE_CEILING:.2f} being the "
+                     "renders' own: no room for a gain to show; the paper fine-tunes ControlNets far from it")
+    return _row(claim, measured, verdict, "outline")
