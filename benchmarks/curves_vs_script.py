@@ -33,7 +33,7 @@ def main(argv=None):
     from zc.sample import sample
     from zc.study.stats import t_interval, welch_difference
     from zc.world import conditions
-    from zc.world.fill50k import Fill50k
+    from zc.world.pairs import PairedData
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")
@@ -61,9 +61,9 @@ def main(argv=None):
         zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
         for cond in args.conditions:
             data = tmp / cond / "fill50k"
-            Fill50k.generate(args.pairs, size=64, seed=0, condition=cond).save(data)
+            PairedData.generate(args.pairs, size=64, seed=0, condition=cond).save(data)
             to_diffusers_layout(data, tmp / cond / "hf")
-            test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test", condition=cond)
+            test = PairedData.generate(args.n_test, size=64, seed=12345, split="test", condition=cond)
             key = conditions.get(cond).score
 
             def score(folder, test=test, key=key):

@@ -26,12 +26,12 @@ def child(args):
     """One configuration, in this process: prepare the data, train 20 steps, report."""
     from zc import train as zt
     from zc.world import conditions, shapes
-    from zc.world.fill50k import Fill50k
+    from zc.world.pairs import PairedData
 
     t0 = time.time()
     held = None
-    if args.mode == "whole":  # the previous design: every pair rendered at once and kept (Fill50k before lazy data)
-        ds = Fill50k.generate(args.n, size=512, seed=0)
+    if args.mode == "whole":  # the previous design: every pair rendered at once and kept (PairedData before lazy data)
+        ds = PairedData.generate(args.n, size=512, seed=0)
         to8 = lambda x: (x * 255).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
         held = (to8(shapes.render(ds.scenes, 512)), to8(conditions.draw("outline", ds.scenes, 512)))
     with tempfile.TemporaryDirectory() as out:

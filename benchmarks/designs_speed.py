@@ -27,7 +27,7 @@ import zc  # noqa: E402
 from zc import designs  # noqa: E402
 from zc import train as zt  # noqa: E402
 from zc.sample import sample  # noqa: E402
-from zc.world.fill50k import Fill50k  # noqa: E402
+from zc.world.pairs import PairedData  # noqa: E402
 
 SKIP: set[str] = set()  # every design is timed (the concat model trains its whole UNet)
 
@@ -59,7 +59,7 @@ def main(argv=None):
     unet_params = sum(p.numel() for p in next(iter(pipes.values())).unet.parameters())
     h = next(iter(pipes.values())).unet.config.sample_size
     size = h * next(iter(pipes.values())).vae_scale_factor
-    data = Fill50k.generate(max(args.batch, args.images), size=size, seed=0)
+    data = PairedData.generate(max(args.batch, args.images), size=size, seed=0)
     cond = data.conditions().to(device)
     g = torch.Generator(device=device).manual_seed(0)
     train_s = {n: [] for n in names}

@@ -29,7 +29,7 @@ from zc import train as zt  # noqa: E402
 from zc.sample import sample  # noqa: E402
 from zc.world import conditions  # noqa: E402
 from zc.world.fidelity import condition_fidelity, convergence_step, plot_history  # noqa: E402
-from zc.world.fill50k import Fill50k  # noqa: E402
+from zc.world.pairs import PairedData  # noqa: E402
 
 
 def main(argv=None):
@@ -58,7 +58,7 @@ def main(argv=None):
         shutil.rmtree(zc.sd.FILL50K_CONTROLNET, ignore_errors=True)
         shutil.copytree(Path(args.run) / "controlnet", zc.sd.FILL50K_CONTROLNET)
     pipe = zc.load_sd()
-    test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
+    test = PairedData.generate(args.n_test, size=64, seed=12345, split="test")
     cond = torch.stack([test[i]["conditioning"] for i in range(len(test))])
     rows = {}
     for name, cn in [("TinySD alone (no ControlNet)", None), ("TinySD + ControlNet", result.module.eval())]:
@@ -66,7 +66,7 @@ def main(argv=None):
                         guidance_scale=5.0, generator=torch.Generator().manual_seed(0))
         rows[name] = condition_fidelity(images, test)
     # the curve's own scenes (the loop's held-out set, train.evaluate's protocol): its baseline and ceiling
-    evalset = Fill50k.generate(cfg.eval_n, size=64, seed=cfg.seed + 10_000, split="test")
+    evalset = PairedData.generate(cfg.eval_n, size=64, seed=cfg.seed + 10_000, split="test")
     alone = sample(pipe, None, evalset.prompts, None, num_inference_steps=cfg.eval_steps,
                    guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed))
     curve_refs = {"n": cfg.eval_n, "no control (TinySD alone)": conditions.measure(alone, evalset.scenes),

@@ -27,7 +27,7 @@ import zc
 from zc.sample import sample
 from zc.study import ablations, stats
 from zc.world import conditions
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 RUNS = {"ControlNet": "ControlNet", "prompt dropout 0%": "prompt_dropout_0%"}
 
@@ -59,7 +59,7 @@ def main(argv=None):
         return
     pipe = zc.load_sd()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    test = Fill50k.generate(args.n, size=size, seed=777, split="test", condition="keypoints")
+    test = PairedData.generate(args.n, size=size, seed=777, split="test", condition="keypoints")
     tol = conditions.KEYPOINT_TOLERANCE * size / 64
     rows = []
     for name, folder in RUNS.items():

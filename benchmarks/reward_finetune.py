@@ -30,12 +30,12 @@ from zc.controls import reward  # noqa: E402
 from zc.sample import sample  # noqa: E402
 from zc.study import stats  # noqa: E402
 from zc.world import conditions  # noqa: E402
-from zc.world.fill50k import Fill50k, disc_masks  # noqa: E402
+from zc.world.pairs import PairedData, disc_masks  # noqa: E402
 
 SHIPPED = zc.sd.TINYSD.parent / "fill50k-controlnet"
 
 
-def measure(pipe, cn, test: Fill50k, seg, steps: int = 20) -> dict[str, float]:
+def measure(pipe, cn, test: PairedData, seg, steps: int = 20) -> dict[str, float]:
     out = {}
     masks = disc_masks(test.sources)
     for setting, prompts in (("full", test.prompts), ("none", [""] * len(test))):
@@ -62,7 +62,7 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/results/cpu/reward_finetune.txt")
     args = ap.parse_args(argv)
     pipe = zc.load_sd()
-    test = Fill50k.generate(args.n_test, seed=777, split="test")
+    test = PairedData.generate(args.n_test, seed=777, split="test")
     seg = reward.load_segmenter()
     rows = [{"run": "start", "seed": -1, **measure(pipe, zc.ControlNet.from_pretrained(args.init).eval(), test, seg)}]
     for seed in args.seeds:

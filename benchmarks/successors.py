@@ -26,7 +26,7 @@ import _results  # noqa: E402
 import zc  # noqa: E402
 from zc import designs  # noqa: E402
 from zc.study import side_by_side, stats  # noqa: E402
-from zc.world.fill50k import Fill50k  # noqa: E402
+from zc.world.pairs import PairedData  # noqa: E402
 
 
 def module_folder(dirs: list[Path], condition: str, design: str, seed: int) -> Path:
@@ -75,7 +75,7 @@ def compose(args, runs: Path, out: Path, argv) -> None:
     pipe = zc.load_sd()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     # the first condition's held-out scenes (outlines: circles, what its modules were trained on)
-    test = Fill50k.generate(args.n_test, size=size, seed=777, split="test", condition=args.pair[0])
+    test = PairedData.generate(args.n_test, size=size, seed=777, split="test", condition=args.pair[0])
     rows = []
     for design in side_by_side.SUCCESSORS:
         for seed in args.seeds:

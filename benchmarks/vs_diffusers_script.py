@@ -108,9 +108,9 @@ def to_diffusers_layout(fill50k_folder: Path, out: Path) -> None:
     conditioning_image / text columns."""
     import datasets
 
-    from zc.world.fill50k import Fill50k
+    from zc.world.pairs import PairedData
 
-    rows = Fill50k.load(fill50k_folder)
+    rows = PairedData.load(fill50k_folder)
     hf = datasets.Dataset.from_dict({
         "image": [str(fill50k_folder / t) for _, t in rows.rows],
         "conditioning_image": [str(fill50k_folder / s) for s, _ in rows.rows], "text": rows.prompts,
@@ -150,7 +150,7 @@ def main(argv=None):
     import zc
     from zc.sample import sample
     from zc.world import conditions
-    from zc.world.fill50k import Fill50k
+    from zc.world.pairs import PairedData
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")
@@ -164,13 +164,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = Fill50k.generate(args.pairs, size=64, seed=0)
+        data = PairedData.generate(args.pairs, size=64, seed=0)
         data.save(tmp / "fill50k")  # zc reads the original layout
         to_diffusers_layout(tmp / "fill50k", tmp / "hf")
         pipe = zc.load_sd()
         zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
         script, env = script_copy(args.script, tmp)
-        test = Fill50k.generate(args.n_test, size=64, seed=12345, split="test")
+        test = PairedData.generate(args.n_test, size=64, seed=12345, split="test")
         results = {"diffusers train_controlnet.py": [], "zc.train": []}
         for seed in args.seeds:
             d_out, z_out = tmp / f"diffusers_{seed}", tmp / f"zc_{seed}"

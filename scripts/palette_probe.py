@@ -25,7 +25,7 @@ from zc import train as zt
 from zc.controlled_unet import ControlledUNet
 from zc.sample import sample
 from zc.world import conditions, shapes
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 cond_name, steps, lr = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 epp = float(sys.argv[4]) if len(sys.argv) > 4 else 0.5
@@ -52,7 +52,7 @@ pipe = zc.load_sd()
 cn = res.module.eval()
 model = ControlledUNet(pipe.unet, cn).eval()
 n = 16
-test = Fill50k.generate(
+test = PairedData.generate(
     n, seed=777, split="test", condition=cond_name, kinds=shapes.KINDS
 )
 x = test.targets.float() / 127.5 - 1
@@ -93,7 +93,7 @@ with torch.no_grad():
         print(t, " | ".join(out), flush=True)
 
 if sampling:
-    test = Fill50k.generate(
+    test = PairedData.generate(
         32, seed=777, split="test", condition=cond_name, kinds=shapes.KINDS
     )
     cond, empty = test.conditions(), [""] * 32

@@ -9,7 +9,7 @@ import zc
 from zc.study import ablations, stats, sweep_report
 from zc.world import metrics, shapes
 from zc.world.fidelity import shape_regions
-from zc.world.fill50k import Fill50k, disc_masks
+from zc.world.pairs import PairedData, disc_masks
 
 
 def test_prompt_settings():
@@ -23,7 +23,7 @@ def test_prompt_settings():
 
 
 def test_shape_regions_need_no_colour_names():
-    ds = Fill50k.generate(16, seed=2, split="test")
+    ds = PairedData.generate(16, seed=2, split="test")
     truth = ds.targets.float() / 255
     iou = metrics.iou(shape_regions(truth), disc_masks(ds.sources))
     assert iou.mean() > 0.9
@@ -75,7 +75,7 @@ def test_runner_writes_fidelity_curves(tmp_path, monkeypatch):
 
 
 def test_shading_score_sees_the_shaded_style():
-    ds = Fill50k.generate(32, seed=4, split="test")
+    ds = PairedData.generate(32, seed=4, split="test")
     flat = shapes.render(ds.scenes, ds.size)
     shaded = shapes.render(ds.scenes, ds.size, style="shaded")
     assert ablations.shading_score(shaded).mean() > 0.25
@@ -100,7 +100,7 @@ def test_guidance_and_transfer_tables(tmp_path):
 
     pipe = zc.load_sd("tinysd")
     cn = zc.ControlNet.for_pipeline(pipe).eval()  # zero convolutions: no effect yet
-    test = Fill50k.generate(2, seed=5, split="test")
+    test = PairedData.generate(2, seed=5, split="test")
     rows = ablations.guidance_table(pipe, cn, test, seeds=(0, 1), steps=2)
     assert {(r["mode"], r["prompt"]) for r in rows} == {(m, p) for m in ablations.GUIDANCE for p in ("none", "perfect")}
     assert all(0 <= r["shape_iou"] <= 1 and r["seeds"] == 2 for r in rows)
@@ -130,7 +130,7 @@ def test_baselines_for_the_locked_copy(tmp_path):
     assert not torch.equal(a["down_blocks.0.resnets.0.conv1.weight"], b["down_blocks.0.resnets.0.conv1.weight"])
     assert zc.zero_conv.is_zero(scratch.controlnet_mid_block)  # still a harmless start
 
-    test = Fill50k.generate(2, seed=8, split="test")
+    test = PairedData.generate(2, seed=8, split="test")
     model = ConcatConditioned(zc.load_sd().unet)
     z, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 500])
     text = torch.randn(2, 16, 64)
@@ -182,7 +182,7 @@ def test_merge_sweeps_never_mixes_two_sweeps_within_a_condition():
 
 
 def test_conflict_geometry_tells_the_prompts_kind_from_the_outlines():
-    ds = Fill50k.generate(16, seed=3, split="test")  # circles
+    ds = PairedData.generate(16, seed=3, split="test")  # circles
     sc = ds.scenes
     squares = ablations.conflicting_scenes(sc)  # the prompt's square at each outline's place and size
     assert (squares.kind == shapes.KINDS.index("square")).all()
@@ -243,7 +243,7 @@ def test_successors_side_by_side_one_row_per_design_condition_and_seed(tmp_path,
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     pipe = zc.load_sd()
-    test = Fill50k.generate(2, seed=777, split="test")
+    test = PairedData.generate(2, seed=777, split="test")
     for name in side_by_side.SUCCESSORS:
         mods = {c: designs.load(name, bench.module_folder([tmp_path], c, name, 0)) for c in ("outline", "keypoints")}
         out = side_by_side.composition(pipe, mods, test, steps=2)

@@ -9,42 +9,42 @@ from PIL import Image
 import zc
 from zc.study import zoo
 from zc.world import conditions, shapes
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 NAMES = list(conditions.CONDITIONS)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_condition_is_deterministic_and_in_range(name):
-    a = Fill50k.generate(6, seed=1, condition=name, split="test")
-    b = Fill50k.generate(6, seed=1, condition=name, split="test")
+    a = PairedData.generate(6, seed=1, condition=name, split="test")
+    b = PairedData.generate(6, seed=1, condition=name, split="test")
     assert torch.equal(a.sources, b.sources)
     c = a.conditions()
     assert c.shape == (6, 3, 64, 64) and c.min() >= 0 and c.max() <= 1 and c.max() > 0.5
-    assert not torch.equal(c, Fill50k.generate(6, seed=2, condition=name, split="test").conditions())
+    assert not torch.equal(c, PairedData.generate(6, seed=2, condition=name, split="test").conditions())
     assert conditions.draw(name, a.scenes, 128).shape == (6, 3, 128, 128)  # any size
 
 
 def test_condition_names_are_checked():
     with pytest.raises(ValueError, match="unknown condition 'canny'.*scribble"):
-        Fill50k.generate(2, condition="canny")
+        PairedData.generate(2, condition="canny")
 
 
 def test_outline_is_fill50k_unchanged():
-    ds = Fill50k.generate(8, seed=3)  # the default: outline of circles
+    ds = PairedData.generate(8, seed=3)  # the default: outline of circles
     ring = shapes.coverage(ds.scenes, 64, outline=2.0)[:, None].expand(-1, 3, -1, -1)
     assert (ds.scenes.kind == shapes.KINDS.index("circle")).all()
     assert torch.equal(ds.sources, (ring * 255).round().to(torch.uint8))
 
 
 def test_sparse_conditions_draw_less_than_the_shape():
-    ds = Fill50k.generate(16, seed=4, condition="scribble", split="test")
+    ds = PairedData.generate(16, seed=4, condition="scribble", split="test")
     ring = shapes.coverage(ds.scenes, 64, outline=2.0)
     share = (ds.conditions()[:, 0] > 0.5).flatten(1).sum(1) / (ring > 0.5).flatten(1).sum(1)
     assert ((share > 0.2) & (share < 0.95)).all()  # part of the border, not all of it
-    kp = Fill50k.generate(16, seed=4, condition="keypoints", split="test").conditions()
+    kp = PairedData.generate(16, seed=4, condition="keypoints", split="test").conditions()
     assert ((kp.amax(1) > 0.5).flatten(1).sum(1) < 60).all()  # two small dots
-    pal = Fill50k.generate(4, seed=4, condition="palette", split="test")
+    pal = PairedData.generate(4, seed=4, condition="palette", split="test")
     table = shapes.colour_table()
     torch.testing.assert_close(pal.conditions()[:, :, 10, 5], table[pal.scenes.fill], atol=1 / 255, rtol=0)
     torch.testing.assert_close(pal.conditions()[:, :, 10, 60], table[pal.scenes.bg], atol=1 / 255, rtol=0)
@@ -52,11 +52,11 @@ def test_sparse_conditions_draw_less_than_the_shape():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_measure_scores_the_truth_high_and_a_wrong_image_low(name):
-    ds = Fill50k.generate(32, seed=5, condition=name, split="test")
+    ds = PairedData.generate(32, seed=5, condition=name, split="test")
     key = conditions.get(name).score
     truth = ds.targets.float() / 255
     assert conditions.measure(truth, ds.scenes)[key] > 0.9
-    other = Fill50k.generate(32, seed=6, condition=name, split="test").targets.float() / 255  # other places, colours
+    other = PairedData.generate(32, seed=6, condition=name, split="test").targets.float() / 255  # other places, colours
     assert conditions.measure(other, ds.scenes)[key] < 0.3
     if key != "colour_accuracy":  # where: the shape moved
         assert conditions.measure(truth.flip(-1).flip(-2), ds.scenes)[key] < 0.3
@@ -67,7 +67,7 @@ def test_each_measure_scores_the_truth_high_and_a_wrong_image_low(name):
 
 
 def test_keypoint_errors_are_in_pixels():
-    ds = Fill50k.generate(8, seed=7, condition="keypoints", split="test")
+    ds = PairedData.generate(8, seed=7, condition="keypoints", split="test")
     truth = ds.targets.float() / 255
     shifted = torch.roll(truth, shifts=5, dims=-1)  # 5 px to the right (backgrounds are plain)
     m = conditions.measure(shifted, ds.scenes, per_item=True)
@@ -78,14 +78,14 @@ def test_keypoint_errors_are_in_pixels():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_any_condition_round_trips_both_on_disk_layouts(name, tmp_path):
-    ds = Fill50k.generate(4, seed=8, condition=name)
-    back = Fill50k.load(ds.save(tmp_path))
+    ds = PairedData.generate(4, seed=8, condition=name)
+    back = PairedData.load(ds.save(tmp_path))
     assert json.loads((tmp_path / "prompt.json").read_text().splitlines()[0])["source"] == "source/0.png"
     assert torch.equal(back.sources, ds.sources) and torch.equal(back.targets, ds.targets)
     rows = [{"image": Image.fromarray(t.permute(1, 2, 0).numpy()), "text": p,
              "conditioning_image": Image.fromarray(s.permute(1, 2, 0).numpy())}
             for s, t, p in zip(ds.sources, ds.targets, ds.prompts)]
-    cols = Fill50k.from_columns(rows)
+    cols = PairedData.from_columns(rows)
     assert torch.equal(cols.sources, ds.sources) and cols.prompts == ds.prompts
 
 
@@ -190,6 +190,6 @@ def test_composition_equals_diffusers_pipeline_with_a_list_of_controlnets(pipe, 
 
 
 def test_kind_of_reads_the_kind_wherever_the_shape_is():
-    ds = Fill50k.generate(32, seed=9, condition="silhouette", split="test")
+    ds = PairedData.generate(32, seed=9, condition="silhouette", split="test")
     assert (conditions.kind_of(ds.targets.float() / 255) == ds.scenes.kind).all()
     assert (conditions.kind_of(torch.ones(2, 3, 64, 64)) == -1).all()  # nothing drawn

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import inputs, make_unet
+from conftest import inputs
 from diffusers import ControlNetModel
 
 import zc

@@ -7,7 +7,7 @@ import zc
 from zc.controlled_unet import HookedConditioned
 from zc.controls.controlnet_xs import ControlNetXS
 from zc.sample import sample
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def pipe():
 
 
 def _inputs(pipe, n=2, seed=1):
-    data = Fill50k.generate(n, seed=seed, split="test")
+    data = PairedData.generate(n, seed=seed, split="test")
     z = torch.randn(n, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(seed))
     return data, z, pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
 
@@ -52,7 +52,7 @@ def test_information_flows_both_ways_at_every_block(pipe):
 
 def test_sampling_at_init_is_the_sd_alone_and_inputs_are_checked(pipe):
     xs = ControlNetXS.for_pipeline(pipe).eval()
-    data = Fill50k.generate(2, seed=2, split="test")
+    data = PairedData.generate(2, seed=2, split="test")
     kw = dict(num_inference_steps=3, generator=torch.Generator().manual_seed(0))
     plain = sample(pipe, None, data.prompts, None, **kw)
     kw["generator"] = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ import zc
 from zc.controlled_unet import HookedConditioned
 from zc.controls.controlnext import ControlNeXt, cross_normalise
 from zc.sample import sample
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_cross_normalisation_gives_the_control_the_main_features_statistics():
 
 def test_at_init_the_branch_moves_the_unet_and_enters_at_one_point(pipe):
     branch = ControlNeXt.for_pipeline(pipe).eval()
-    data = Fill50k.generate(4, seed=3, split="test")
+    data = PairedData.generate(4, seed=3, split="test")
     z = torch.randn(4, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
     text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
     calls = []
@@ -60,7 +60,7 @@ def test_it_is_a_small_fraction_of_a_controlnet_at_sd15_size():
 
 def test_sampling_runs_the_branch_every_step_and_checks_its_input(pipe):
     branch = ControlNeXt.for_pipeline(pipe).eval()
-    data = Fill50k.generate(2, seed=4, split="test")
+    data = PairedData.generate(2, seed=4, split="test")
     calls = []
     hook = branch.register_forward_hook(lambda m, a, o: calls.append(o.shape[0]))
     x = sample(pipe, [(branch, data.conditions())], data.prompts, num_inference_steps=3,

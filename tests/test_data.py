@@ -10,7 +10,7 @@ from PIL import Image
 import zc
 from zc import train as zt
 from zc.latent_cache import LatentCache
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +20,19 @@ def pipe():
 
 def test_a_large_generated_set_costs_nothing_until_read():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    big = Fill50k.generate(50_000, size=512, seed=0)  # the real fill50k's size: 78.6 GB if held as pixels
+    big = PairedData.generate(50_000, size=512, seed=0)  # the real fill50k's size: 78.6 GB if held as pixels
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert len(big) == 50_000 and grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
     b = big.batch([3, 49_999])
     assert b["targets"].shape == b["sources"].shape == (2, 3, 512, 512) and b["targets"].dtype == torch.uint8
-    again = Fill50k.generate(50_000, size=512, seed=0).batch([49_999])  # deterministic by (seed, index)
+    again = PairedData.generate(50_000, size=512, seed=0).batch([49_999])  # deterministic by (seed, index)
     assert torch.equal(again["sources"][0], b["sources"][1]) and again["prompts"][0] == b["prompts"][1]
     with pytest.raises(ValueError, match="too many to stack"):
         big.targets
 
 
 def test_batches_equal_items_and_the_dataloader_reads_whole_batches():
-    ds = Fill50k.generate(10, seed=2)
+    ds = PairedData.generate(10, seed=2)
     b = ds.batch([4, 1])
     item = ds[1]
     assert torch.equal(b["sources"][1].float() / 255, item["conditioning"]) and b["prompts"][1] == item["prompt"]
@@ -42,13 +42,13 @@ def test_batches_equal_items_and_the_dataloader_reads_whole_batches():
 
 
 def test_a_folder_is_read_lazily(tmp_path, monkeypatch):
-    Fill50k.generate(40, seed=3).save(tmp_path)
-    import zc.world.fill50k as f
+    PairedData.generate(40, seed=3).save(tmp_path)
+    import zc.world.pairs as f
 
     reads = []
     original = f._rgb
     monkeypatch.setattr(f, "_rgb", lambda x: reads.append(x) or original(x))
-    ds = Fill50k.load(tmp_path)
+    ds = PairedData.load(tmp_path)
     assert len(ds) == 40 and len(reads) == 2  # only the first pair, for its size
     ds.batch([7, 8], targets=False)
     assert len(reads) == 4 and all("source" in str(r) for r in reads[2:])
@@ -56,12 +56,12 @@ def test_a_folder_is_read_lazily(tmp_path, monkeypatch):
 
 def test_datasets_library_dataset_is_indexed_not_copied():
     datasets = pytest.importorskip("datasets")
-    src = Fill50k.generate(6, seed=4)
+    src = PairedData.generate(6, seed=4)
     hf = datasets.Dataset.from_dict({
         "image": [Image.fromarray(t.permute(1, 2, 0).numpy()) for t in src.targets],
         "conditioning_image": [Image.fromarray(s.permute(1, 2, 0).numpy()) for s in src.sources],
         "text": src.prompts}).cast_column("image", datasets.Image()).cast_column("conditioning_image", datasets.Image())
-    ds = Fill50k.from_columns(hf)
+    ds = PairedData.from_columns(hf)
     assert ds.rows is hf and ds.prompts == src.prompts
     assert torch.equal(ds.batch([5, 0])["targets"], src.targets[[5, 0]])
     assert ds.fingerprint()["columns"] == hf._fingerprint
@@ -72,7 +72,7 @@ class Interrupted(Exception):
 
 
 def test_cache_builds_once_resumes_and_refuses_other_data_or_models(pipe, tmp_path):
-    data = Fill50k.generate(12, seed=5)
+    data = PairedData.generate(12, seed=5)
     whole = LatentCache(tmp_path / "whole", data, pipe, "cpu", torch.float32, batch=4)
 
     class Flaky:  # dies on the second batch of targets, like a killed job
@@ -105,7 +105,7 @@ def test_cache_builds_once_resumes_and_refuses_other_data_or_models(pipe, tmp_pa
     torch.testing.assert_close(whole.text_for(ids, "cpu"), text.detach(), rtol=1e-5, atol=1e-5)
 
     with pytest.raises(ValueError, match="made from other data"):
-        LatentCache(tmp_path / "whole", Fill50k.generate(12, seed=6), pipe, "cpu", torch.float32)
+        LatentCache(tmp_path / "whole", PairedData.generate(12, seed=6), pipe, "cpu", torch.float32)
     with pytest.raises(ValueError, match="made from other model"):
         LatentCache(tmp_path / "whole", data, zc.load_sd("tinysd-shaded"), "cpu", torch.float32)
 
@@ -143,7 +143,7 @@ def test_runs_on_a_drive_keep_their_cache_on_local_disk_named_by_its_contents(pi
 
 
 def test_training_on_a_folder(pipe, tmp_path):
-    Fill50k.generate(8, seed=7).save(tmp_path / "data")
+    PairedData.generate(8, seed=7).save(tmp_path / "data")
     r = zt.train(zt.TrainConfig(out=str(tmp_path / "o"), data=str(tmp_path / "data"), steps=2, batch=2,
                                 eval_every=2, eval_n=2, eval_steps=2, device="cpu"), pipe=pipe)
     assert len([h for h in r.history if "loss" in h]) == 2 and (tmp_path / "o" / "controlnet").is_dir()
@@ -164,7 +164,7 @@ def test_training_draws_each_steps_latents_from_the_vae_posterior(pipe, tmp_path
     monkeypatch.setattr(DDPMScheduler, "add_noise", record)
     r = zt.train(zt.TrainConfig(out=str(tmp_path), steps=4, batch=16, n_train=1, eval_every=0, device="cpu"), pipe=pipe)
     draws = torch.cat(seen)  # (64, 4, h, w): one pair, 64 draws
-    data = Fill50k.generate(1, size=64, seed=0)
+    data = PairedData.generate(1, size=64, seed=0)
     with torch.no_grad():
         post = pipe.vae.encode(data.targets.float() / 127.5 - 1).latent_dist
     sf = pipe.vae.config.scaling_factor
@@ -196,7 +196,7 @@ def test_latent_mean_option_trains_on_the_mean_with_the_same_other_draws(pipe, t
 
 
 def test_a_cache_of_means_only_is_refused(pipe, tmp_path):
-    data = Fill50k.generate(4, seed=5)
+    data = PairedData.generate(4, seed=5)
     LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)
     meta = json.loads((tmp_path / "c" / "meta.json").read_text())
     del meta["stores"]  # what zc before the fix wrote: no log-variance, means only

@@ -10,14 +10,14 @@ from zc import designs
 from zc import train as zt
 from zc.sample import sample
 from zc.study import side_by_side
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 @pytest.mark.parametrize("name", list(designs.DESIGNS))
 def test_each_design_starts_as_the_sd_alone_exactly_when_the_registry_says_so(name):
     d = designs.get(name)
     pipe = zc.load_sd()  # fresh: concat widens the UNet's input
-    data = Fill50k.generate(2, seed=5, split="test")
+    data = PairedData.generate(2, seed=5, split="test")
     z = torch.randn(2, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
     text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
     with torch.no_grad():
@@ -31,7 +31,7 @@ def test_each_design_starts_as_the_sd_alone_exactly_when_the_registry_says_so(na
 
 def test_one_call_samples_any_design_and_unknown_names_are_refused():
     pipe = zc.load_sd()
-    data = Fill50k.generate(2, seed=6, split="test")
+    data = PairedData.generate(2, seed=6, split="test")
     for name in ("T2I-Adapter", "ControlNeXt-style", "IP-Adapter"):
         module, _ = zt.build(zt.TrainConfig(architecture=designs.get(name).architecture), pipe)
         kw = designs.sample_kwargs(module.eval(), data.conditions())
@@ -82,7 +82,7 @@ def test_two_controls_of_one_design_compose_each_adding_its_own(name):
     attached), and a second one that adds nothing (scale 0 / a zero-init control) leaves them exactly
     as the first alone; lists of unequal length are refused."""
     pipe = zc.load_sd()
-    data = Fill50k.generate(2, seed=7, split="test")
+    data = PairedData.generate(2, seed=7, split="test")
     c = data.conditions()
     arch = designs.get(name).architecture
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def test_composition_scores_each_control_alone_and_both_with_their_own_measures(
         m.save_pretrained(tmp_path / c)
         mods[c] = designs.load("ControlNeXt-style", tmp_path / c)
         assert all(torch.equal(v, m.state_dict()[k]) for k, v in mods[c].state_dict().items())
-    test = Fill50k.generate(2, seed=8, split="test")
+    test = PairedData.generate(2, seed=8, split="test")
     out = side_by_side.composition(pipe, mods, test, steps=2)
     assert set(out) == {"outline alone", "keypoints alone", "both"}
     assert set(out["both"]) == {"shape_iou", "keypoint_accuracy"}

@@ -9,7 +9,7 @@ from zc import designs
 from zc import train as zt
 from zc.sample import sample
 from zc.sd import build_sd15_standin
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def mini(tmp_path_factory):
 def test_each_design_trains_a_step_and_samples_on_an_sd_that_is_not_tinysd(mini, name):
     pipe = zc.load_sd(mini)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # 128
-    data = Fill50k.generate(2, size=size, seed=1)
+    data = PairedData.generate(2, size=size, seed=1)
     module, model = zt.build(zt.TrainConfig(architecture=designs.get(name).architecture), pipe, 3)
     z = torch.randn(2, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
     text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]

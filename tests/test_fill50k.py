@@ -6,65 +6,65 @@ from PIL import Image
 
 from zc.world import metrics, shapes
 from zc.world.fidelity import condition_fidelity, convergence_step, prompt_colours
-from zc.world.fill50k import Fill50k, disc_masks
+from zc.world.pairs import PairedData, disc_masks
 
 
 def test_generation_is_deterministic_and_normalised():
-    a, b = Fill50k.generate(8, seed=1), Fill50k.generate(8, seed=1)
+    a, b = PairedData.generate(8, seed=1), PairedData.generate(8, seed=1)
     assert torch.equal(a.targets, b.targets) and a.prompts == b.prompts
-    assert not torch.equal(a.targets, Fill50k.generate(8, seed=2).targets)
+    assert not torch.equal(a.targets, PairedData.generate(8, seed=2).targets)
     item = a[0]
     assert item["pixel_values"].min() >= -1 and item["pixel_values"].max() <= 1 and item["pixel_values"].min() < -0.01
     assert item["conditioning"].min() == 0 and item["conditioning"].max() == 1
     assert all(p.endswith(" background") and " circle with " in p for p in a.prompts)
-    assert Fill50k.generate(2, size=128).targets.shape == (2, 3, 128, 128)
+    assert PairedData.generate(2, size=128).targets.shape == (2, 3, 128, 128)
 
 
 def test_train_and_test_splits_never_share_a_colour_pair():
-    tr, te = Fill50k.generate(500, seed=0), Fill50k.generate(200, seed=0, split="test")
+    tr, te = PairedData.generate(500, seed=0), PairedData.generate(200, seed=0, split="test")
     assert not set(tr.prompts) & set(te.prompts)
     assert shapes.held_out_pair(te.scenes.fill, te.scenes.bg).all()
 
 
 def test_original_format_round_trip(tmp_path):
-    ds = Fill50k.generate(6, seed=3)
+    ds = PairedData.generate(6, seed=3)
     ds.save(tmp_path)
     first = json.loads((tmp_path / "prompt.json").read_text().splitlines()[0])
     assert first == {"source": "source/0.png", "target": "target/0.png", "prompt": ds.prompts[0]}
-    back = Fill50k.load(tmp_path)
+    back = PairedData.load(tmp_path)
     assert torch.equal(back.targets, ds.targets) and torch.equal(back.sources, ds.sources) and back.prompts == ds.prompts
-    assert len(Fill50k.load(tmp_path, limit=2)) == 2
+    assert len(PairedData.load(tmp_path, limit=2)) == 2
 
 
 def test_diffusers_column_layout():
-    ds = Fill50k.generate(3, seed=4)
+    ds = PairedData.generate(3, seed=4)
     rows = [{"image": Image.fromarray(ds.targets[i].permute(1, 2, 0).numpy()),
              "conditioning_image": Image.fromarray(ds.sources[i].permute(1, 2, 0).numpy()).convert("L"),  # grey works too
              "text": ds.prompts[i]} for i in range(3)]
-    back = Fill50k.from_columns(rows)
+    back = PairedData.from_columns(rows)
     assert torch.equal(back.targets, ds.targets) and torch.equal(back.sources, ds.sources)
 
 
 def test_bad_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="prompt.json"):
-        Fill50k.load(tmp_path)
+        PairedData.load(tmp_path)
     (tmp_path / "prompt.json").write_text('{"source": "source/0.png"}\n')
     with pytest.raises(ValueError, match="line 1"):
-        Fill50k.load(tmp_path)
+        PairedData.load(tmp_path)
     (tmp_path / "prompt.json").write_text('{"source": "s.png", "target": "t.png", "prompt": "x"}\n')
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        Fill50k.load(tmp_path)
+        PairedData.load(tmp_path)
     with pytest.raises(ValueError, match="differ in size"):
-        Fill50k.from_columns([{"image": Image.new("RGB", (8, 8)), "conditioning_image": Image.new("RGB", (4, 4)), "text": "x"}])
+        PairedData.from_columns([{"image": Image.new("RGB", (8, 8)), "conditioning_image": Image.new("RGB", (4, 4)), "text": "x"}])
 
 
 def test_disc_from_outline_matches_the_circle():
-    ds = Fill50k.generate(32, seed=5)
+    ds = PairedData.generate(32, seed=5)
     assert metrics.iou(disc_masks(ds.sources), shapes.coverage(ds.scenes, 64) > 0.5).mean() > 0.95
 
 
 def test_fidelity_of_ground_truth_and_of_misplaced_circles():
-    ds = Fill50k.generate(16, seed=6, split="test")
+    ds = PairedData.generate(16, seed=6, split="test")
     truth = (ds.targets.float() / 255)
     good = condition_fidelity(truth, ds)
     assert good["shape_iou"] > 0.9 and good["background_accuracy"] > 0.99

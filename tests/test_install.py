@@ -51,12 +51,12 @@ def test_wheel_installs_with_its_dependencies_and_runs_a_chapter(tmp_path):
 
     probe = (
         "import torch, zc\n"
-        "from zc.world.fill50k import Fill50k\n"
+        "from zc.world.pairs import PairedData\n"
         "from zc.resources import RESULTS\n"
         "from zc.sample import sample\n"
         "pipe = zc.load_sd()\n"
         "cn = zc.ControlNet.from_pretrained(zc.sd.FILL50K_CONTROLNET)\n"
-        "test = Fill50k.generate(2, seed=1, split='test')\n"
+        "test = PairedData.generate(2, seed=1, split='test')\n"
         "x = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=4,\n"
         "           generator=torch.Generator().manual_seed(0))\n"
         "print(zc.__file__, RESULTS, list(x.shape), float(x.std()), sep='|')\n"

@@ -13,7 +13,7 @@ from zc.controls.ip_adapter import (
     cross_attention_names,
 )
 from zc.sample import sample
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 from zc.zero_conv import randomize_
 
 
@@ -32,7 +32,7 @@ def trained_like(adapter, seed=0):
 
 
 def palettes(n, seed=3, size=64):
-    ds = Fill50k.generate(n, size=size, seed=seed, split="test", condition="palette")
+    ds = PairedData.generate(n, size=size, seed=seed, split="test", condition="palette")
     return ds.prompts, ds.conditions()
 
 
@@ -191,7 +191,7 @@ def test_training_a_controlnet_beside_a_locked_adapter(pipe, tmp_path):
     assert pipe.unet.encoder_hid_proj is None
     with pytest.raises(ValueError, match="architecture controlnet"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "b"), **{**cfg, "architecture": "t2i-adapter"}), pipe=pipe)
-    Fill50k.generate(4, seed=1, condition="keypoints").save(tmp_path / "data")
+    PairedData.generate(4, seed=1, condition="keypoints").save(tmp_path / "data")
     with pytest.raises(ValueError, match="generated pairs"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "c"), **{**cfg, "data": str(tmp_path / "data")}), pipe=pipe)
 

@@ -12,7 +12,7 @@ import torch
 
 import zc
 from zc import train as zt
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 ARGS = ["--preset", "tiny", "--device", "cpu", "--steps", "4", "--batch", "2", "--eval-every", "2",
         "--eval-n", "2", "--eval-steps", "2", "--checkpoint-every", "100"]
@@ -47,7 +47,7 @@ def log(folder):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A fill50k folder: both processes (and the single-process reference runs) read the same pairs."""
-    return Fill50k.generate(8, size=64, seed=3).save(tmp_path_factory.mktemp("data"))
+    return PairedData.generate(8, size=64, seed=3).save(tmp_path_factory.mktemp("data"))
 
 
 def test_two_processes_write_once_and_resume(tmp_path, data):

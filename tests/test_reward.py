@@ -6,13 +6,13 @@ import torch
 import zc
 from zc import train as zt
 from zc.controls import reward
-from zc.world.fill50k import Fill50k, disc_masks
+from zc.world.pairs import PairedData, disc_masks
 from zc.zero_conv import randomize_
 
 
 def test_the_shipped_segmenter_reads_the_truth_back_and_not_a_moved_shape():
     seg = reward.load_segmenter()
-    test = Fill50k.generate(32, seed=100, split="test")
+    test = PairedData.generate(32, seed=100, split="test")
     masks, images = disc_masks(test.sources), test.targets.float() / 255
     assert reward.agreement(seg, images, masks).mean() > 0.9  # the ground truth scores near the top
     assert reward.agreement(seg, images, torch.roll(masks, 16, 2)).mean() < 0.4  # a moved outline clearly lower
@@ -24,7 +24,7 @@ def test_the_reward_loss_reaches_the_controlnet_through_the_decoder():
     for i, m in enumerate((cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out)):
         randomize_(m, std=0.05, generator=torch.Generator().manual_seed(i))
     model = zc.ControlledUNet(pipe.unet, cn)
-    data = Fill50k.generate(2, seed=3)
+    data = PairedData.generate(2, seed=3)
     z = torch.randn(2, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([50, 150])
     text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]

@@ -12,7 +12,7 @@ from diffusers import (
 import zc
 from zc import train as zt
 from zc.sample import sample
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 from zc.zero_conv import randomize_
 
 
@@ -43,7 +43,7 @@ def diffusers_pipe(pipe, controlnets, tmp_path, scheduler=None):
 
 
 def conditions(n, seed):
-    ds = Fill50k.generate(n, seed=seed, split="test")
+    ds = PairedData.generate(n, seed=seed, split="test")
     return ds.prompts, torch.stack([ds[i]["conditioning"] for i in range(n)])
 
 
@@ -194,7 +194,7 @@ def test_training_stops_on_nan(pipe, tmp_path):
 def test_training_config_errors(pipe, tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         zt.TrainConfig.preset("huge")
-    Fill50k.generate(2, size=32).save(tmp_path / "data")
+    PairedData.generate(2, size=32).save(tmp_path / "data")
     with pytest.raises(ValueError, match="32 px but this SD works at 64 px"):
         zt.train(zt.TrainConfig(out=str(tmp_path / "o"), data=str(tmp_path / "data"), steps=1, device="cpu"), pipe=pipe)
 
@@ -250,7 +250,7 @@ def test_tqdm_disable_hides_every_zc_and_loading_bar(monkeypatch):
 def test_condition_share_is_zero_for_an_untrained_controlnet_and_moves_when_it_acts(pipe):
     from zc.train import condition_share
 
-    data = Fill50k.generate(4, seed=3, split="test")
+    data = PairedData.generate(4, seed=3, split="test")
     cn = zc.ControlNet.for_pipeline(pipe)  # zero convolutions: the condition cannot change the loss yet
     rows = condition_share(pipe, cn, data, timesteps=(100, 900))
     assert [r["t"] for r in rows] == [100, 900]

@@ -6,7 +6,7 @@ from diffusers import ControlNetModel
 import zc
 from zc import train as zt
 from zc.world import conditions, shapes
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 def test_a_stack_is_its_members_images_along_the_channels():
@@ -18,7 +18,7 @@ def test_a_stack_is_its_members_images_along_the_channels():
     assert torch.equal(both[:, 3:], conditions.draw("scribble", scenes, 64))
     assert conditions.members("keypoints+scribble") == ["keypoints", "scribble"]
     assert conditions.get("keypoints+scribble").score == "keypoint_accuracy"  # the first member's
-    assert Fill50k.generate(4, condition="outline+lowres").conditions().shape == (4, 6, 64, 64)
+    assert PairedData.generate(4, condition="outline+lowres").conditions().shape == (4, 6, 64, 64)
 
 
 @pytest.mark.parametrize("bad, match", [("outline+outline", "distinct"), ("keypoints+palette", "IP-Adapter"),

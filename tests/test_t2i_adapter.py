@@ -7,7 +7,7 @@ from diffusers import StableDiffusionAdapterPipeline, T2IAdapter
 import zc
 from zc.controls import t2i_adapter
 from zc.sample import sample
-from zc.world.fill50k import Fill50k
+from zc.world.pairs import PairedData
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def adapter_for(pipe, seed=0):
 
 def test_sampler_matches_diffusers_adapter_pipeline(pipe):
     adapter = adapter_for(pipe)
-    data = Fill50k.generate(2, seed=1, split="test")
+    data = PairedData.generate(2, seed=1, split="test")
     cond = data.conditions()
     kw = dict(num_inference_steps=6, guidance_scale=5.0)
     ours = sample(pipe, [(adapter, cond, 0.7)], data.prompts, generator=torch.Generator().manual_seed(0), **kw)
@@ -41,7 +41,7 @@ def test_the_adapter_runs_once_per_generation_not_once_per_step(pipe):
     adapter = adapter_for(pipe)
     calls = []
     hook = adapter.register_forward_hook(lambda *a: calls.append(1))
-    data = Fill50k.generate(2, seed=2, split="test")
+    data = PairedData.generate(2, seed=2, split="test")
     sample(pipe, [(adapter, data.conditions())], data.prompts, num_inference_steps=5)
     hook.remove()
     assert len(calls) == 1  # a ControlNet runs 5 times here (once per step)
@@ -50,7 +50,7 @@ def test_the_adapter_runs_once_per_generation_not_once_per_step(pipe):
 def test_an_untrained_adapter_already_changes_the_unet_unlike_a_zero_initialised_controlnet(pipe):
     """No zero init: at step 0 the adapter's features move the UNet's prediction by a measurable amount."""
     adapter = adapter_for(pipe)
-    data = Fill50k.generate(4, seed=3, split="test")
+    data = PairedData.generate(4, seed=3, split="test")
     z = torch.randn(4, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
     text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0]
     with torch.no_grad():

@@ -42,7 +42,7 @@ from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: i
     step_generator,
 )
 from .world import conditions
-from .world.fill50k import Fill50k
+from .world.pairs import PairedData
 
 __all__ = ["TrainConfig", "TrainResult", "build", "drop_conditions", "Batch", "Denoised", "objective", "read_batch",
     "evaluate", "condition_share", "train", "evaluations", "evaluates_at", "format_history", "main"]
@@ -189,7 +189,7 @@ def read_batch(b: dict, cfg: TrainConfig, data, cache, pipe, extras, g: torch.Ge
     return Batch(latents, text, cond, b["sources"])
 
 
-def evaluate(pipe, module, eval_set: Fill50k, cfg: TrainConfig, extras=()) -> tuple[dict, torch.Tensor]:
+def evaluate(pipe, module, eval_set: PairedData, cfg: TrainConfig, extras=()) -> tuple[dict, torch.Tensor]:
     """Fidelity to the condition on the held-out set (conditions.measure), and the images it was measured
     on; any control a callback attaches (an IP-Adapter) sampled beside, reading its own condition."""
     was_training = module.training
@@ -205,7 +205,7 @@ def evaluate(pipe, module, eval_set: Fill50k, cfg: TrainConfig, extras=()) -> tu
 
 
 @torch.no_grad()
-def condition_share(pipe, controlnet, data: Fill50k, timesteps=(100, 500, 900), seed: int = 0) -> list[dict]:
+def condition_share(pipe, controlnet, data: PairedData, timesteps=(100, 500, 900), seed: int = 0) -> list[dict]:
     """How much of the training loss the condition can remove, per timestep: the loss of the
     controlled UNet on `data` (full prompts, latents drawn from the VAE posterior, the same noise
     for both) with the real condition images and with blank ones (all zeros, what the hint

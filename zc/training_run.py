@@ -31,7 +31,7 @@ from .training_utils import (
     trackers,
     whole_batches,
 )
-from .world.fill50k import Fill50k
+from .world.pairs import PairedData
 
 __all__ = ["Callback", "EXTRAS", "register_extra", "build", "Run", "setup", "finish", "keep_until_exit"]
 
@@ -133,11 +133,11 @@ def _data(cfg, pipe, accelerator, dtype):
     the others then open the finished one."""
     size = image_size(pipe)
     kinds = [k.strip() for k in cfg.kinds.split(",") if k.strip()] or None
-    data = (Fill50k.load(cfg.data) if cfg.data else
-            Fill50k.generate(cfg.n_train, size=size, seed=cfg.seed, condition=cfg.condition, kinds=kinds))
+    data = (PairedData.load(cfg.data) if cfg.data else
+            PairedData.generate(cfg.n_train, size=size, seed=cfg.seed, condition=cfg.condition, kinds=kinds))
     if data.size != size:
         raise ValueError(f"fill50k images are {data.size} px but this SD works at {size} px: regenerate or resize the data")
-    eval_set = Fill50k.generate(cfg.eval_n, size=size, seed=cfg.seed + 10_000, split="test", condition=cfg.condition,
+    eval_set = PairedData.generate(cfg.eval_n, size=size, seed=cfg.seed + 10_000, split="test", condition=cfg.condition,
                                 kinds=kinds)
     if cfg.encode not in ("cache", "fly"):
         raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
@@ -222,8 +222,8 @@ class Run:
     accelerator: object
     dtype: torch.dtype  # the frozen SD's (the training precision)
     pipe: object  # the locked SD
-    data: Fill50k  # the training pairs
-    eval_set: Fill50k  # the held-out pairs
+    data: PairedData  # the training pairs
+    eval_set: PairedData  # the held-out pairs
     cache: LatentCache | None  # their VAE latents and text features, encoded once (None: encode on the fly)
     scheduler: object  # the training noise schedule (DDPM, from the SD's)
     design: designs.Design

@@ -129,7 +129,7 @@ def load_segmenter() -> ShapeSegmenter:
 
 def condition_masks(condition: str, sources: torch.Tensor) -> torch.Tensor:
     """(B, H, W) bool: the shape a condition image says should be drawn (the segmenter's target)."""
-    from ..world.fill50k import disc_masks
+    from ..world.pairs import disc_masks
 
     if condition in ("outline", "fill50k"):
         return disc_masks(sources)  # any closed outline: its inside, flood-filled

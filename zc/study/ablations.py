@@ -40,7 +40,7 @@ from ..train import TrainConfig, train
 from ..training_utils import hide_bar, pick_device
 from ..world import conditions, metrics, shapes
 from ..world.conditions import shape_regions
-from ..world.fill50k import Fill50k, disc_masks
+from ..world.pairs import PairedData, disc_masks
 from .stats import (
     SETTINGS,
     read_csv,
@@ -132,7 +132,7 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
     return PRESETS[preset][0], runs
 
 
-def measure(pipe, controlnet, test: Fill50k, seed: int, steps: int = 20, **sample_kw) -> dict[str, float]:
+def measure(pipe, controlnet, test: PairedData, seed: int, steps: int = 20, **sample_kw) -> dict[str, float]:
     """The test set's condition score (conditions.measure, e.g. shape IoU for outlines) under each
     prompt setting; none of them depends on the prompt's colours."""
     cond, key = test.conditions(), conditions.get(test.condition).score
@@ -153,7 +153,7 @@ def forgetting(pipe, model=None, n: int = 32, seed: int = 0, steps: int = 20) ->
     from ..controls.variants import ConcatConditioned
 
     size = image_size(pipe)
-    test = Fill50k.generate(n, size=size, seed=4242, split="test", kinds=shapes.KINDS)
+    test = PairedData.generate(n, size=size, seed=4242, split="test", kinds=shapes.KINDS)
     concat = isinstance(model, ConcatConditioned)
     cond = torch.zeros(n, 3, size, size) if concat else None
     images = sample(pipe, model if concat else None, test.prompts, cond, num_inference_steps=steps,
@@ -206,7 +206,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     on = pick_device(device)  # where train() runs
     pipe = load_sd(sd, device=on)
     size = image_size(pipe)
-    test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
+    test = PairedData.generate(n_test, size=size, seed=777, split="test", condition=condition)
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
               "final_loss", *PROMPTS, "base_kind_accuracy", "base_colour_accuracy", "machine"]
     todo = [(r, s) for s in seeds for r in runs if (condition, r.name, s) not in done]  # seed by seed
@@ -251,7 +251,7 @@ def references(condition: str, seeds=(0, 1, 2), n_test: int = 32, sd: str | None
     same under every prompt). Rows in results.csv's form (name, seed, the four settings)."""
     pipe = load_sd(sd)
     size = image_size(pipe)
-    test = Fill50k.generate(n_test, size=size, seed=777, split="test", condition=condition)
+    test = PairedData.generate(n_test, size=size, seed=777, split="test", condition=condition)
     key = conditions.get(condition).score
     ceiling = conditions.measure(shapes.render(test.scenes, size), test.scenes)[key]
     rows = []
@@ -270,7 +270,7 @@ def references(condition: str, seeds=(0, 1, 2), n_test: int = 32, sd: str | None
 GUIDANCE = {"CFG": {}, "CFG-RW": {"cfg_rw": True}, "guess mode": {"guess_mode": True}}
 
 
-def guidance_table(pipe, controlnet, test: Fill50k, seeds=(0, 1, 2), steps: int = 20, guidance_scale: float = 5.0):
+def guidance_table(pipe, controlnet, test: PairedData, seeds=(0, 1, 2), steps: int = 20, guidance_scale: float = 5.0):
     """CFG vs CFG-RW vs guess mode with no prompt and the full prompt: IoU (mean, 95% t half-width
     and the per-seed values, so two modes can be compared paired by seed) and, with the full
     prompt, fill colour accuracy, over sampling seeds."""
@@ -327,7 +327,7 @@ def conflict_geometry(images: torch.Tensor, scenes: shapes.Scenes) -> dict[str, 
             "iou_same_area": metrics.iou(ghost((per_r2 * area).sqrt()), truth).mean().item()}
 
 
-def transfer_table(pipes: dict, controlnet, test: Fill50k, seed: int = 0, steps: int = 20):
+def transfer_table(pipes: dict, controlnet, test: PairedData, seed: int = 0, steps: int = 20):
     """The same ControlNet on several SDs (e.g. TinySD and its fine-tuned variant), full prompt.
     Returns (rows, images): IoU, fill accuracy and shading score with and without the ControlNet."""
     from ..world.fidelity import condition_fidelity

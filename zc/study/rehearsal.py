@@ -39,7 +39,7 @@ def stage(name: str, sd: str, device: str = "cpu", pairs: int = 8, train_steps: 
     from ..controlnet import ControlNet
     from ..sample import sample
     from ..sd import load_sd, precision
-    from ..world.fill50k import Fill50k
+    from ..world.pairs import PairedData
 
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
@@ -64,7 +64,7 @@ def stage(name: str, sd: str, device: str = "cpu", pairs: int = 8, train_steps: 
         pipe = load_sd(sd, device=device)
         cn = ControlNet.for_pipeline(pipe).eval()
         size = image_size(pipe)
-        test = Fill50k.generate(1, size=size, seed=0, split="test")
+        test = PairedData.generate(1, size=size, seed=0, split="test")
         t1 = time.time()
         sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=sample_steps,
                generator=torch.Generator().manual_seed(0))

@@ -20,7 +20,7 @@ __all__ = ["SUCCESSORS", "BASELINES", "WIRING", "composition", "stored_rows", "s
 
 def composition(pipe, modules: dict, test, seed: int = 0, steps: int = 20) -> dict:
     """Whether two controls of one design compose (the paper's §3.4 for ControlNets): `modules` maps
-    two conditions to their trained modules; `test` (a Fill50k) gives the scenes, and each module reads
+    two conditions to their trained modules; `test` (a PairedData) gives the scenes, and each module reads
     its own condition drawn for them. With an empty prompt, each control alone and both together;
     each condition's own measure (conditions.get(c).score) on each image set.
     Returns {"<c> alone": {measure: score}, "both": {measure: score}}."""

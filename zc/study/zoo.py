@@ -22,7 +22,7 @@ from ..resources import WEIGHTS
 from ..sample import as_controls, sample
 from ..sd import image_size
 from ..world import conditions, metrics, shapes
-from ..world.fill50k import Fill50k
+from ..world.pairs import PairedData
 
 __all__ = ["TEST_SEED", "IP_SCALE", "TUNED", "folder", "shipped", "adapter_folder", "load_adapter", "load",
     "test_set", "benchmark", "SPATIAL", "one_network_folder", "one_network", "together", "disagreeing",
@@ -70,9 +70,9 @@ def load(name: str, device="cpu") -> ControlNet:
     return ControlNet.from_pretrained(folder(name)).to(device).eval()
 
 
-def test_set(name: str, n: int, size: int = 64, seed: int = TEST_SEED) -> Fill50k:
+def test_set(name: str, n: int, size: int = 64, seed: int = TEST_SEED) -> PairedData:
     """Held-out scenes of every kind (colour pairs never trained on) with `name`'s condition."""
-    return Fill50k.generate(n, size=size, seed=seed, split="test", condition=name, kinds=shapes.KINDS)
+    return PairedData.generate(n, size=size, seed=seed, split="test", condition=name, kinds=shapes.KINDS)
 
 
 def _sample(pipe, cn, prompts, cond, steps, seed=0):

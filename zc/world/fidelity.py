@@ -16,7 +16,7 @@ import torch
 
 from . import metrics, shapes
 from .conditions import measure, shape_regions
-from .fill50k import Fill50k, disc_masks
+from .pairs import PairedData, disc_masks
 
 __all__ = ["prompt_colours", "condition_fidelity", "convergence_step", "plot_history", "PERTURBATIONS",
     "perturbation", "lighting", "texture", "noise", "jpeg"]
@@ -35,7 +35,7 @@ def prompt_colours(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return table[fills], table[bgs]
 
 
-def condition_fidelity(images: torch.Tensor, data: Fill50k) -> dict:
+def condition_fidelity(images: torch.Tensor, data: PairedData) -> dict:
     """Means over the batch: conditions.measure against data.scenes when they are known (generated
     sets, every condition); for a loaded outline folder, shape_iou against the outline's inside
     (disc_masks) and the colour accuracies of the prompts' colours."""

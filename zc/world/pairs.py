@@ -1,15 +1,15 @@
-"""Datasets in fill50k's form: (condition image, target image, prompt) triples, for any condition.
+"""Paired data in fill50k's form, for every condition: (condition image, target image, prompt) triples.
 
 The original fill50k: condition = a circle's outline, white on black; target = the filled circle on its
 background; prompt = "<fill colour> circle with <background colour> background" in CSS colour names
-written as words. `Fill50k.generate(..., condition=...)` makes the same kind of set for every condition
+written as words. `PairedData.generate(..., condition=...)` makes the same kind of set for every condition
 of the zoo (conditions.py) over the four kinds of the shapes world.
 
-    ds = Fill50k.generate(1000, size=64, seed=0)                 # fill50k: circle outlines
-    ds = Fill50k.generate(1000, condition="scribble")             # any condition, all four kinds
+    ds = PairedData.generate(1000, size=64, seed=0)                 # fill50k: circle outlines
+    ds = PairedData.generate(1000, condition="scribble")             # any condition, all four kinds
     ds.save("data/fill1k")                                        # the original layout: prompt.json + source/ + target/
-    ds = Fill50k.load("data/fill1k")                              # ... or an original fill50k folder
-    ds = Fill50k.from_columns(hf_dataset)                         # diffusers' copy: image / conditioning_image / text
+    ds = PairedData.load("data/fill1k")                              # ... or an original fill50k folder
+    ds = PairedData.from_columns(hf_dataset)                         # diffusers' copy: image / conditioning_image / text
 
 Memory is O(batch), not O(dataset): a generated set keeps only its scene parameters (7 numbers a pair)
 and draws pairs when asked; a folder keeps its prompt list and reads the PNGs of the pairs asked for;
@@ -33,7 +33,7 @@ from ..training_utils import atomic_write, hide_bar
 from . import conditions, shapes
 from .conditions import OUTLINE_WIDTH  # noqa: F401  (fill50k's ring width, kept importable from here)
 
-__all__ = ["MATERIALISE_LIMIT", "Fill50k", "disc_masks"]
+__all__ = ["MATERIALISE_LIMIT", "PairedData", "disc_masks"]
 
 MATERIALISE_LIMIT = 4096  # .sources / .targets stack every pair: only for evaluation-sized sets
 
@@ -42,7 +42,7 @@ def _to8(x: torch.Tensor) -> torch.Tensor:
     return (x * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-class Fill50k(torch.utils.data.Dataset):
+class PairedData(torch.utils.data.Dataset):
     """Items are dicts: pixel_values (3, H, W) in [-1, 1], conditioning (3, H, W) in [0, 1], prompt."""
 
     prompts: list[str]
@@ -92,7 +92,7 @@ class Fill50k(torch.utils.data.Dataset):
     # --- making it --------------------------------------------------------------------------
     @classmethod
     def generate(cls, n: int, size: int = 64, seed: int = 0, split: str = "train", condition: str = "outline",
-                 kinds: Sequence[str] | None = None) -> "Fill50k":
+                 kinds: Sequence[str] | None = None) -> "PairedData":
         """n pairs of a zoo condition, deterministic by (seed, index). kinds: the condition's default
         (circles for the outline, i.e. fill50k; all four kinds for the others)."""
         cond = conditions.get(condition)
@@ -104,7 +104,7 @@ class Fill50k(torch.utils.data.Dataset):
                                                     "kinds": list(kinds)})
 
     @classmethod
-    def from_scenes(cls, scenes: shapes.Scenes, size: int, condition: str = "outline") -> "Fill50k":
+    def from_scenes(cls, scenes: shapes.Scenes, size: int, condition: str = "outline") -> "PairedData":
         return _Generated(scenes, size, condition, None)
 
     # --- the original on-disk format --------------------------------------------------------
@@ -128,18 +128,18 @@ class Fill50k(torch.utils.data.Dataset):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, limit: int | None = None) -> "Fill50k":
+    def load(cls, folder: str | Path, limit: int | None = None) -> "PairedData":
         """A fill50k-style folder (prompt.json JSON Lines + the PNGs it names), read lazily."""
         return _Folder(folder, limit)
 
     @classmethod
-    def from_columns(cls, rows) -> "Fill50k":
+    def from_columns(cls, rows) -> "PairedData":
         """diffusers' fill50k columns: image, conditioning_image (PIL images or paths), text. `rows` is a
         `datasets.Dataset` or any sequence of such dicts; rows are read when a batch asks for them."""
         return _Columns(rows)
 
 
-class _Generated(Fill50k):
+class _Generated(PairedData):
     def __init__(self, scenes: shapes.Scenes, size: int, condition: str, spec: dict | None):
         conditions.get(condition)
         self.scenes, self.size, self.condition, self._spec = scenes, size, condition, spec
@@ -162,7 +162,7 @@ class _Generated(Fill50k):
         return {"generated": "shapes", **self._spec}  # the targets do not depend on the condition
 
 
-class _Folder(Fill50k):
+class _Folder(PairedData):
     def __init__(self, folder, limit=None):
         self.folder = Path(folder)
         index = self.folder / "prompt.json"
@@ -204,7 +204,7 @@ class _Folder(Fill50k):
                 "prompt_json_mtime": int(st.st_mtime)}
 
 
-class _Columns(Fill50k):
+class _Columns(PairedData):
     def __init__(self, rows):
         if not hasattr(rows, "__getitem__") or not hasattr(rows, "__len__"):
             rows = list(rows)  # a one-shot iterable: keep its rows (their images stay as given)
