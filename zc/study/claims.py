@@ -38,7 +38,8 @@ from .stats import (  # noqa: F401
 
 __all__ = ["PREREGISTERED_SEEDS", "suddenness", "convergence", "COMPARABLE", "NOT_WORSE", "ARCHITECTURE",
     "LOCKED_COPY", "SMALL_DATA", "EFFICIENCY", "NOT_TESTED", "DATA_SIZE", "MID_SPEEDUP",
-    "mid_control_speed", "paper_claims", "guidance_claim", "with_recheck", "format_claims", "NOT_AT_SCALE"]
+    "mid_control_speed", "paper_claims", "auc_claims", "guidance_claim", "with_recheck", "format_claims",
+    "NOT_AT_SCALE"]
 
 PREREGISTERED_SEEDS = 3  # the sweep's seeds per design, fixed before it ran: verdicts use seeds 0-2 only;
 # seeds added later to a comparison (to settle it) are reported beside its verdict, never used by it
@@ -255,14 +256,22 @@ def _architecture_rows(ablation_rows: list[dict]) -> list[dict]:
 
 def _efficiency_rows(curves: list[dict]) -> list[dict]:
     """The same Fig. 8 comparisons from the training curves: the mean score over training, paired by seed."""
-    rows, aucs = [], auc_rows(curves)
-    for claim, other in EFFICIENCY:
+    return auc_claims(EFFICIENCY, auc_rows(curves), reference_first=True)
+
+
+def auc_claims(pairs: list[tuple[str, str]], aucs: list[dict], reference_first: bool) -> list[dict]:
+    """Claims read from the mean score over training (auc_rows): for each (claim, run), on every condition
+    where both ran, the reference ControlNet minus the run (reference_first) or the run minus it, paired
+    by seed, by the gain rule; "not tested" where there is no curve."""
+    rows = []
+    for claim, other in pairs:
         tested = False
         for cond in dict.fromkeys(r["condition"] for r in aucs):
             if {"ControlNet", other} <= {r["name"] for r in aucs if r["condition"] == cond}:
-                d = paired_difference(aucs, "ControlNet", other, "auc", cond)
+                a, b = ("ControlNet", other) if reference_first else (other, "ControlNet")
+                d = paired_difference(aucs, a, b, "auc", cond)
                 measure = CURVE_MEASURES[next(r["measure"] for r in aucs if r["condition"] == cond)]
-                rows.append(_row(claim, f"ControlNet minus {other}, mean {measure} over training (perfect prompt): "
+                rows.append(_row(claim, f"{a} minus {b}, mean {measure} over training (perfect prompt): "
                                  f"{_fmt('', d, 'gain').strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
                 tested = True
         if not tested:

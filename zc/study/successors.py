@@ -7,7 +7,7 @@ from its fine-tuning benchmark; a claim the toy scale cannot test says so, with 
 from __future__ import annotations
 
 from ..world.conditions import get as get_condition
-from .claims import NOT_AT_SCALE, PREREGISTERED_SEEDS, SETTINGS, _fmt, _row
+from .claims import NOT_AT_SCALE, PREREGISTERED_SEEDS, SETTINGS, _fmt, _row, auc_claims
 from .stats import (
     auc_rows,
     difference_interval,
@@ -101,19 +101,8 @@ def _comparable_rows(rows: list[dict]) -> list[dict]:
 
 def _faster_rows(curves: list[dict]) -> list[dict]:
     """"Converges faster": the mean score over training, successor minus ControlNet, paired by seed."""
-    out = []
     aucs = [r for r in auc_rows(curves) if int(r["seed"]) < PREREGISTERED_SEEDS]
-    for claim, design in SUCCESSOR_FASTER:
-        tested = False
-        for cond in dict.fromkeys(r["condition"] for r in aucs):
-            if {"ControlNet", design} <= {r["name"] for r in aucs if r["condition"] == cond}:
-                d = paired_difference(aucs, design, "ControlNet", "auc", cond)
-                out.append(_row(claim, f"{design} minus ControlNet, mean score over training (perfect prompt): "
-                                f"{_fmt('', d, 'gain').strip()} ({d['seeds']} seeds)", interval_verdict([d]), cond))
-                tested = True
-        if not tested:
-            out.append(_row(claim, f"no '{design}' training curve", "not tested"))
-    return out
+    return auc_claims(SUCCESSOR_FASTER, aucs, reference_first=False)
 
 
 def _speed_rows(speed: list[dict]) -> list[dict]:
