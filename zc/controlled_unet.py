@@ -16,7 +16,7 @@ from torch import nn
 
 from . import designs
 from .controlnet import ControlNet
-from .sample import cfg_rw_weights, check_condition, condition_name
+from .sample import cfg_rw_weights, check_condition, condition_name, weights_residuals
 
 __all__ = ["MultiControlNet", "lock", "ControlledUNet", "HookedConditioned", "refuse_residual_weights",
     "samples_in_guess_mode", "ControlNetEntry", "HookedEntry", "build_for_training", "wrap_for_training"]
@@ -120,7 +120,7 @@ class HookedConditioned(nn.Module):
 def refuse_residual_weights(what: str, conditioning_scale, guess_mode: bool) -> None:
     """ValueError when conditioning_scale or guess_mode (which weight ControlNet residuals) reach a
     model that has no residuals, instead of dropping them."""
-    if guess_mode or isinstance(conditioning_scale, (list, tuple)) or conditioning_scale != 1.0:
+    if weights_residuals(conditioning_scale, guess_mode):
         raise ValueError(f"conditioning_scale and guess_mode weight ControlNet residuals; a {what} has none "
                          "(in zc.sample a design's own strength is the third element of its pair)")
 

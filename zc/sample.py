@@ -43,7 +43,7 @@ import torch
 from . import designs
 from .sd import image_size
 
-__all__ = ["sample", "Run", "Step", "as_controls", "check_condition", "cfg_rw_weights"]
+__all__ = ["sample", "Run", "Step", "as_controls", "weights_residuals", "check_condition", "cfg_rw_weights"]
 
 
 @dataclass
@@ -149,12 +149,11 @@ def as_controls(controls, conditions=None) -> list[tuple]:
         modules = controls if isinstance(controls, (list, tuple)) else [controls]
         if conditions is None:
             raise ValueError(f"a {type(modules[0]).__name__} needs condition images")
-        conds = list(conditions) if isinstance(conditions, (list, tuple)) else [conditions]
-        if isinstance(controls, (list, tuple)) and not isinstance(conditions, (list, tuple)):
-            conds = []  # several modules, one batch: refused below
-        if len(conds) != len(modules):
+        several = isinstance(conditions, (list, tuple))
+        conds = list(conditions) if several else [conditions]
+        if len(conds) != len(modules) or (isinstance(controls, (list, tuple)) and not several):
             raise ValueError(f"{len(modules)} {designs.of(modules[0]).name} modules need a list of {len(modules)} "
-                             f"condition batches, one each; got {len(conds)}")
+                             f"condition batches, one each; got {len(conds) if several else 'one tensor'}")
         return [(m, c, None) for m, c in zip(modules, conds)]
     if conditions is not None:
         raise ValueError("give each control its condition in its pair, (module, condition), not in `conditions`")
@@ -183,12 +182,17 @@ def prepare(pipe, controls: list[tuple], prompts: list[str], guidance_scale: flo
     alone = [d for d in groups if d.enter.alone]
     if alone and len(controls) > 1:
         raise ValueError(f"{alone[0].name} calls its own fine-tuned UNet: it takes no other control")
-    weighted = guess_mode or cfg_rw or isinstance(conditioning_scale, (list, tuple)) or conditioning_scale != 1.0
-    if weighted and not any(d.enter.residuals for d in groups):
+    if weights_residuals(conditioning_scale, guess_mode, cfg_rw) and not any(d.enter.residuals for d in groups):
         names = ", ".join(d.name for d in groups) or "no control"
         raise ValueError(f"conditioning_scale, guess_mode and cfg_rw weight ControlNet residuals; {names} has none "
                          "(a design's own strength is the third element of its pair: (module, condition, scale))")
     return run, [d.enter(d, group, run) for d, group in groups.items()]
+
+
+def weights_residuals(conditioning_scale, guess_mode: bool = False, cfg_rw=False) -> bool:
+    """Whether a call asks for what only ControlNet residuals can take: a conditioning scale other than
+    1 (or one per residual), guess mode or CFG-RW."""
+    return bool(guess_mode or cfg_rw or isinstance(conditioning_scale, (list, tuple)) or conditioning_scale != 1.0)
 
 
 def _initial_latents(pipe, run: Run, generator) -> torch.Tensor:

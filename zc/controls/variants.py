@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import designs
-from ..controlled_unet import ControlNetEntry, build_for_training, wrap_for_training
+from ..controlled_unet import (
+    ControlNetEntry,
+    build_for_training,
+    refuse_residual_weights,
+    wrap_for_training,
+)
 from ..controlnet import ControlNet, ControlNetConfig
 from ..sample import check_condition
 
@@ -115,9 +120,7 @@ class ConcatConditioned(nn.Module):
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
                 guess_mode: bool = False):
-        if conditioning_scale != 1.0 or guess_mode:
-            raise ValueError("conditioning_scale and guess_mode weight ControlNet residuals; a ConcatConditioned "
-                             "model has none")
+        refuse_residual_weights("ConcatConditioned model", conditioning_scale, guess_mode)
         extra = self.extra_input(controlnet_cond, sample)
         with self.reading(lambda: extra):
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
