@@ -9,6 +9,7 @@
 #                                        # 19500 steps, the five spatial ControlNets' total)
 #   SEED=1 scripts/train_zoo.sh keypoints-with-palette   # the keypoints ControlNet fine-tuned with the palette's
 #                                        # IP-Adapter attached (after both; seed 0 is shipped, 1 and 2 stay in runs/)
+#   SEED=0 scripts/train_zoo.sh keypoints-more           # its control arm: the same 1500 steps, no adapter
 # Evaluations use empty prompts: the curve shows what the condition alone controls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,11 +47,18 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
                                   --condition-dropout 0.1 --seed "${SEED:-0}")
     [ "${SEED:-0}" != 0 ] && name=$name-seed$SEED
   fi
+  # its control arm (issue #39): the same 1500 more steps, data, dropout and seeds with no adapter attached, so
+  # that what the adapter adds in training is told apart from what 1500 more steps add (measured, not shipped)
+  if [ "$name" = keypoints-more ]; then
+    c=keypoints steps=1500 extra=(--init zc/weights/keypoints-controlnet --condition-dropout 0.1 --seed "${SEED:-0}")
+    name=$name-seed${SEED:-0}
+  fi
   $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps "$steps" --batch 16 --n-train 10000 \
       --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 "${extra[@]}" --out "runs/zoo/$name"
   mkdir -p "benchmarks/results/cpu/zoo/$name"
   cp "runs/zoo/$name/log.jsonl" "runs/zoo/$name/config.json" "runs/zoo/$name/time.json" "benchmarks/results/cpu/zoo/$name/"
   [ "${name#keypoints-with-palette-seed}" != "$name" ] && continue  # seeds 1, 2: measured, not shipped
+  [ "${name#keypoints-more}" != "$name" ] && continue  # the control arm: measured, not shipped
   dest="zc/weights/$dest-$trained"
   rm -rf "$dest" && cp -r "runs/zoo/$name/$trained" "$dest"
 done

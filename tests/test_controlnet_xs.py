@@ -73,3 +73,47 @@ def test_it_is_a_few_percent_of_the_unet_at_sd15_size():
     n, total = sum(p.numel() for p in xs.parameters()), sum(p.numel() for p in unet.parameters())
     assert n < 0.05 * total, n / total  # the paper: 1.6%; a ControlNet: 42%
     assert [type(b).__name__ for b in xs.blocks] == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+
+
+def test_the_controls_skips_reach_the_decoder_one_per_resnet(pipe):
+    xs = ControlNetXS.for_pipeline(pipe).eval()
+    resnets = [r for up in pipe.unet.up_blocks for r in up.resnets]
+    assert len(xs.ctrl_to_decoder) == len(resnets)
+    data, z, text = _inputs(pipe)
+    model = HookedConditioned(pipe.unet, xs)
+    with torch.no_grad():
+        alone = pipe.unet(z, 300, encoder_hidden_states=text).sample
+        _wake([xs.controlnet_cond_embedding.conv_out, *xs.ctrl_to_decoder], 2)  # only the decoder path open
+        moved = model(z, 300, text, data.conditions())
+    assert (moved - alone).abs().max() > 1e-4  # the control reaches the base through its decoder alone
+    for r in resnets:  # and the hooks are gone after the call
+        assert not r._forward_pre_hooks
+
+
+def test_a_decoder_it_was_not_built_for_is_refused(pipe):
+    from types import SimpleNamespace
+
+    xs = ControlNetXS.for_pipeline(pipe)
+    other = SimpleNamespace(**{**pipe.unet.config, "layers_per_block": 2})
+    wrong = ControlNetXS(tuple(other.down_block_types), tuple(other.block_out_channels), 2,
+                         downsamples=(True, True, False))
+    assert len(wrong.ctrl_to_decoder) != len(xs.ctrl_to_decoder)
+    data, z, text = _inputs(pipe)
+    with pytest.raises(ValueError, match="decoder resnets"):
+        HookedConditioned(pipe.unet, wrong)(z, 300, text, data.conditions())
+    assert not any(b._forward_pre_hooks for b in pipe.unet.down_blocks)  # nothing left attached
+
+
+def test_its_blocks_are_the_papers_share_of_the_unet_at_sd15_size():
+    from types import SimpleNamespace
+
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(zc.sd.SD15_UNET)
+        xs = ControlNetXS.for_pipeline(SimpleNamespace(unet=unet, vae_scale_factor=8))
+    hint = sum(p.numel() for p in xs.controlnet_cond_embedding.parameters())
+    blocks = sum(p.numel() for p in xs.parameters()) - hint
+    total = sum(p.numel() for p in unet.parameters())
+    assert 0.01 < blocks / total < 0.025, blocks / total  # the paper's smallest: 14M of 860M, 1.6%

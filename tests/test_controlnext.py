@@ -71,3 +71,33 @@ def test_sampling_runs_the_branch_every_step_and_checks_its_input(pipe):
     assert (x - plain).abs().max() > 0.05
     with pytest.raises(ValueError, match=r"condition images of ControlNeXt-style must be \(2, 3, 64, 64\)"):
         sample(pipe, [(branch, torch.zeros(2, 3, 32, 32))], data.prompts, num_inference_steps=2)
+
+
+def test_the_unet_subset_trains_as_increments_and_the_unet_stays_as_loaded(pipe, tmp_path):
+    branch = ControlNeXt.for_pipeline(pipe)
+    projections = [n for n, m in pipe.unet.named_modules() if n.endswith("to_out.0")]
+    assert [t[0] for t in branch.config.tuned] == projections and projections
+    assert all(p.abs().max() == 0 for p in branch.increments.parameters())  # ΔW = 0: the loaded UNet at first
+    model = HookedConditioned(pipe.unet, branch)
+    groups = model.param_groups(2e-4)
+    assert [g["lr"] for g in groups] == [2e-4, 2e-5]  # the paper's script: the branch at 10x the UNet's
+    assert set(groups[1]["params"]) == set(branch.increments.parameters())
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    data = PairedData.generate(2, seed=5, split="test")
+    z = torch.randn(2, pipe.unet.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+    text = pipe.encode_prompt(data.prompts, "cpu", 1, False)[0].detach()
+    opt = torch.optim.AdamW(groups)
+    for _ in range(2):
+        opt.zero_grad()
+        model(z, 500, text, data.conditions()).square().mean().backward()
+        opt.step()
+    assert all(p.abs().max() > 0 for p in branch.increments.parameters())  # every projection moved
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in before.items())  # the UNet's own weights: not
+    with torch.no_grad():
+        tuned = model(z, 500, text, data.conditions())
+        branch.save_pretrained(tmp_path)
+        again = HookedConditioned(pipe.unet, ControlNeXt.from_pretrained(tmp_path))(z, 500, text, data.conditions())
+        for p in branch.increments.parameters():
+            p.zero_()
+        untuned = model(z, 500, text, data.conditions())
+    assert torch.equal(again, tuned) and (tuned - untuned).abs().max() > 0  # saved with it; and they act

@@ -172,3 +172,16 @@ def test_the_stored_side_by_side_keeps_each_protocol_in_its_own_block():
     text = side_by_side.format_side_by_side(side_by_side.side_by_side(baselines, speed))
     assert max(map(len, text.splitlines())) <= 88  # the book's width, with three conditions
     assert "(not timed)" in text and "scribble" in text and text.count("—") >= 4  # concat: scribble only
+
+
+def test_t2i_adapters_cubic_timesteps_favour_high_noise_and_the_papers_draw_is_unchanged():
+    T, n = 1000, 20_000
+    cubic = zt.draw_timesteps(n, T, torch.Generator().manual_seed(0), "cubic")
+    uniform = zt.draw_timesteps(n, T, torch.Generator().manual_seed(0))
+    assert 0 <= int(cubic.min()) and int(cubic.max()) <= T - 1
+    # P(t >= 0.875 T) = (1 - 0.875)^(1/3) = 0.5 for t = (1 - u³) T; 0.125 for uniform t
+    assert abs((cubic >= 0.875 * T).float().mean().item() - 0.5) < 0.02
+    assert abs((uniform >= 0.875 * T).float().mean().item() - 0.125) < 0.02
+    assert torch.equal(uniform, torch.randint(0, T, (n,), generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="'uniform' or 'cubic'"):
+        zt.draw_timesteps(4, T, torch.Generator(), "cosine")

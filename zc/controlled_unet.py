@@ -108,6 +108,8 @@ class HookedConditioned(nn.Module):
         self.unet, self.branch = unet, branch
 
     def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        if hasattr(self.branch, "param_groups"):  # a branch that sets its own (ControlNeXt's UNet increments)
+            return self.branch.param_groups(lr)
         return [{"params": [p for p in self.branch.parameters() if p.requires_grad], "lr": lr}]
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,

@@ -44,7 +44,7 @@ from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: i
 from .world import conditions
 from .world.pairs import PairedData
 
-__all__ = ["TrainConfig", "TrainResult", "build", "drop_conditions", "Batch", "Denoised", "objective", "read_batch",
+__all__ = ["TrainConfig", "TrainResult", "build", "drop_conditions", "Batch", "Denoised", "draw_timesteps", "objective", "read_batch",
     "evaluate", "condition_share", "train", "evaluations", "evaluates_at", "format_history", "main"]
 
 
@@ -70,6 +70,8 @@ class TrainConfig:
     lr: float = 2e-4  # AdamW on the ControlNet (paper at SD 1.5 scale: 1e-5)
     max_grad_norm: float = 1.0
     empty_prompt_prob: float = 0.5  # the paper's prompt dropout
+    timesteps: str = "uniform"  # t ~ U{0..T-1} (the paper, SD); "cubic": T2I-Adapter's t = (1 - u³)·T, u ~ U(0, 1),
+    # which draws more of the high-noise steps where the layout is decided (its paper §3.4)
     sd_locked: bool = True  # False: the UNet decoder trains too (original repo's sd_locked=False)
     decoder_lr: float = 2e-6  # its learning rate when unlocked
     only_mid_control: bool = False  # only the middle residual reaches the UNet
@@ -153,13 +155,25 @@ class Denoised:
     pred: torch.Tensor  # ε_θ(z_t, t, c_t, c_f) (or v, or z_0)
 
 
-def objective(model, scheduler, batch: Batch, generator: torch.Generator, autocast=contextlib.nullcontext):
+def draw_timesteps(n: int, num_train_timesteps: int, generator: torch.Generator, schedule: str = "uniform"):
+    """n training timesteps: uniform over {0, ..., T−1}, or T2I-Adapter's cubic schedule
+    t = ⌊(1 − u³)·T⌋, u ~ U(0, 1) (half of them above t = 0.875 T instead of 0.5 T)."""
+    if schedule == "uniform":
+        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
+    if schedule == "cubic":
+        u = torch.rand(n, generator=generator)
+        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+    raise ValueError(f"timesteps must be 'uniform' or 'cubic', got {schedule!r}")
+
+
+def objective(model, scheduler, batch: Batch, generator: torch.Generator, autocast=contextlib.nullcontext,
+              timesteps: str = "uniform"):
     """The paper's objective, SD's own: L = || target − ε_θ(z_t, t, c_t, c_f) ||², with
     ε ~ N(0, I) and t ~ U{0, ..., T−1} drawn from `generator`, z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, and
     target = ε (or v, or z_0: the SD's prediction type). Returns (loss, Denoised)."""
     latents = batch.latents
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator).to(latents.device)
+    t = draw_timesteps(len(latents), scheduler.config.num_train_timesteps, generator, timesteps).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     with autocast():
         pred = model(noisy, t, batch.text, batch.cond)
@@ -261,7 +275,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                 g = step_generator(run.rank_seed, "controlnet", step * cfg.grad_accum + micro)
                 with acc.accumulate(model):
                     batch = read_batch(next(run.loader), cfg, run.data, run.cache, run.pipe, run.extras, g, run.dtype)
-                    loss, denoised = objective(model, run.scheduler, batch, g, acc.autocast)
+                    loss, denoised = objective(model, run.scheduler, batch, g, acc.autocast, cfg.timesteps)
                     for extra in (cb.extra_loss(batch, denoised) for cb in run.extras):  # the reward's term
                         loss = loss if extra is None else loss + extra
                     if not torch.isfinite(loss):

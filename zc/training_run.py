@@ -143,6 +143,8 @@ def _data(cfg, pipe, accelerator, dtype):
         raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
     if cfg.latent not in ("sample", "mean"):
         raise ValueError(f"latent must be 'sample' (a draw from the VAE posterior) or 'mean', got {cfg.latent!r}")
+    if cfg.timesteps not in ("uniform", "cubic"):
+        raise ValueError(f"timesteps must be 'uniform' (the paper) or 'cubic' (T2I-Adapter's), got {cfg.timesteps!r}")
     cache = None
     if cfg.encode == "cache":
         folder = Path(cfg.cache) if cfg.cache else default_folder(cfg.out, data, pipe, dtype)

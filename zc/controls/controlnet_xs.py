@@ -5,22 +5,27 @@ the locked UNet's encoder block for block, with information flowing both ways.
     for each down block i (and the middle block):
         c_i = D^c_i([c_{i-1}, Z^{b→c}_i(h_{i-1})])    the control block reads the base's input too
         h_i = D_i(h_{i-1}) + Z^{c→b}_i(c_i)           the base block's output gets the control's
+    in the decoder, before each resnet reads skip s:
+        h <- h + Z^{dec}_s(c-skip_s)                  the control's own skips join the base's decoder
 
-D^c_i has the base block's structure (resnets, attention, downsampler) at `ratio` of its width;
-every Z is a zero convolution, so at step 0 the model is exactly the SD alone, as with ControlNet.
-A ControlNet's copy never sees what the base computes and talks to it only through the skips;
-here the control reads the base at every block (b→c) and corrects it before the next block
-reads it (c→b), which is why XS can be narrow: the paper reaches ControlNet's quality with about
-1.6% of SD's UNet parameters, "about twice as fast". Here, at the default ratio 0.25: 0.16M
-parameters on TinySD (5.9% of its UNet; its ControlNet 46%), 31M on SD 1.5 (3.6%; ratio 0.1: 0.8%).
+D^c_i has the base block's structure (resnets, attention, downsampler) at `ratio` of its width, so
+its skips line up with the base's one for one; every Z is a zero convolution, so at step 0 the
+model is exactly the SD alone, as with ControlNet. A ControlNet's copy never sees what the base
+computes and talks to it only through the skips; here the control reads the base at every block
+(b→c) and corrects it before the next block reads it (c→b), which is why XS can be narrow: the
+paper reaches ControlNet's quality with about 1.6% of SD's UNet parameters, "about twice as fast".
+Here the default ratio is 0.125, the paper's share (parameters go with width squared: 0.125² ≈
+1.6%): on TinySD the control blocks and zero convolutions are 1.5% of the UNet's parameters; the
+hint block E, the same as a ControlNet's, adds a fixed 48k (1.8% of TinySD's tiny UNet; 0.01% of
+SD 1.5's), so the whole is 3.2% on TinySD (87.5k parameters; its ControlNet: 46%).
 
 diffusers ships `ControlNetXSAdapter` / `UNetControlNetXSModel`, but they hard-code SD's two layers
-per down block and four latent channels, which TinySD does not have, so zc implements the idea
-itself. Differences from the paper: the connections are per block, not per layer (the base's
-skips inside a block other than its output do not get the control), and the decoder gets the
-control only through those block outputs (XS also adds the control's own skips into the base's
-decoder). The hooks (forward pre-hooks and hooks on the UNet's down blocks and middle block) leave
-the UNet's code as it is.
+per down block (`num_layers = 2  # only support sd + sdxl`), which TinySD does not have, so zc
+implements the idea itself. What differs from the paper: the encoder connections are per block,
+not per layer (inside a block, the base's resnet and attention outputs before the downsampler do
+not get the control; with TinySD's one layer per block, only the downsampler lies between), and the
+control has no time embedding of its own (it reads the base's). The hooks (forward pre-hooks and
+hooks on the UNet's down blocks, middle block and decoder resnets) leave the UNet's code as it is.
 """
 from __future__ import annotations
 
@@ -48,14 +53,31 @@ def _narrow(width: int, ratio: float, groups: int) -> int:
     return max(groups, -(-int(width * ratio) // groups) * groups)
 
 
+def skip_channels(widths, layers: int, downsamples) -> list[int]:
+    """The widths of an encoder's skips in the order it makes them: conv_in's (the hint's, for the
+    control), then each down block's resnet outputs and its downsampler's."""
+    out = [widths[0]]
+    for w, down in zip(widths, downsamples):
+        out += [w] * (layers + int(down))
+    return out
+
+
+def decoder_channels(block_out_channels, layers: int) -> list[int]:
+    """The width of the hidden state each decoder resnet reads beside its skip, in the order the
+    decoder runs them (diffusers' up blocks: the block before's output, then the block's own)."""
+    rev = list(reversed(block_out_channels))
+    return [rev[max(b - 1, 0)] if j == 0 else rev[b] for b in range(len(rev)) for j in range(layers + 1)]
+
+
 class ControlNetXS(ModelMixin, ConfigMixin):
     """The control encoder and its two-way zero convolutions, for a UNet of the given config."""
 
     @register_to_config
     def __init__(self, down_block_types: tuple[str, ...], block_out_channels: tuple[int, ...],
                  layers_per_block: int = 1, temb_channels: int = 1280, cross_attention_dim: int = 768,
-                 ratio: float = 0.25, groups: int = 4, conditioning_channels: int = 3,
-                 encoder_channels: tuple[int, ...] = (16, 32, 96, 256), downsamples: tuple[bool, ...] = ()):
+                 ratio: float = 0.125, groups: int = 4, conditioning_channels: int = 3,
+                 encoder_channels: tuple[int, ...] = (16, 32, 96, 256), downsamples: tuple[bool, ...] = (),
+                 decoder: bool = True):
         super().__init__()
         widths = [_narrow(w, ratio, groups) for w in block_out_channels]
         self.controlnet_cond_embedding = ConditionEncoder(widths[0], conditioning_channels, tuple(encoder_channels))
@@ -77,9 +99,14 @@ class ControlNetXS(ModelMixin, ConfigMixin):
                                                  resnet_groups=groups, num_attention_heads=1,
                                                  cross_attention_dim=cross_attention_dim)
         self.ctrl_to_base.append(ZeroConv(ctrl_in, base))
+        # the decoder connections: one zero conv per decoder resnet, from the control skip it pairs with
+        ctrl_skips, hidden = skip_channels(widths, layers_per_block, downsamples), decoder_channels(
+            block_out_channels, layers_per_block)
+        self.ctrl_to_decoder = nn.ModuleList(
+            [ZeroConv(ctrl_skips[-1 - k], c) for k, c in enumerate(hidden)] if decoder else [])
 
     @classmethod
-    def for_pipeline(cls, pipe, conditioning_channels: int = 3, ratio: float = 0.25, seed: int = 0) -> ControlNetXS:
+    def for_pipeline(cls, pipe, conditioning_channels: int = 3, ratio: float = 0.125, seed: int = 0) -> ControlNetXS:
         """Sized for `pipe`'s UNet (block types, widths, depth, time and text widths; the hint block for its
         VAE factor). Random init from `seed` (the global generator is kept)."""
         c = pipe.unet.config
@@ -92,10 +119,10 @@ class ControlNetXS(ModelMixin, ConfigMixin):
                        downsamples=tuple(b.downsamplers is not None for b in pipe.unet.down_blocks))
 
     def _run(self, block, h, temb, text):
-        """One control block: a down block returns (hidden, skips), the middle block the hidden."""
+        """One control block -> (hidden, its skips): a down block returns both, the middle block no skips."""
         cross = "CrossAttn" in type(block).__name__
         out = block(h, temb.to(self.dtype), **({"encoder_hidden_states": text.to(self.dtype)} if cross else {}))
-        return out[0] if isinstance(out, tuple) else out
+        return (out[0], list(out[1])) if isinstance(out, tuple) else (out, [])
 
     @contextlib.contextmanager
     def attached(self, unet, condition: torch.Tensor, scale: float = 1.0):
@@ -111,9 +138,20 @@ class ControlNetXS(ModelMixin, ConfigMixin):
                 temb = kwargs["temb"] if "temb" in kwargs else args[1]
                 if i == 0:  # a new UNet call: the control starts from the condition
                     state["c"] = self.controlnet_cond_embedding(condition.to(self.dtype))
+                    state["skips"] = [state["c"]]
                 x = torch.cat([state["c"], self.base_to_ctrl[i](h.to(self.dtype))], dim=1)
                 block_c = self.blocks[i] if i < len(self.blocks) else self.mid_block
-                state["c"] = self._run(block_c, x, temb, kwargs.get("encoder_hidden_states"))
+                state["c"], skips = self._run(block_c, x, temb, kwargs.get("encoder_hidden_states"))
+                state["skips"] += skips
+            return hook
+
+        def decoder(k, conv):
+            def hook(resnet, args):  # the resnet reads cat([h, skip]): the control's skip joins h
+                x, rest = args[0], args[1:]
+                skip = state["skips"][-1 - k]
+                n = conv.out_channels
+                x = torch.cat([x[:, :n] + scale * conv(skip).to(x.dtype), x[:, n:]], dim=1)
+                return (x, *rest)
             return hook
 
         def after(i):
@@ -125,10 +163,16 @@ class ControlNetXS(ModelMixin, ConfigMixin):
                 return add(output)
             return hook
 
+        resnets = [r for up in unet.up_blocks for r in up.resnets]  # in the order the decoder runs them
+        if self.ctrl_to_decoder and len(resnets) != len(self.ctrl_to_decoder):
+            raise ValueError(f"this ControlNet-XS was built for a UNet with {len(self.ctrl_to_decoder)} decoder "
+                             f"resnets, this one has {len(resnets)}: build it with ControlNetXS.for_pipeline")
         handles = []
         for i, stage in enumerate(stages):
             handles.append(stage.register_forward_pre_hook(before(i), with_kwargs=True))
             handles.append(stage.register_forward_hook(after(i), with_kwargs=True))
+        for k, (r, conv) in enumerate(zip(resnets, self.ctrl_to_decoder)):
+            handles.append(r.register_forward_pre_hook(decoder(k, conv)))
         try:
             yield
         finally:

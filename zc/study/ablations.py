@@ -126,7 +126,7 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
                  Run("UNet fine-tuned, concat", "locked copy", {"architecture": "concat"}),
                  Run("UNet fine-tuned, concat, 1k pairs", "locked copy", {"architecture": "concat", "n_train": 1000}),
                  # after ControlNet (zc.designs): beside the same locked UNet, same data, steps and scenes
-                 Run("T2I-Adapter", "successors", {"architecture": "t2i-adapter"}),
+                 Run("T2I-Adapter", "successors", {"architecture": "t2i-adapter", "timesteps": "cubic"}),
                  Run("ControlNeXt-style", "successors", {"architecture": "controlnext"}),
                  Run("ControlNet-XS-style", "successors", {"architecture": "controlnet-xs"})]
     return PRESETS[preset][0], runs
