@@ -8,7 +8,7 @@ under --out: run/log.jsonl + run/config.json + run/time.json (the training log, 
 before step eval_every), summary.json (the final table, and under "curve_set" the no-control
 baseline and ceiling on the curve's own held-out scenes), table.txt and curve.png (shape IoU and
 loss against steps, the convergence step marked: zc.world.fidelity.convergence_step). --ship copies the trained ControlNet to
-zc/weights/fill50k-controlnet (the one chapters 7 and 9 use).
+zc/weights/fill50k-controlnet (the one chapters 7 and 10 use).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Why prompt dropout 0% beats 50% on keypoints with no prompt (chapter 9): the sweep's trained keypoints
+"""Why prompt dropout 0% beats 50% on keypoints with no prompt (chapter 10): the sweep's trained keypoints
 ControlNets, reference (50% of captions dropped) and "prompt dropout 0%", taken apart on the sweep's 32
 held-out scenes under the empty and the full prompt:
 

@@ -4,7 +4,7 @@ AdamW step) gives its peak above what was allocated before (weights, gradients' 
 state), and the op running at that moment. Side by side for plain fine-tuning, zc's ControlNet and
 diffusers' ControlNetModel, built exactly as benchmarks/train_step.py builds them.
 
-It answers chapter 10's question: diffusers' ControlNetModel peaks at x1.38 of plain fine-tuning on
+It answers chapter 11's question: diffusers' ControlNetModel peaks at x1.38 of plain fine-tuning on
 an H100 and zc's at x1.23, although both keep the same tensors for backward. If the two also differ
 here, the difference is in the tensors the step allocates; if not, it is in the GPU's kernels.
 

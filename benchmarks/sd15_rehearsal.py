@@ -1,6 +1,6 @@
 """Dress rehearsal of the GPU path on the CPU: SD 1.5's exact shapes with random weights (the stand-in
 of zc.sd.build_sd15_standin: UNet 860M, VAE factor 8, CLIP ViT-L-shaped text encoder, 512 px), run
-through the code chapters 6 and 9 use: zc.train (data, latent cache, a few optimiser steps, one
+through the code chapters 6 and 10 use: zc.train (data, latent cache, a few optimiser steps, one
 evaluation) and the sampler. Reports time and peak memory of each stage.
 
     python benchmarks/sd15_rehearsal.py --out benchmarks/results/cpu/sd15_rehearsal.txt

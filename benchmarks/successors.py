@@ -1,4 +1,4 @@
-"""ControlNet and its successors side by side (issue #27, chapter 12), from one sweep of the ablation runner:
+"""ControlNet and its successors side by side (issue #27, chapter 13), from one sweep of the ablation runner:
 
     python benchmarks/successors.py --runs runs/successors --out benchmarks/results/cpu/successors
 
@@ -7,7 +7,7 @@
    modules from that sweep, each alone and both together (side_by_side.composition: empty prompt, 32 held-out
    outline scenes, each condition's own measure) -> composition.txt / .json;
 3. the side-by-side table (side_by_side.side_by_side: cost from designs_speed.json, score ± 95% interval per
-   condition), then chapter 9's baselines as stored, in their own block (side_by_side.stored_rows) -> side_by_side.txt
+   condition), then chapter 10's baselines as stored, in their own block (side_by_side.stored_rows) -> side_by_side.txt
    (alone, from the stored files: --table-only).
 Sampling only (minutes); the modules are read from --runs (and --more-runs, where the reference
 ControlNets of the same protocol were trained: the sweep recheck of issue #28).
@@ -62,7 +62,7 @@ def main(argv=None):
         "$ python benchmarks/successors.py --table-only (from benchmarks/results/cpu: successors/ and sweep-recheck/, "
         "then ablations-zoo/; ../designs_speed.json)\n"
         f"{_results.machine()}; TinySD, the ablation runner's cpu preset (1000 steps, 5k pairs, 32 held-out scenes)\n\n"
-        + tables[0] + "\n\nThe baselines of chapters 9 and 11 as stored (latents from the posterior's mean, before #28's fix; "
+        + tables[0] + "\n\nThe baselines of chapters 10 and 12 as stored (latents from the posterior's mean, before #28's fix; "
         "their own ControlNet rows):\n\n" + tables[1] + "\n")
     print("\n\n".join(tables))
 

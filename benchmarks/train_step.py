@@ -1,6 +1,6 @@
 """Training-step time and memory: zc vs diffusers' ControlNetModel, ControlNet training vs
 plain fine-tuning of the UNet (the paper's "+23% memory, +34% time" on one A100), and the
-original repo's two training options, only_mid_control and sd_locked=False (chapter 9).
+original repo's two training options, only_mid_control and sd_locked=False (chapter 10).
 
     python benchmarks/train_step.py                      # tiny configs, CPU
     python benchmarks/train_step.py --config tinysd --batch 16 --steps 30   # TinySD's UNet, as the sweeps train it

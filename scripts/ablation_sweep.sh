@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The stored ablation sweep of chapter 9 (benchmarks/results/cpu/ablations-zoo/): resumable, a rerun
+# The stored ablation sweep of chapter 10 (benchmarks/results/cpu/ablations-zoo/): resumable, a rerun
 # skips every finished (condition, run, seed), so it can be stopped and continued at will.
 #   scripts/ablation_sweep.sh            # everything, in order of importance (hours on 2 CPU cores)
 set -euo pipefail
@@ -23,6 +23,6 @@ part2 "only_mid_control" "sd_locked=False"
 part2 "50k pairs"
 # 3. forgetting on 1k pairs: with seeds 0-2 the whole UNet fine-tuned forgot colours in every seed (-0.03,
 #    -0.14, -0.26) but the interval still spanned 0; two more seeds of just that comparison (added after
-#    seeing the three; chapter 9 reports both)
+#    seeing the three; chapter 10 reports both)
 $PY -m zc.study.ablations --preset cpu --conditions "$HARD" --seeds 3 4 --out "$OUT" \
     --runs "1k pairs" "UNet fine-tuned, concat, 1k pairs"

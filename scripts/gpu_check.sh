@@ -5,7 +5,7 @@
 #
 # 1. builds the SD 1.5 stand-in (zc.sd.build_sd15_standin: SD 1.5's exact shapes, random weights) and a
 #    hub cache of ControlNets shaped for it under the public checkpoints' ids (no download);
-# 2. executes every chapter under nbmake with ZC_DEVICE=cuda and ZC_SD=<stand-in> (small sizes; chapter 10
+# 2. executes every chapter under nbmake with ZC_DEVICE=cuda and ZC_SD=<stand-in> (small sizes; chapter 11
 #    runs its live rehearsal on the GPU);
 # 3. the training-step benchmark on SD 1.5's shapes in bf16: step time, peak memory, FLOPs and MFU;
 # 4. TinySD's ControlNet trained on the GPU exactly as chapter 6 trains it on a CPU (450 steps);

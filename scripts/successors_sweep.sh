@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The side-by-side of ControlNet and its successors (issue #27, chapter 12), on TinySD, one heavy job at a time:
+# The side-by-side of ControlNet and its successors (issue #27, chapter 13), on TinySD, one heavy job at a time:
 #   1. every design under the stored sweep's protocol (1000 steps, 5k pairs, 32 held-out scenes, four prompt
 #      settings), on a dense (outline) and a sparse (keypoints) condition, 3 seeds. The ControlNet rows are the
 #      sweep recheck's (benchmarks/sweep_recheck.py, same protocol, seeds, data and scenes): copied in with

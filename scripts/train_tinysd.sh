@@ -18,7 +18,7 @@ $PY -m zc.tinysd train --out $OUT/tinysd_3 --init-from $OUT/tinysd_2/pipeline --
     --batch 256 --steps 1900 --lr 3e-4 --warmup 50 --checkpoint-every 5000
 $PY -m zc.tinysd eval $OUT/tinysd_3/pipeline
 echo "copy $OUT/tinysd_3/pipeline to zc/weights/tinysd to ship it"
-# 4. the "community model" of chapter 9: TinySD fine-tuned on shaded shapes (CPU, 2 cores: ~15 min)
+# 4. the "community model" of chapter 10: TinySD fine-tuned on shaded shapes (CPU, 2 cores: ~15 min)
 $PY -m zc.tinysd train --out $OUT/tinysd-shaded --init-from zc/weights/tinysd --prediction-type v_prediction \
     --style shaded --batch 32 --steps 600 --lr 3e-4 --warmup 25 --ema-decay 0.99 --checkpoint-every 100 --device cpu
 echo "copy $OUT/tinysd-shaded/pipeline to zc/weights/tinysd-shaded to ship it"

@@ -211,7 +211,7 @@ def test_references_bracket_the_sweep_scores():
 
 
 def test_successors_side_by_side_one_row_per_design_condition_and_seed(tmp_path, monkeypatch):
-    """Chapter 12's chain on a micro sweep: the runner trains every successor of the cpu preset on a dense
+    """Chapter 13's chain on a micro sweep: the runner trains every successor of the cpu preset on a dense
     and a sparse condition and writes one row each with every column; the side-by-side joins them with
     the speed rows; benchmarks/successors.py finds each trained module and composes the two of a design."""
     import importlib.util

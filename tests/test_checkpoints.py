@@ -256,7 +256,7 @@ def test_a_run_with_gradient_accumulation_resumes_to_the_uninterrupted_weights(t
 
 
 def test_budgets_count_what_the_loop_does_and_say_what_they_assume():
-    """The GPU student's budget (book/troubleshooting.md, chapters 6 and 12): evaluations counted from
+    """The GPU student's budget (book/troubleshooting.md, chapters 6 and 13): evaluations counted from
     the run's config as the loop makes them (CFG's run evaluates at steps 1, 2, 3 and 6, the snapshots of
     the interrupted-run test), and a table that says its estimates' assumptions."""
     from zc.study import budget

@@ -217,7 +217,7 @@ def test_seeds_added_after_the_sweep_are_reported_but_do_not_decide(tmp_path):
 
 
 def test_successor_claims_flip_with_the_numbers():
-    """Chapter 12's rules: "comparable" holds for a tie and fails for a clear loss; a faster curve
+    """Chapter 13's rules: "comparable" holds for a tie and fails for a clear loss; a faster curve
     reproduces "converges faster"; the speed claims follow the benchmark's ratio; composition holds
     when both together keep each measure and fails when one drops; the reward claim needs a gain."""
     def curve(name, level):  # one curve per seed rising to `level`
@@ -333,7 +333,7 @@ def test_the_claims_table_takes_the_rechecks_verdicts_and_fits_the_page(tmp_path
 
 
 def test_a_table_that_mixes_sds_labels_each_rows_base():
-    """On SD 1.5, chapter 9's table holds stored TinySD rows and live rows on the chapter's SD: each
+    """On SD 1.5, chapter 10's table holds stored TinySD rows and live rows on the chapter's SD: each
     row says which; on TinySD alone no label is needed."""
     guidance = [{"mode": m, "prompt": p, "shape_iou": 0.8, "fill_accuracy": 0.8, "shape_iou_by_seed": [0.8, 0.81, 0.79]}
                 for m in ("CFG", "CFG-RW", "guess mode") for p in ("none", "perfect")]

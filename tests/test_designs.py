@@ -152,8 +152,8 @@ def test_the_wiring_is_drawn_from_the_unets_config_for_each_successor():
 
 
 def test_the_stored_side_by_side_keeps_each_protocol_in_its_own_block():
-    """Chapter 12's two tables: the successors with the recheck's rows on draws (3 seeds each on both
-    conditions), and chapter 9's baselines with the stored sweep's own ControlNet rows; never mixed."""
+    """Chapter 13's two tables: the successors with the recheck's rows on draws (3 seeds each on both
+    conditions), and chapter 10's baselines with the stored sweep's own ControlNet rows; never mixed."""
     from zc.study.claims import RESULTS
 
     rows, baselines = side_by_side.stored_rows(RESULTS / "cpu")

@@ -67,5 +67,5 @@ def test_wheel_installs_with_its_dependencies_and_runs_a_chapter(tmp_path):
 
     chapter = tmp_path / "chapter"
     chapter.mkdir()
-    shutil.copy(ROOT / "notebooks" / "10_full_scale.ipynb", chapter)  # reads stored benchmark results
+    shutil.copy(ROOT / "notebooks" / "11_full_scale.ipynb", chapter)  # reads stored benchmark results
     run([py, "-m", "pytest", "--nbmake", chapter, "-q", "-p", "no:cacheprovider"], cwd=chapter)

@@ -108,7 +108,7 @@ def test_no_module_is_too_long_to_read_in_one_sitting(name):
 
 def test_every_design_is_registered_once_in_table_order():
     assert list(designs.DESIGNS)[:4] == ["ControlNet", "ControlNet-lite", "condition added directly",
-                                         "UNet fine-tuned, concat"]  # the paper's, then chapter 9's baselines
+                                         "UNet fine-tuned, concat"]  # the paper's, then chapter 10's baselines
     for d in designs.DESIGNS.values():
         assert designs.by_architecture(d.architecture) is d and issubclass(d.enter, designs.Entry)
 

@@ -159,7 +159,7 @@ def test_training_resumes_to_the_same_weights(pipe, tmp_path):
 
 
 def test_evaluations_only_at_eval_every_without_the_dense_start(pipe, tmp_path):
-    """eval_dense=False (chapter 6's live run, chapter 9's ci preset): only the regular evaluations, and the
+    """eval_dense=False (chapter 6's live run, chapter 10's ci preset): only the regular evaluations, and the
     training itself is the dense run's, step for step (an evaluation draws from its own generator)."""
     cfg = dict(steps=6, batch=2, n_train=16, eval_every=3, eval_n=2, eval_steps=2, checkpoint_every=100, device="cpu")
     dense = zt.train(zt.TrainConfig(out=str(tmp_path / "a"), **cfg), pipe=pipe)

@@ -3,7 +3,7 @@
 The model is zc.sd's "mini" stand-in: four UNet levels with two layers each (13 residuals; TinySD
 has 7), a VAE of factor 8 at 128 px (TinySD: 4, 64 px), SD 1.5's PNDM scheduler predicting ε
 (TinySD: DDIM, v). Its ControlNets come the ways a student's do: chapter 6 trains one into
-ZC_RUNS (chapters 7 and 9 find it), and the public SD 1.5 ones are read from a hub cache laid out
+ZC_RUNS (chapters 7 and 10 find it), and the public SD 1.5 ones are read from a hub cache laid out
 as huggingface_hub expects (HF_HUB_OFFLINE: the real loading code, no network). Sizes are the
 chapters' own environment variables, small. The chapters run in order: chapter 6's run serves 7.
 They run under nbmake in one pytest process of their own (a kernel per chapter, as `make test` runs the
@@ -79,14 +79,14 @@ def test_chapter_runs_on_an_sd_that_is_not_tinysd(path, standin, executed):
     copy = Path(standin["cwd"]) / path.name
     nb = nbformat.read(copy, as_version=4)
     text = outputs(nb)
-    if path.stem.startswith("06"):  # trained into the per-model folder that chapters 7 and 9 read
+    if path.stem.startswith("06"):  # trained into the per-model folder that chapters 7 and 10 read
         folder = Path(standin["ZC_RUNS"]) / "mini" / "fill50k-controlnet"
         assert (folder / "controlnet" / "config.json").is_file()
         assert json.loads((folder / "checkpoint" / "state.json").read_text())["step"] == 6
-    if path.stem.startswith(("07", "09")):
+    if path.stem.startswith(("07", "10")):
         assert "the ControlNet chapter 6 trained for this SD" in text, text[:2000]
     if path.stem.startswith("08"):
         assert "outline: the original authors' public SD 1.5 checkpoint" in text
         assert "keypoints: none" in text and "palette: none" in text
-    if path.stem.startswith("10"):
+    if path.stem.startswith("11"):
         assert "live rehearsal, stand-in 'mini'" in text and "residuals 13" in text

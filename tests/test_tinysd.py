@@ -145,7 +145,7 @@ def test_bad_prediction_type():
 
 
 def test_shipped_variant_is_tinysd_fine_tuned_to_shade():
-    """tinysd-shaded (chapter 9's community model) loads offline like TinySD and draws its shapes
+    """tinysd-shaded (chapter 10's community model) loads offline like TinySD and draws its shapes
     darker at the bottom, which TinySD does not."""
     import zc
     from zc.study import ablations

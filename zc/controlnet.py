@@ -54,7 +54,7 @@ UNSUPPORTED_KEYS = (
 
 def architectures() -> list[str]:
     """The ControlNetConfig.architecture values: the registered designs whose module is a ControlNet
-    (the paper's and chapter 9's variants of its trainable copy, zc/controls/variants.py)."""
+    (the paper's and chapter 10's variants of its trainable copy, zc/controls/variants.py)."""
     return [d.architecture for d in designs.DESIGNS.values()
             if isinstance(d.module, type) and issubclass(d.module, ControlNet)]
 

@@ -1,5 +1,5 @@
 """Every way of adding a control that zc trains, in one registry: ControlNet, the ablations of
-chapter 9 and its successors (an adapter or branch beside the locked UNet).
+chapter 10 and its successors (an adapter or branch beside the locked UNet).
 
 Each design is registered once, by the module that defines it, with everything the rest of zc
 needs to know about it (the protocol):

@@ -77,7 +77,7 @@ class TrainConfig:
     only_mid_control: bool = False  # only the middle residual reaches the UNet
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # which design trains: one of zc.designs' architectures (the paper's
-    # "controlnet", chapter 9's variants, the successors): python -c "import zc; print(zc.designs.table())"
+    # "controlnet", chapter 10's variants, the successors): python -c "import zc; print(zc.designs.table())"
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)

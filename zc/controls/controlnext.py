@@ -19,7 +19,7 @@ learning rate (the script trains the branch at 10x): stored as increments ΔW, z
 UNet on disk is never changed and the SD alone is still the SD alone. On TinySD: 14 projections,
 0.10M of increments beside the 0.10M branch (7.5% of the UNet together; ControlNet 46%).
 Why this design and not a LoRA on the copy: it is the opposite end of the size scale (no copy at
-all), and it tests the one idea, normalisation instead of zero init, that chapter 9's zero-vs-
+all), and it tests the one idea, normalisation instead of zero init, that chapter 10's zero-vs-
 Gaussian ablation leaves open.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Ablation variants of the ControlNet (the book's chapter 9, paper Fig. 8).
+"""Ablation variants of the ControlNet (the book's chapter 10, paper Fig. 8).
 
 Both keep the condition encoder, conv_in and the zero convolutions of `ControlNet`, and replace
 only the trainable copy F(·; Θ_c):

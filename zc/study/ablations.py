@@ -99,7 +99,7 @@ class Run:
 
 
 PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure each finished run
-    # ci: chapter 9's live demonstration, ~1.5 min on 2 CPU cores (batch 8; its curve: 3 points, 10 sampler steps)
+    # ci: chapter 10's live demonstration, ~1.5 min on 2 CPU cores (batch 8; its curve: 3 points, 10 sampler steps)
     "ci": (dict(steps=300, batch=8, n_train=1000, eval_every=100, eval_dense=False, eval_n=8, eval_steps=10), 8),
     "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
 }
@@ -112,7 +112,7 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
     runs = [Run("ControlNet", "reference", {}),
             Run("ControlNet-lite", "architecture", {"architecture": "lite"}),
             Run("Gaussian-init convs", "zero convolution", {"zero_conv_init": "gaussian"})]
-    if preset == "ci":  # live in chapter 9, a few minutes on 2 CPU cores: the reference and one variant
+    if preset == "ci":  # live in chapter 10, a few minutes on 2 CPU cores: the reference and one variant
         runs = runs[:2]
     if preset == "cpu":
         runs += [Run("condition added directly", "architecture", {"architecture": "direct"}),
@@ -303,7 +303,7 @@ def conflicting_scenes(scenes: shapes.Scenes) -> shapes.Scenes:
 
 
 def conflict_geometry(images: torch.Tensor, scenes: shapes.Scenes) -> dict[str, float]:
-    """What images drawn under the conflicting prompt show (chapter 9): the share drawn as the
+    """What images drawn under the conflicting prompt show (chapter 10): the share drawn as the
     prompt's kind (conditions.kind_of), the drawn area over the condition's shape area, and the IoU
     with the condition's shape, beside two references computed on the same scenes: the prompt's
     kind at the same centre and radius (what TinySD draws for that kind), and at the centre with

@@ -152,7 +152,7 @@ NOT_TESTED = [
      "toy images would not compare with the paper's"),
     ("ADE20K re-segmentation IoU (0.35 vs lite 0.32)", "no segmenter for real images; the toy analogue is the "
      "silhouette condition's shape IoU (chapter 8)"),
-    ("CFG resolution weighting at guidance scales other than 5", "only CFG 5 is measured (chapter 9's guidance "
+    ("CFG resolution weighting at guidance scales other than 5", "only CFG 5 is measured (chapter 10's guidance "
      "table); the weights act through the guidance scale: ablations.guidance_table(..., guidance_scale=g) "
      "measures another"),
 ]
@@ -354,7 +354,7 @@ def guidance_claim(guidance: list[dict]) -> dict:
 
 
 def with_recheck(rows: list[dict], results: Path = RESULTS) -> list[dict]:
-    """The claims table as it stands: a row whose verdict the recheck on draws changed (chapter 9,
+    """The claims table as it stands: a row whose verdict the recheck on draws changed (chapter 10,
     benchmarks/sweep_recheck.py, stored per condition) takes the recheck's verdict and measurement,
     and says so; every other row is as computed."""
     rechecked = {}

@@ -1,8 +1,8 @@
 """A dress rehearsal of the GPU path on a stand-in SD (zc.sd.build_sd15_standin): SD 1.5's exact shapes
-with random weights, run through the code chapters 6 to 9 use (loading, zc.train with its latent
+with random weights, run through the code chapters 6 to 10 use (loading, zc.train with its latent
 cache and one evaluation, the sampler), stage by stage, with time and peak memory per stage.
 
-    rows = rehearsal.run("sd15", device="cuda")      # chapter 10 on a GPU; scripts/gpu_check.sh
+    rows = rehearsal.run("sd15", device="cuda")      # chapter 11 on a GPU; scripts/gpu_check.sh
     rows = rehearsal.run("mini", device="cpu")       # the same cells in CI, at toy size
 
 Peak memory: on CUDA the allocator's peak within the stage (torch.cuda.max_memory_allocated, reset

@@ -1,5 +1,5 @@
 """The successors side by side: what each design costs and how well it controls, read from the stored
-sweeps (benchmarks/results/<machine>/), as the text table and the two-panel plot chapter 12 prints; the
+sweeps (benchmarks/results/<machine>/), as the text table and the two-panel plot chapter 13 prints; the
 wiring diagrams that show where each design meets the locked UNet; and whether two controls of one
 design compose (the paper's §3.4).
 
@@ -45,7 +45,7 @@ def composition(pipe, modules: dict, test, seed: int = 0, steps: int = 20) -> di
 
 
 SUCCESSORS = ["ControlNet", "T2I-Adapter", "ControlNeXt-style", "ControlNet-XS-style"]  # the side-by-side's rows
-# chapters 9 and 11's baselines (the paper's Fig. 8 designs, the whole UNet fine-tuned), with their reference
+# chapters 10 and 12's baselines (the paper's Fig. 8 designs, the whole UNet fine-tuned), with their reference
 BASELINES = ["ControlNet", "ControlNet-lite", "condition added directly", "UNet fine-tuned, concat"]
 
 
@@ -54,7 +54,7 @@ def stored_rows(results) -> tuple[list[dict], list[dict]]:
     1. the successors' sweep (successors/results.csv, its ControlNet rows from the recheck on draws),
        with the recheck's "condition added directly" rows on the same conditions (same protocol,
        seeds, data and held-out scenes);
-    2. the baselines of chapter 9's stored sweep as they are (ablations-zoo/results.csv: latents from
+    2. the baselines of chapter 10's stored sweep as they are (ablations-zoo/results.csv: latents from
        the VAE posterior's mean, before #28's fix), with that sweep's own ControlNet rows as their
        reference: compare within a block, not across."""
     from pathlib import Path

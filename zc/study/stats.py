@@ -1,4 +1,4 @@
-"""The book's statistics, in one place: every number chapters 9-12 and the benchmarks compare is a
+"""The book's statistics, in one place: every number chapters 10-13 and the benchmarks compare is a
 mean over seeds with a 95% t-interval, a paired difference (same seed: same data, same test noise)
 with its interval, or a verdict read off such intervals by the rules below (TIE's band of no
 difference, non-inferiority for claims of no loss). Stored sweeps are read by column name

@@ -1,4 +1,4 @@
-"""The claims of ControlNet's successors (chapter 12), read from a sweep that trained each beside the
+"""The claims of ControlNet's successors (chapter 13), read from a sweep that trained each beside the
 reference ControlNet on one base, by the same rules as the paper's own (zc.study.claims): "comparable
 control" by non-inferiority over the four prompt settings, "converges faster" from the mean score over
 training, speed from the interleaved benchmark, composition by the one-sided rule, ControlNet++'s reward
@@ -20,7 +20,7 @@ __all__ = ["XS_SPEEDUP", "SUCCESSOR_COMPARABLE", "SUCCESSOR_FASTER", "SD_SCALE",
            "successor_claims"]
 
 
-# --- the successors' own claims (chapter 12), read from the same kind of sweep --------------------------------
+# --- the successors' own claims (chapter 13), read from the same kind of sweep --------------------------------
 XS_SPEEDUP = 2.0  # Zavadski et al. 2023: ControlNet-XS about twice as fast as ControlNet at inference
 
 

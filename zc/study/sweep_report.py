@@ -1,4 +1,4 @@
-"""The ablation sweep's tables and figures (chapters 9 and 11): the summary over seeds as text
+"""The ablation sweep's tables and figures (chapters 10 and 12): the summary over seeds as text
 (format_table), its scores per prompt setting as bars (plot_settings), its learning curves
 (plot_curves), and the whole of one condition's sweep beside its references (show_sweep).
 
@@ -84,7 +84,7 @@ def plot_curves(curves: list[dict], names=None, ax=None, per_seed: bool = True):
 def show_sweep(summary: list[dict], curves: list[dict], bounds: list[dict], condition: str, names: list[str],
                title: str, columns=PROMPTS, per_seed: bool = True, rows: list[dict] | None = None,
                reference: str = "ControlNet") -> None:
-    """A stored sweep on one condition, as chapter 9 and its appendix show it: the table (mean ±
+    """A stored sweep on one condition, as chapter 10 and its appendix show it: the table (mean ±
     95% half-width over seeds) ending with the no-control baseline and the ceiling (`bounds`:
     summarize(references rows)), the reference minus each run paired by seed (given the raw
     `rows`), the sample efficiency of each run's curve, and a figure: the prompt settings as bars

@@ -191,6 +191,21 @@ class DrawCondition:
 
         display(self.widget)
 
+    def snapshot(self):
+        """The static fallback the book renders: the drawn condition, control off, control on (the
+        caller titles it)."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 3, figsize=(6.6, 2.4))
+        ax[0].imshow(self.pixels)
+        for a, img, title in zip(ax[1:], self.images, ("control off", "control on")):
+            a.imshow(img.permute(1, 2, 0).cpu())
+            a.set_title(title, fontsize=9)
+        ax[0].set_title("drawn condition", fontsize=9)
+        for a in ax:
+            a.axis("off")
+        return fig
+
     # --- drawing --------------------------------------------------------------------------------
     def _pen(self):
         width, what = PEN.get(self.kind.value, (2.0, "white"))

@@ -312,7 +312,7 @@ AREA = {"circle": math.pi, "square": 1.6**2, "triangle": 3 * math.sqrt(3) / 4, "
 def kind_of(images: torch.Tensor) -> torch.Tensor:
     """(B,) index into shapes.KINDS of the shape each image draws, wherever it is: the drawn shape
     (shape_regions) against each kind of the same area centred on its centroid, best IoU wins; -1
-    when nothing is drawn. For what TinySD draws with no condition at all (chapter 9's forgetting)."""
+    when nothing is drawn. For what TinySD draws with no condition at all (chapter 10's forgetting)."""
     drawn = shape_regions(images)
     size = drawn.shape[-1]
     centre = metrics.centroids(drawn)
