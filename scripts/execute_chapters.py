@@ -47,6 +47,15 @@ def expected_seconds() -> dict[str, float]:
     return json.loads(TIMES.read_text()).get("chapters", {})
 
 
+def seconds_of(stem: str, times: dict[str, float]) -> float:
+    """A chapter's stored seconds, found by its name without the number where chapters were renumbered
+    since the measurement (09_ablations -> 10_ablations); 0 for a chapter not measured."""
+    if stem in times:
+        return times[stem]
+    name = stem.split("_", 1)[-1]
+    return next((s for k, s in times.items() if k.split("_", 1)[-1] == name), 0.0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="default: notebooks/*.ipynb")
@@ -75,7 +84,7 @@ def main(argv=None) -> int:
         print(f"every chapter is in {args.cache} already: nothing to execute")
         return 0
     guess = expected_seconds()
-    todo.sort(key=lambda p: -guess.get(p.stem, 0.0))  # longest first: the last to finish is a short one
+    todo.sort(key=lambda p: -seconds_of(p.stem, guess))  # longest first: the last to finish is a short one
     if args.jobs > 1:  # one torch (OpenMP) thread per kernel: the kernels share the cores instead
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["MKL_NUM_THREADS"] = "1"

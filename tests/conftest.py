@@ -41,13 +41,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "after_notebooks: runs after every notebook (nbmake) item")
 
 
-def _chapter_seconds() -> dict[str, float]:
-    """Each TinySD chapter's seconds in the last suite_time benchmark (to start the longest first)."""
-    import json
+def _chapter_seconds():
+    """Each TinySD chapter's seconds in the last suite_time benchmark (to start the longest first), and the
+    lookup that finds a renumbered chapter by its name: scripts/execute_chapters.py's, which make book uses."""
+    import sys
     from pathlib import Path
 
-    times = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "cpu" / "suite_time.json"
-    return json.loads(times.read_text()).get("chapters", {}) if times.is_file() else {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from execute_chapters import expected_seconds, seconds_of
+
+    return expected_seconds(), seconds_of
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -56,13 +59,13 @@ def pytest_collection_modifyitems(session, config, items):
     chapters go first, longest first, then the stand-in chapters, then the other tests, and last the book
     test that builds from the chapters' outputs (under xdist it also waits for the other worker's
     chapters, tests/test_book_build.py)."""
-    seconds = _chapter_seconds()
+    seconds, seconds_of = _chapter_seconds()
 
     def rank(item):
         if item.get_closest_marker("after_notebooks"):
             return (3, 0)
         if item.path.suffix == ".ipynb":
-            return (0, -seconds.get(item.path.stem, 0.0))
+            return (0, -seconds_of(item.path.stem, seconds))
         if "test_standin_chapters" in item.nodeid:
             return (1, 0)
         return (2, 0)
