@@ -129,3 +129,40 @@ def test_the_chapters_import_only_public_names():
                 if not is_module and name not in getattr(mod, "__all__", ()):
                     wrong.append(f"{nb.name}: from {module} import {name}")
     assert not wrong, "chapters import names their modules do not make public (__all__):\n" + "\n".join(wrong)
+
+
+def _code_strings(path: Path) -> set[str]:
+    """Every string constant in a module's code (docstrings left out: they may name anything)."""
+    tree = ast.parse(path.read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docs}
+
+
+def design_names_outside_home(files: dict[str, Path]) -> list[str]:
+    """(file, name) where a design's name or architecture is written outside zc/designs.py and the
+    design's own modules (the one that registers it, the one that defines its class)."""
+    import inspect
+
+    strings = {name: _code_strings(path) for name, path in files.items() if name != "zc"}  # the public face
+    found = []
+    for d in designs.DESIGNS.values():
+        home = {"zc.designs", d.module.__module__,
+                *(n for n, p in files.items() if f'"{d.name}", "{d.architecture}"' in p.read_text())}
+        words = {d.name} | ({d.architecture} if d.name != designs.REFERENCE else set())  # "controlnet" is a folder too
+        found += [f"{name}: {w!r}" for name, s in strings.items() if name not in home for w in words & s]
+    assert inspect  # (kept for the class's file lookup above: d.module.__module__)
+    return sorted(found)
+
+
+def test_a_designs_name_is_written_only_in_the_registry_and_its_own_module():
+    """Train, sample, the sweep, the claims and the side-by-side find designs through zc.designs only."""
+    assert design_names_outside_home(modules()) == []
+
+
+def test_the_name_test_sees_a_design_named_elsewhere(tmp_path):
+    stray = tmp_path / "stray.py"
+    stray.write_text('"""T2I-Adapter in a docstring is fine."""\nROWS = ["T2I-Adapter"]\n')
+    assert design_names_outside_home({"zc.study.stray": stray}) == ["zc.study.stray: 'T2I-Adapter'"]

@@ -220,4 +220,5 @@ def wrap_for_training(unet, controlnet: ControlNet, cfg) -> ControlledUNet:
 
 designs.register(designs.Design(
     "ControlNet", "controlnet", "Zhang et al. 2023", "residuals on every skip and the middle block", "every step",
-    True, module=ControlNet, build=build_for_training, wrap=wrap_for_training, enter=ControlNetEntry))
+    True, module=ControlNet, build=build_for_training, wrap=wrap_for_training, enter=ControlNetEntry,
+    wiring="a trainable copy F(·; Θc) of the encoder;\nzero convs Z into every skip and the middle", drawn_as="copy"))

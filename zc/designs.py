@@ -18,10 +18,13 @@ needs to know about it (the protocol):
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Design", "Entry", "DESIGNS", "register", "get", "by_architecture", "of", "load", "sample_kwargs", "table"]
+__all__ = ["Design", "Entry", "SweepRun", "Claim", "REFERENCE", "DESIGNS", "register", "get", "by_architecture", "of",
+           "load", "sample_kwargs", "table", "in_sweep", "claims_of"]
+
+REFERENCE = "ControlNet"  # the paper's design: the row every sweep and claim compares the others with
 
 
 class Entry:
@@ -45,6 +48,28 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class SweepRun:
+    """One run of a design in the ablation sweep (zc.study.ablations), beside the reference ControlNet."""
+    group: str  # the question it answers there: "architecture", "locked copy", "successors"
+    presets: tuple[str, ...] = ("cpu",)  # the ablation presets that train it ("ci": chapter 10's live run too)
+    train: dict = field(default_factory=dict)  # TrainConfig fields beside its architecture (its paper's recipe)
+    suffix: str = ""  # added to the design's name for a second run of it (", 1k pairs")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the design's paper that zc.study tests against the reference ControlNet, by a named rule:
+    "worse" (a gap in `settings`), "not worse" (comparable: non-inferiority), "forgets" (the base's own
+    measures in `settings`), "learns slower" (the mean score over training), "comparable" (a successor,
+    non-inferiority over the prompt settings), "converges faster", "faster per image" (by `factor`),
+    "cheaper per image", "composes"."""
+    rule: str
+    text: str  # the claim as the book prints it (with its source)
+    settings: tuple = ()  # the prompt settings or measures the rule reads, where it needs them
+    factor: float | None = None  # a claimed speed-up
+
+
+@dataclass(frozen=True, eq=False)  # each design is one object: compared and hashed by identity
 class Design:
     name: str  # the sweep's row label and the registry key
     architecture: str  # TrainConfig.architecture that trains it
@@ -59,6 +84,10 @@ class Design:
     folder: str = "controlnet"  # the trained module's folder in a run (run/<folder>)
     through_unet: bool = False  # the gradient flows through the UNet's blocks: checkpoint the UNet, not the module
     scale: str = "conditioning_scale: every residual"  # what sets its strength in zc.sample
+    sweep: tuple[SweepRun, ...] = ()  # its runs in the ablation sweep (chapters 10 and 13)
+    claims: tuple[Claim, ...] = ()  # its paper's claims that the study tests
+    wiring: str = ""  # what it changes in ControlNet's equation, as chapter 13's panel title
+    drawn_as: str = ""  # how chapter 13 draws where it enters: "copy", "pyramid", "one point", "beside"
 
 
 DESIGNS: dict[str, Design] = {}  # name -> Design, in registration order
@@ -128,3 +157,14 @@ def table() -> str:
     for d in DESIGNS.values():
         lines.append(f"{d.name:26s} {d.architecture:13s} {d.runs:15s} {'yes' if d.zero_init else 'no':9s}  {d.enters}")
     return "\n".join(lines)
+
+
+def in_sweep(group: str | None = None, preset: str | None = None) -> list[tuple[Design, SweepRun]]:
+    """The designs' sweep runs (in registration order), of one group and/or one preset."""
+    return [(d, r) for d in DESIGNS.values() for r in d.sweep
+            if (group is None or r.group == group) and (preset is None or preset in r.presets)]
+
+
+def claims_of(*rules: str) -> list[tuple[Design, Claim]]:
+    """Every registered design's claims read by one of `rules`, in registration order."""
+    return [(d, c) for d in DESIGNS.values() for c in d.claims if c.rule in rules]

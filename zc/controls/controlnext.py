@@ -131,4 +131,10 @@ designs.register(designs.Design(
     build=lambda cfg, pipe, channels: ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed),
     wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
     enter=HookedEntry, folder="controlnext", through_unet=True,
-    scale="the pair's scale: the cross-normalised branch (default: its config.scale)"))
+    scale="the pair's scale: the cross-normalised branch (default: its config.scale)",
+    sweep=(designs.SweepRun("successors"),),
+    claims=(designs.Claim("comparable", "ControlNeXt controls comparably to ControlNet with a fraction of its parameters "
+                                        "(Peng et al. 2024)"),
+            designs.Claim("converges faster", "ControlNeXt converges faster than ControlNet (Peng et al. 2024)")),
+    wiring="a small branch B(c, t), cross-normalised, added at one\npoint; the UNet's attention outputs tuned (ΔW)",
+    drawn_as="one point"))

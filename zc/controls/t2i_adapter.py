@@ -136,4 +136,10 @@ designs.register(designs.Design(
     "once per image", False, module=T2IAdapter,
     build=lambda cfg, pipe, channels: for_pipeline(pipe, channels, seed=cfg.seed),
     wrap=lambda unet, adapter, cfg: AdapterConditioned(unet, adapter), enter=AdapterEntry,
-    folder="t2i-adapter", through_unet=True, scale="the pair's scale: its features (adapter_conditioning_scale)"))
+    folder="t2i-adapter", through_unet=True, scale="the pair's scale: its features (adapter_conditioning_scale)",
+    # trained as its paper trains it: timesteps weighted to high noise (§3.4's cubic schedule)
+    sweep=(designs.SweepRun("successors", train={"timesteps": "cubic"}),),
+    claims=(designs.Claim("comparable", "T2I-Adapter controls comparably to ControlNet, far smaller (Mou et al. 2023)"),
+            designs.Claim("cheaper per image", "T2I-Adapter runs once per image, so its control costs less per image "
+                                               "than ControlNet's (Mou et al. 2023)")),
+    wiring="a small pyramid A(c), run once per image\n(no z_t, t or text); added inside the encoder", drawn_as="pyramid"))

@@ -170,12 +170,22 @@ def _build_concat(cfg, pipe, channels: int) -> ConcatConditioned:
 designs.register(designs.Design(
     "ControlNet-lite", "lite", "Zhang et al. 2023, Fig. 8", "the same residuals, from one conv per block",
     "every step", True, module=ControlNetLite, build=build_for_training, wrap=wrap_for_training,
-    enter=ControlNetEntry))
+    enter=ControlNetEntry, sweep=(designs.SweepRun("architecture", ("ci", "cpu")),),
+    claims=(designs.Claim("worse", "ControlNet-lite fails with no or an insufficient prompt", ("none", "insufficient")),
+            designs.Claim("learns slower", "the trainable copy learns control faster than ControlNet-lite"))))
 designs.register(designs.Design(
     "condition added directly", "direct", "Zhang et al. 2023, Fig. 8", "conv_in(z_t) + E(c), pooled into every skip",
     "every step", True, module=ControlNetDirect, build=build_for_training, wrap=wrap_for_training,
-    enter=ControlNetEntry))
+    enter=ControlNetEntry, sweep=(designs.SweepRun("architecture"),),
+    claims=(designs.Claim("worse", "adding the condition directly (no trainable copy) is worse"),
+            designs.Claim("learns slower", "the trainable copy learns control faster than the condition added directly"))))
 designs.register(designs.Design(
     "UNet fine-tuned, concat", "concat", "Flux Control's channel concat", "the UNet's input (all of the UNet trains)",
     "every step", True, module=ConcatConditioned, build=_build_concat, wrap=lambda unet, model, cfg: model,
-    enter=ConcatEntry, through_unet=True, scale="none: a fine-tuned UNet has no residual to weight"))
+    enter=ConcatEntry, through_unet=True, scale="none: a fine-tuned UNet has no residual to weight",
+    # the baseline that justifies the locked copy, on 5k and on 1k pairs (where the paper expects it to matter)
+    sweep=(designs.SweepRun("locked copy"), designs.SweepRun("locked copy", train={"n_train": 1000}, suffix=", 1k pairs")),
+    # the paper (Sec. 4.4, against SD v2 depth-to-image) claims comparable control at a far lower cost, not better
+    claims=(designs.Claim("not worse", "a ControlNet on the locked SD controls comparably to fine-tuning the whole UNet"),
+            designs.Claim("forgets", "fine-tuning the whole UNet on the task makes SD forget; the locked SD does not",
+                          ("base_kind_accuracy", "base_colour_accuracy")))))

@@ -106,16 +106,22 @@ PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure e
 
 
 def runs_for(preset: str) -> tuple[dict, list[Run]]:
-    """(base TrainConfig fields, runs) of a preset. "ControlNet" is the reference every group compares with."""
+    """(base TrainConfig fields, runs) of a preset. The reference ControlNet (designs.REFERENCE) is what
+    every group compares with; the training choices it is run with are listed here, the other designs'
+    runs come from the registry (each design's SweepRun, in its own module), grouped as below."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    runs = [Run("ControlNet", "reference", {}),
-            Run("ControlNet-lite", "architecture", {"architecture": "lite"}),
+
+    def of(group):  # the registered designs' runs of one group in this preset
+        return [Run(d.name + r.suffix, group, {"architecture": d.architecture, **r.train})
+                for d, r in designs.in_sweep(group, preset)]
+
+    runs = [Run(designs.REFERENCE, "reference", {}), *of("architecture")[:1],
             Run("Gaussian-init convs", "zero convolution", {"zero_conv_init": "gaussian"})]
     if preset == "ci":  # live in chapter 10, a few minutes on 2 CPU cores: the reference and one variant
         runs = runs[:2]
     if preset == "cpu":
-        runs += [Run("condition added directly", "architecture", {"architecture": "direct"}),
+        runs += [*of("architecture")[1:],
                  Run("prompt dropout 0%", "prompt dropout", {"empty_prompt_prob": 0.0}),
                  Run("1k pairs", "dataset size", {"n_train": 1000}),
                  Run("50k pairs", "dataset size", {"n_train": 50000}),
@@ -123,12 +129,9 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
                  Run("sd_locked=False", "speed", {"sd_locked": False}),
                  Run("from scratch", "locked copy", {"copy_weights": False}),
                  Run("from scratch, 1k pairs", "locked copy", {"copy_weights": False, "n_train": 1000}),
-                 Run("UNet fine-tuned, concat", "locked copy", {"architecture": "concat"}),
-                 Run("UNet fine-tuned, concat, 1k pairs", "locked copy", {"architecture": "concat", "n_train": 1000}),
-                 # after ControlNet (zc.designs): beside the same locked UNet, same data, steps and scenes
-                 Run("T2I-Adapter", "successors", {"architecture": "t2i-adapter", "timesteps": "cubic"}),
-                 Run("ControlNeXt-style", "successors", {"architecture": "controlnext"}),
-                 Run("ControlNet-XS-style", "successors", {"architecture": "controlnet-xs"})]
+                 *of("locked copy"),
+                 # after ControlNet: beside the same locked UNet, same data, steps and scenes
+                 *of("successors")]
     return PRESETS[preset][0], runs
 
 
@@ -147,16 +150,15 @@ def measure(pipe, controlnet, test: PairedData, seed: int, steps: int = 20, **sa
 
 def forgetting(pipe, model=None, n: int = 32, seed: int = 0, steps: int = 20) -> dict[str, float]:
     """What the SD still does on its own after training: n held-out prompts of every kind, no control
-    (a blank condition for a concat model, which has no 'off'). base_kind_accuracy: the drawn shape is
-    the prompt's kind (conditions.kind_of); base_colour_accuracy: fill and background near the prompt's
-    colours. A ControlNet leaves the locked SD as it was; a fine-tuned UNet may forget."""
-    from ..controls.variants import ConcatConditioned
-
+    (a blank condition for a design with a UNet of its own, the fine-tuned one, which has no 'off').
+    base_kind_accuracy: the drawn shape is the prompt's kind (conditions.kind_of); base_colour_accuracy:
+    fill and background near the prompt's colours. A ControlNet leaves the locked SD as it was; a
+    fine-tuned UNet may forget."""
     size = image_size(pipe)
     test = PairedData.generate(n, size=size, seed=4242, split="test", kinds=shapes.KINDS)
-    concat = isinstance(model, ConcatConditioned)
-    cond = torch.zeros(n, 3, size, size) if concat else None
-    images = sample(pipe, model if concat else None, test.prompts, cond, num_inference_steps=steps,
+    own_unet = model is not None and designs.of(model).enter.alone
+    cond = torch.zeros(n, 3, size, size) if own_unet else None
+    images = sample(pipe, model if own_unet else None, test.prompts, cond, num_inference_steps=steps,
                     generator=torch.Generator().manual_seed(seed))
     m = conditions.measure(images, test.scenes)
     kind = (conditions.kind_of(images) == test.scenes.kind).float().mean().item()
@@ -221,7 +223,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
         score = measure(pipe, result.module.eval(), test, seed, steps=sample_steps)  # the pipe it trained with (its decoder, if unlocked)
-        if cfg.sd_locked and cfg.architecture != "concat":  # the SD is as loaded: what it does alone is per seed
+        if cfg.sd_locked and not designs.of(result.module).enter.alone:  # the SD as loaded: what it does alone
             if seed not in base_alone:
                 base_alone[seed] = forgetting(pipe, n=n_forget, seed=seed, steps=sample_steps)
             score.update(base_alone[seed])
@@ -336,7 +338,7 @@ def transfer_table(pipes: dict, controlnet, test: PairedData, seed: int = 0, ste
     discs = disc_masks(test.sources)
     rows, images = [], {}
     for sd_name, pipe in pipes.items():
-        for cn_name, cn in (("none", None), ("ControlNet", controlnet)):
+        for cn_name, cn in (("none", None), (designs.REFERENCE, controlnet)):
             x = sample(pipe, cn, test.prompts, cond if cn is not None else None, num_inference_steps=steps,
                        generator=torch.Generator().manual_seed(seed))
             images[sd_name, cn_name] = x

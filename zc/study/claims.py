@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import designs
 from ..resources import RESULTS
 from ..world.fidelity import convergence_step
 from .stats import (  # noqa: F401
@@ -98,7 +99,7 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
         runs["stored"] = [(h["step"], h[key]) for h in hist if key in h]
         labels["stored"] = "stored CPU run"
     for r in curves or []:
-        if r["name"] == "ControlNet":
+        if r["name"] == designs.REFERENCE:
             k = (r.get("condition", "outline"), int(r["seed"]))
             runs.setdefault(k, []).append((r["step"], r[curve_key([r])]))  # sweeps of both CSV schemas
             labels[k] = f"{k[0]} seed {k[1]}"
@@ -121,28 +122,34 @@ def convergence(curves: list[dict] | None, results: Path = RESULTS, share: float
     return _row("sudden convergence, in < 10k steps", "; ".join(parts), verdict)
 
 
-COMPARABLE = "a ControlNet on the locked SD controls comparably to fine-tuning the whole UNet"
-NOT_WORSE = {COMPARABLE, f"{COMPARABLE} (1k pairs)"}  # claims of no loss, not of a gain
-ARCHITECTURE = [  # (claim, the run it compares the reference ControlNet with, prompt settings it predicts a gap in)
-    ("zero convs beat Gaussian-initialised convs", "Gaussian-init convs", SETTINGS),
-    ("ControlNet-lite fails with no or an insufficient prompt", "ControlNet-lite", ("none", "insufficient")),
-    ("adding the condition directly (no trainable copy) is worse", "condition added directly", SETTINGS),
-    ("50% prompt dropout teaches control from the condition alone", "prompt dropout 0%", ("none",)),
-    ("copying SD's encoder beats training the same network from scratch", "from scratch", SETTINGS),
-    # the paper (Sec. 4.4) compares with SD v2 depth-to-image and claims *comparable* control at a far lower
-    # cost, not better: decided by non_inferiority_verdict (NOT_WORSE)
-    (COMPARABLE, "UNet fine-tuned, concat", SETTINGS),
-    # the paper's motivation for locking: what the fine-tuned SD can still do alone (ablations.forgetting)
-    ("fine-tuning the whole UNet on the task makes SD forget; the locked SD does not", "UNet fine-tuned, concat",
-     ("base_kind_accuracy", "base_colour_accuracy")),
-]
-LOCKED_COPY = ("from scratch", "UNet fine-tuned, concat")  # the baselines that justify the locked copy
+# the paper's Fig. 8 claims about its own training choices (runs of the reference with another setting);
+# the claims about other designs (ControlNet-lite, the condition added directly, the fine-tuned UNet) are
+# registered by each design's own module (zc.designs.Claim) and read here by their rule
+SETTING_CLAIMS = {  # (claim, the run it compares the reference ControlNet with, prompt settings it predicts a gap in)
+    "zero init": ("zero convs beat Gaussian-initialised convs", "Gaussian-init convs", SETTINGS),
+    "dropout": ("50% prompt dropout teaches control from the condition alone", "prompt dropout 0%", ("none",)),
+    "copy": ("copying SD's encoder beats training the same network from scratch", "from scratch", SETTINGS),
+}
+
+
+def _design_claims(*rules: str) -> list[tuple[str, str, tuple]]:
+    """(claim, design, settings) of every registered design's claims read by these rules ("all": SETTINGS)."""
+    return [(c.text, d.name, tuple(c.settings) or SETTINGS) for d, c in designs.claims_of(*rules)]
+
+
+# the paper (Sec. 4.4) compares with SD v2 depth-to-image and claims *comparable* control at a far lower cost, not
+# better: a design's "not worse" claims are decided by non_inferiority_verdict; "forgets" reads what the fine-tuned
+# SD can still do alone (ablations.forgetting), the paper's motivation for locking
+ARCHITECTURE = [SETTING_CLAIMS["zero init"], *_design_claims("worse"), SETTING_CLAIMS["dropout"],
+                SETTING_CLAIMS["copy"], *_design_claims("not worse", "forgets")]
+COMPARABLE = next(c for c, _, _ in _design_claims("not worse"))  # the fine-tuned UNet's: comparable control
+NOT_WORSE = {c for c, _, _ in _design_claims("not worse")} | {f"{c} (1k pairs)" for c, _, _ in _design_claims("not worse")}
+LOCKED_COPY = (SETTING_CLAIMS["copy"][1], *(d.name for d, r in designs.in_sweep("locked copy") if not r.suffix))
 SMALL_DATA = "1k pairs"  # the locked-copy claims again on 1k pairs, where the paper expects them to matter most:
 # the runs named "<run>, 1k pairs" compared with the reference ControlNet trained on the same 1k pairs
 EFFICIENCY = [  # the same Fig. 8 comparisons read from the training curves: how fast control is learned
     ("zero convs learn control faster than Gaussian-initialised convs", "Gaussian-init convs"),
-    ("the trainable copy learns control faster than ControlNet-lite", "ControlNet-lite"),
-    ("the trainable copy learns control faster than the condition added directly", "condition added directly"),
+    *((c, d) for c, d, _ in _design_claims("learns slower")),
     ("copying SD's encoder learns control faster than training it from scratch", "from scratch"),
 ]
 NOT_TESTED = [
@@ -176,10 +183,10 @@ def mid_control_speed(ablation_rows: list[dict], results: Path = RESULTS) -> dic
     claim = f"only_mid_control trains ~x{MID_SPEEDUP} faster (arXiv v1)"
     parts, verdict, conds = [], "not tested", ""
     by = {(r.get("condition", "outline"), r["name"], int(r["seed"])): r for r in ablation_rows}
-    pairs = [(c, s) for c, n, s in by if n == "only_mid_control" and (c, "ControlNet", s) in by
+    pairs = [(c, s) for c, n, s in by if n == "only_mid_control" and (c, designs.REFERENCE, s) in by
              and by[c, n, s].get("sec_per_step") not in (None, "")]
     if pairs:
-        ratio = [float(by[c, "ControlNet", s]["sec_per_step"]) / float(by[c, "only_mid_control", s]["sec_per_step"])
+        ratio = [float(by[c, designs.REFERENCE, s]["sec_per_step"]) / float(by[c, "only_mid_control", s]["sec_per_step"])
                  for c, s in pairs]
         mean, half = t_interval(ratio)
         low, high = mean - half, mean + half
@@ -232,7 +239,7 @@ def _architecture_rows(ablation_rows: list[dict]) -> list[dict]:
     registered = [r for r in ablation_rows if int(r["seed"]) < PREREGISTERED_SEEDS]
     small = [(f"{claim} ({SMALL_DATA})", SMALL_DATA, f"{other}, {SMALL_DATA}", settings)
              for claim, other, settings in ARCHITECTURE if other in LOCKED_COPY]
-    for claim, ref, other, settings in [(c, "ControlNet", o, s) for c, o, s in ARCHITECTURE] + small:
+    for claim, ref, other, settings in [(c, designs.REFERENCE, o, s) for c, o, s in ARCHITECTURE] + small:
         tested = False
         for cond in names:
             if {ref, other} <= names[cond] and set(settings) <= have:
@@ -267,8 +274,8 @@ def auc_claims(pairs: list[tuple[str, str]], aucs: list[dict], reference_first: 
     for claim, other in pairs:
         tested = False
         for cond in dict.fromkeys(r["condition"] for r in aucs):
-            if {"ControlNet", other} <= {r["name"] for r in aucs if r["condition"] == cond}:
-                a, b = ("ControlNet", other) if reference_first else (other, "ControlNet")
+            if {designs.REFERENCE, other} <= {r["name"] for r in aucs if r["condition"] == cond}:
+                a, b = (designs.REFERENCE, other) if reference_first else (other, designs.REFERENCE)
                 d = paired_difference(aucs, a, b, "auc", cond)
                 measure = CURVE_MEASURES[next(r["measure"] for r in aucs if r["condition"] == cond)]
                 rows.append(_row(claim, f"{a} minus {b}, mean {measure} over training (perfect prompt): "
@@ -285,11 +292,11 @@ def _data_size_rows(ablation_rows: list[dict]) -> list[dict]:
     for claim, other in DATA_SIZE:
         tested = False
         for cond in names:
-            if {"ControlNet", other} <= names[cond]:
+            if {designs.REFERENCE, other} <= names[cond]:
                 ref = [float(r["perfect"]) for r in ablation_rows
-                       if r.get("condition", "outline") == cond and r["name"] == "ControlNet"]
+                       if r.get("condition", "outline") == cond and r["name"] == designs.REFERENCE]
                 limit = 0.1 * sum(ref) / len(ref)
-                d = paired_difference(ablation_rows, "ControlNet", other, "perfect", cond)
+                d = paired_difference(ablation_rows, designs.REFERENCE, other, "perfect", cond)
                 verdict = ("reproduced" if d["seeds"] >= 2 and d["high"] < limit else
                            "not reproduced" if d["seeds"] >= 2 and d["low"] > limit else "inconclusive")
                 rows.append(_row(claim, f"5k minus {other}, full prompt: {_fmt('', d).strip()} "
@@ -319,7 +326,8 @@ def _transfer_row(transfer: list[dict] | None) -> dict:
         return _row(TRANSFER_CLAIM, "no transfer run", "not tested")
     t = {(r["sd"], r["controlnet"]): r for r in transfer}
     base, variant = list(dict.fromkeys(r["sd"] for r in transfer))[:2]
-    b0, b, v0, v = t[base, "none"], t[base, "ControlNet"], t[variant, "none"], t[variant, "ControlNet"]
+    ref = designs.REFERENCE
+    b0, b, v0, v = t[base, "none"], t[base, ref], t[variant, "none"], t[variant, ref]
     shape_kept = v["shape_iou"] >= b["shape_iou"] - 0.1
     style = (v["shading"] - b["shading"]) / max(v0["shading"] - b0["shading"], 1e-6)  # share of the variant's style kept
     return _row(TRANSFER_CLAIM,

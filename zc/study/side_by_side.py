@@ -44,9 +44,12 @@ def composition(pipe, modules: dict, test, seed: int = 0, steps: int = 20) -> di
 
 
 
-SUCCESSORS = ["ControlNet", "T2I-Adapter", "ControlNeXt-style", "ControlNet-XS-style"]  # the side-by-side's rows
+# the side-by-side's rows: the reference and the designs the sweep trains as its successors (zc.designs)
+SUCCESSORS = [designs.REFERENCE, *(d.name for d, _ in designs.in_sweep("successors"))]
 # chapters 10 and 12's baselines (the paper's Fig. 8 designs, the whole UNet fine-tuned), with their reference
-BASELINES = ["ControlNet", "ControlNet-lite", "condition added directly", "UNet fine-tuned, concat"]
+BASELINES = [designs.REFERENCE, *dict.fromkeys(d.name for g in ("architecture", "locked copy")
+                                               for d, _ in designs.in_sweep(g))]
+DIRECT = next(d.name for d, r in designs.in_sweep("architecture") if "ci" not in r.presets)  # the recheck's baseline
 
 
 def stored_rows(results) -> tuple[list[dict], list[dict]]:
@@ -65,7 +68,7 @@ def stored_rows(results) -> tuple[list[dict], list[dict]]:
     rows = read_csv(results / "successors" / "results.csv")
     conds = {r["condition"] for r in rows}
     rows += [r for r in read_csv(results / "sweep-recheck" / "results.csv")
-             if r["name"] == "condition added directly" and r["condition"] in conds]
+             if r["name"] == DIRECT and r["condition"] in conds]
     baselines = [r for r in read_csv(results / "ablations-zoo" / "results.csv") if r["name"] in BASELINES]
     rank = {c: i for i, c in enumerate(dict.fromkeys(r["condition"] for r in rows))}
     baselines.sort(key=lambda r: rank.get(r["condition"], len(rank)))  # the successors' conditions first
@@ -80,7 +83,7 @@ def side_by_side(rows: list[dict], speed: list[dict], settings=("none", "perfect
     from .stats import summarize
 
     cost = {r["design"]: r for r in speed}
-    ref = cost.get("ControlNet")
+    ref = cost.get(designs.REFERENCE)
     summary = summarize(rows, settings)
     out = []
     for name in dict.fromkeys(r["name"] for r in rows):
@@ -168,12 +171,8 @@ def plot_side_by_side(table: list[dict], setting: str = "none", bounds: dict | N
     return fig
 
 
-WIRING = {  # what each design changes in ControlNet's y_c = F(x; Θ) + Z(F(x + Z(c); Θc); Z), as a panel title
-    "ControlNet": "a trainable copy F(·; Θc) of the encoder;\nzero convs Z into every skip and the middle",
-    "T2I-Adapter": "a small pyramid A(c), run once per image\n(no z_t, t or text); added inside the encoder",
-    "ControlNeXt-style": "a small branch B(c, t), cross-normalised,\nadded at one point (the first block's output)",
-    "ControlNet-XS-style": "a narrow encoder beside the base, reading it (Z)\nand correcting it (Z) at every block",
-}
+# what each design changes in ControlNet's y_c = F(x; Θ) + Z(F(x + Z(c); Θc); Z), as a panel title
+WIRING = {d.name: d.wiring for d in designs.DESIGNS.values() if d.wiring and d.name in SUCCESSORS}
 
 
 def draw_wiring(name: str, unet_config, ax) -> None:
@@ -185,6 +184,7 @@ def draw_wiring(name: str, unet_config, ax) -> None:
 
     if name not in WIRING:
         raise ValueError(f"no wiring drawn for {name!r}; choose from {list(WIRING)}")
+    drawn = designs.get(name).drawn_as
     locked, control, cond = "#cfe2f3", "#fce5cd", "#d9ead3"
     n = len(unet_config.block_out_channels)
 
@@ -192,8 +192,9 @@ def draw_wiring(name: str, unet_config, ax) -> None:
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, "round,pad=0.03", fc=colour, ec="0.3"))
         ax.text(x, y, text, ha="center", va="center", fontsize=7)
 
-    def arrow(a, b, plus=False, style="->", ls="-"):
-        ax.annotate("", b, a, arrowprops={"arrowstyle": style, "lw": 0.8, "color": "0.25", "ls": ls})
+    def arrow(a, b, plus=False, style="->", ls="-", rad=0.0):
+        ax.annotate("", b, a, arrowprops={"arrowstyle": style, "lw": 0.8, "color": "0.25", "ls": ls,
+                                          "connectionstyle": f"arc3,rad={rad}"})
         if plus:
             ax.text(*b, "+", ha="center", va="center", fontsize=8, weight="bold",
                     bbox={"boxstyle": "circle,pad=0.08", "fc": "white", "ec": "0.25"})
@@ -211,9 +212,9 @@ def draw_wiring(name: str, unet_config, ax) -> None:
     arrow((2.15, 0), (3.2, ys[-1] - 0.3))
     box(0, n + 1, 0.9, "z_t", "white")
     arrow((0, n + 0.7), (0, ys[0] + 0.3))
-    if name != "ControlNet":
+    if drawn != "copy":
         box(-2.6, n + 1, 0.9, "c", cond)
-    if name == "ControlNet":  # the copy on the right, as chapter 4 draws it: z_t and c enter it at the top
+    if drawn == "copy":  # the copy on the right, as chapter 4 draws it: z_t and c enter it at the top
         for i, y in enumerate(ys):
             box(5.3, y, 1.1, f"copy L{i + 1}", control)
             arrow((4.75, y), (3.75, y), plus=True)  # Z(copy's feature) added to the skip this level receives
@@ -225,7 +226,7 @@ def draw_wiring(name: str, unet_config, ax) -> None:
         box(6.5, n + 1, 0.9, "c", cond)
         arrow((6.5, n + 0.7), (5.3, ys[0] + 0.3), plus=True)
         arrow((0.45, n + 1), (5.3, ys[0] + 0.3))  # z_t into the copy too
-    elif name == "T2I-Adapter":
+    elif drawn == "pyramid":
         for i, y in enumerate(ys):
             box(-1.7, y, 1.1, f"adapter {i + 1}", control)
             arrow((-1.15, y), (-0.55, y), plus=True)
@@ -233,23 +234,24 @@ def draw_wiring(name: str, unet_config, ax) -> None:
                 arrow((-1.7, ys[i - 1] - 0.3), (-1.7, y + 0.3))
         arrow((-2.6, n + 0.7), (-1.7, ys[0] + 0.3))
         ax.text(-1.7, 0, "once per image", ha="center", fontsize=7, style="italic")
-    elif name == "ControlNeXt-style":
+    elif drawn == "one point":
         box(-1.7, ys[0], 1.1, "branch (c, t)", control)
         arrow((-2.6, n + 0.7), (-1.7, ys[0] + 0.3))
         arrow((-1.7, ys[0] - 0.3), (0, (ys[0] + ys[1]) / 2 if n > 1 else ys[0] - 0.5), plus=True)
         ax.text(-1.7, ys[0] - 0.75, "cross-normalised", ha="center", fontsize=7, style="italic")
-    elif name == "ControlNet-XS-style":
+    elif drawn == "beside":
         for i, y in enumerate(ys):
             box(-1.7, y, 0.8, f"xs {i + 1}", control)
             arrow((-0.55, y + 0.1), (-1.3, y + 0.1))  # the control reads the base
             arrow((-1.3, y - 0.1), (-0.55, y - 0.1), plus=True)  # and corrects it
+            arrow((-1.7, y - 0.3), (2.65, y - 0.2), plus=True, ls=":", rad=0.25)  # its skip joins the decoder
             if i:
                 arrow((-1.7, ys[i - 1] - 0.3), (-1.7, y + 0.3))
         box(-1.7, 0, 0.8, "xs mid", control)
         arrow((-1.3, 0), (1.05, 0), plus=True)
         arrow((-1.7, ys[-1] - 0.3), (-1.7, 0.3))
         arrow((-2.6, n + 0.7), (-1.7, ys[0] + 0.3))
-    ax.set_xlim((-0.8, 7.2) if name == "ControlNet" else (-3.3, 4.0))
+    ax.set_xlim((-0.8, 7.2) if drawn == "copy" else (-3.3, 4.0))
     ax.set_ylim(-0.6, n + 1.5)
     ax.set_title(f"{name}: {WIRING[name]}", fontsize=8)
     ax.axis("off")

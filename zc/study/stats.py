@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .. import designs
+
 __all__ = ["TIE", "SETTINGS", "read_csv", "read_table", "t_interval", "summarize", "merge_sweeps", "paired_difference",
            "difference_interval", "welch_difference", "clipped_yerr", "auc", "auc_rows", "sample_efficiency", "CURVE_MEASURES", "curve_key",
            "interval_state", "non_inferiority_state", "interval_verdict",
@@ -214,7 +216,7 @@ def auc_rows(curves: list[dict]) -> list[dict]:
             for (cond, name), seeds in _curves_by_run(curves).items() for seed, curve in seeds.items()]
 
 
-def sample_efficiency(curves: list[dict], condition: str = "outline", reference: str = "ControlNet",
+def sample_efficiency(curves: list[dict], condition: str = "outline", reference: str = designs.REFERENCE,
                       fraction: float = 0.8) -> list[dict]:
     """How fast each run learns, from its fidelity curve (curves.csv, full prompt), per run name:
     the normalised area under the curve (mean score over training, trapezoids) and the first

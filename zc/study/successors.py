@@ -6,6 +6,7 @@ from its fine-tuning benchmark; a claim the toy scale cannot test says so, with 
 """
 from __future__ import annotations
 
+from .. import designs
 from ..world.conditions import get as get_condition
 from .claims import NOT_AT_SCALE, PREREGISTERED_SEEDS, SETTINGS, _fmt, _row, auc_claims
 from .stats import (
@@ -16,28 +17,20 @@ from .stats import (
     paired_difference,
 )
 
-__all__ = ["XS_SPEEDUP", "SUCCESSOR_COMPARABLE", "SUCCESSOR_FASTER", "SD_SCALE", "OUTLINE_CEILING", "REWARD_ROOM",
+__all__ = ["SUCCESSOR_COMPARABLE", "SUCCESSOR_FASTER", "SD_SCALE", "OUTLINE_CEILING", "REWARD_ROOM",
            "successor_claims"]
 
 
 # --- the successors' own claims (chapter 13), read from the same kind of sweep --------------------------------
-XS_SPEEDUP = 2.0  # Zavadski et al. 2023: ControlNet-XS about twice as fast as ControlNet at inference
 
 
-SUCCESSOR_COMPARABLE = [  # (claim, design): "control comparable to ControlNet's", each at a fraction of its size
-    ("T2I-Adapter controls comparably to ControlNet, far smaller (Mou et al. 2023)", "T2I-Adapter"),
-    ("ControlNet-XS controls as well as ControlNet with a few % of the UNet (Zavadski et al. 2023)",
-     "ControlNet-XS-style"),
-    ("ControlNeXt controls comparably to ControlNet with a fraction of its parameters (Peng et al. 2024)",
-     "ControlNeXt-style"),
-]
+def _successor_claims(rule: str) -> list[tuple[str, str]]:
+    """(claim, design) of the registered designs' claims read by `rule` (each control's own module states them)."""
+    return [(c.text, d.name) for d, c in designs.claims_of(rule)]
 
 
-SUCCESSOR_FASTER = [  # (claim, design): learns control faster than ControlNet (mean score over training)
-    ("ControlNeXt converges faster than ControlNet (Peng et al. 2024)", "ControlNeXt-style"),
-]
-
-
+SUCCESSOR_COMPARABLE = _successor_claims("comparable")  # control comparable to ControlNet's, at a fraction of its size
+SUCCESSOR_FASTER = _successor_claims("converges faster")  # learns control faster (mean score over training)
 
 
 SD_SCALE = 100e6  # UNet parameters below which a claim about SD-sized arithmetic is not tested (SD 1.5: 860M)
@@ -51,16 +44,16 @@ REWARD_ROOM = 0.1  # a reward run starting closer than this to the ceiling leave
 
 def _unet_params(speed: list[dict]) -> float | None:
     """The UNet's parameter count behind a speed benchmark (ControlNet's params / its % of the UNet)."""
-    ref = next((r for r in speed if r["design"] == "ControlNet" and r.get("params") and r.get("pct_unet")), None)
+    ref = next((r for r in speed if r["design"] == designs.REFERENCE and r.get("params") and r.get("pct_unet")), None)
     return None if ref is None else ref["params"] * 100 / ref["pct_unet"]
 
 
 def _speed_ratio(speed: list[dict], design: str, column: str) -> float | None:
     """ControlNet's seconds over `design`'s in the side-by-side speed benchmark (> 1: the design is faster)."""
     by = {r["design"]: r for r in speed}
-    if design not in by or "ControlNet" not in by:
+    if design not in by or designs.REFERENCE not in by:
         return None
-    return by["ControlNet"][column] / by[design][column]
+    return by[designs.REFERENCE][column] / by[design][column]
 
 
 def successor_claims(rows: list[dict], curves: list[dict] | None = None, speed: list[dict] | None = None,
@@ -88,8 +81,8 @@ def _comparable_rows(rows: list[dict]) -> list[dict]:
     for claim, design in SUCCESSOR_COMPARABLE:
         tested = False
         for cond in conds:
-            if {(cond, "ControlNet"), (cond, design)} <= have:
-                diffs = {p: paired_difference(registered, design, "ControlNet", p, cond) for p in SETTINGS}
+            if {(cond, designs.REFERENCE), (cond, design)} <= have:
+                diffs = {p: paired_difference(registered, design, designs.REFERENCE, p, cond) for p in SETTINGS}
                 out.append(_row(claim, f"{design} minus ControlNet: " + ", ".join(_fmt(p, d, "no loss")
                                                                                   for p, d in diffs.items())
                                 + f" ({diffs['none']['seeds']} seeds)", non_inferiority_verdict(list(diffs.values())), cond))
@@ -108,11 +101,8 @@ def _faster_rows(curves: list[dict]) -> list[dict]:
 def _speed_rows(speed: list[dict]) -> list[dict]:
     """Speed claims from the interleaved benchmark; XS's arithmetic saving not tested below SD's size."""
     out = []
-    for claim, design, column, factor in (
-            ("ControlNet-XS is about twice as fast as ControlNet at inference (Zavadski et al. 2023)",
-             "ControlNet-XS-style", "image_s", XS_SPEEDUP),
-            ("T2I-Adapter runs once per image, so its control costs less per image than ControlNet's (Mou et al. 2023)",
-             "T2I-Adapter", "image_s", None)):
+    for d, c in designs.claims_of("faster per image", "cheaper per image"):  # a claimed factor, or "costs less"
+        claim, design, column, factor = c.text, d.name, "image_s", c.factor
         ratio = _speed_ratio(speed, design, column)
         if ratio is None:
             out.append(_row(claim, "no side-by-side speed benchmark", "not tested"))

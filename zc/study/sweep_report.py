@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+from .. import designs
 from ..world import conditions
 from .stats import (
     CURVE_MEASURES,
@@ -83,7 +84,7 @@ def plot_curves(curves: list[dict], names=None, ax=None, per_seed: bool = True):
 
 def show_sweep(summary: list[dict], curves: list[dict], bounds: list[dict], condition: str, names: list[str],
                title: str, columns=PROMPTS, per_seed: bool = True, rows: list[dict] | None = None,
-               reference: str = "ControlNet") -> None:
+               reference: str = designs.REFERENCE) -> None:
     """A stored sweep on one condition, as chapter 10 and its appendix show it: the table (mean ±
     95% half-width over seeds) ending with the no-control baseline and the ceiling (`bounds`:
     summarize(references rows)), the reference minus each run paired by seed (given the raw
