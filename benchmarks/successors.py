@@ -49,6 +49,9 @@ def main(argv=None):
     ap.add_argument("--n-test", type=int, default=32)
     ap.add_argument("--out", default="benchmarks/results/cpu/successors")
     ap.add_argument("--table-only", action="store_true", help="only side_by_side.txt, from the stored results")
+    ap.add_argument("--stored", nargs="*", default=[],
+                    help="designs whose composition rows are kept from --out's stored composition.json (a design "
+                         "whose code and runs have not changed since, when its modules are not at hand)")
     args = ap.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,14 @@ def compose(args, runs: Path, out: Path, argv) -> None:
     # the first condition's held-out scenes (outlines: circles, what its modules were trained on)
     test = PairedData.generate(args.n_test, size=size, seed=777, split="test", condition=args.pair[0])
     rows = []
+    if args.stored:
+        kept = json.loads((out / "composition.json").read_text())["rows"]
+        rows = [r for r in kept if r["design"] in args.stored]
+        if {r["design"] for r in rows} != set(args.stored):
+            raise ValueError(f"no stored composition rows for {sorted(set(args.stored) - {r['design'] for r in rows})}")
     for design in side_by_side.SUCCESSORS:
+        if design in args.stored:
+            continue
         for seed in args.seeds:
             mods = {c: designs.load(design, module_folder(dirs, c, design, seed)) for c in args.pair}
             result = side_by_side.composition(pipe, mods, test, seed=seed)

@@ -89,6 +89,11 @@ class Design:
     wiring: str = ""  # what it changes in ControlNet's equation, as chapter 13's panel title
     drawn_as: str = ""  # how chapter 13 draws where it enters: "copy", "pyramid", "one point", "beside"
 
+    @property
+    def recipe(self) -> dict:
+        """Its paper's TrainConfig settings beside its architecture (its first sweep run's; {} for none)."""
+        return dict(self.sweep[0].train) if self.sweep else {}
+
 
 DESIGNS: dict[str, Design] = {}  # name -> Design, in registration order
 
