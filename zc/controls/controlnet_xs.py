@@ -182,7 +182,7 @@ class ControlNetXS(ModelMixin, ConfigMixin):
 
 designs.register(designs.Design(
     "ControlNet-XS-style", "controlnet-xs", "Zavadski et al. 2023",
-    "every down block's and the middle block's output, read back by the control", "every step", True,
+    "every down block's and the middle block's output, read back; its skips into the decoder", "every step", True,
     module=ControlNetXS, build=lambda cfg, pipe, channels: ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed),
     wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
     enter=HookedEntry, folder="controlnet-xs", through_unet=True,

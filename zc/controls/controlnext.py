@@ -126,7 +126,7 @@ class ControlNeXt(ModelMixin, ConfigMixin):
 
 
 designs.register(designs.Design(
-    "ControlNeXt-style", "controlnext", "Peng et al. 2024", "the first down block's output, cross-normalised",
+    "ControlNeXt-style", "controlnext", "Peng et al. 2024", "the first down block's output, cross-normalised; attention outputs tuned",
     "every step", False, module=ControlNeXt,
     build=lambda cfg, pipe, channels: ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed),
     wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
