@@ -104,9 +104,12 @@ def test_two_controls_of_one_design_compose_each_adding_its_own(name):
     elif name == "ControlNet-XS-style":  # an untrained XS corrects by zero convs: nothing added
         fresh = zt.build(zt.TrainConfig(architecture=arch), pipe)[0].eval()
         assert torch.equal(run([a, fresh], [c, c]), alone)
-    else:  # a ControlNeXt branch at scale 0 adds nothing
+    else:  # a ControlNeXt branch at scale 0 with no UNet increments adds nothing; its increments alone do
         silent = copy.deepcopy(b)
         silent.register_to_config(scale=0.0)
+        assert not torch.equal(run([a, silent], [c, c]), alone)  # the tuned attention outputs still act
+        for p in silent.increments.parameters():
+            p.data.zero_()
         assert torch.equal(run([a, silent], [c, c]), alone)
     with pytest.raises(ValueError, match="need a list of 2 condition batches"):
         run([a, b], [c])
@@ -185,3 +188,15 @@ def test_t2i_adapters_cubic_timesteps_favour_high_noise_and_the_papers_draw_is_u
     assert torch.equal(uniform, torch.randint(0, T, (n,), generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="'uniform' or 'cubic'"):
         zt.draw_timesteps(4, T, torch.Generator(), "cosine")
+
+
+def test_a_design_hooked_inside_the_blocks_trains_with_checkpointing_asked_for(tmp_path):
+    """ControlNeXt's increments and XS's decoder connections hook modules inside the UNet's checkpointed
+    blocks; the hooks are gone by backward, so zc leaves the UNet unchecked there and says so (the sd15
+    preset asks for checkpointing; chapter 13's live run on a stand-in trains ControlNeXt with it)."""
+    cfg = zt.TrainConfig.preset("tiny", architecture="controlnext", steps=2, eval_every=0, device="cpu",
+                                gradient_checkpointing=True, out=str(tmp_path))
+    with pytest.warns(UserWarning, match="gradient_checkpointing is off for ControlNeXt-style"):
+        r = zt.train(cfg, pipe=zc.load_sd())
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history if "loss" in h)
+    assert designs.get("ControlNet-XS-style").hooks_in_blocks and not designs.get("ControlNet").hooks_in_blocks

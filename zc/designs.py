@@ -83,6 +83,8 @@ class Design:
     enter: type  # its Entry: how zc.sample feeds it to the locked UNet
     folder: str = "controlnet"  # the trained module's folder in a run (run/<folder>)
     through_unet: bool = False  # the gradient flows through the UNet's blocks: checkpoint the UNet, not the module
+    hooks_in_blocks: bool = False  # it hooks modules inside the UNet's checkpointed blocks (resnets, attention):
+    # the hooks are gone by backward, so a recomputed block would differ; the UNet is then not checkpointed
     scale: str = "conditioning_scale: every residual"  # what sets its strength in zc.sample
     sweep: tuple[SweepRun, ...] = ()  # its runs in the ablation sweep (chapters 10 and 13)
     claims: tuple[Claim, ...] = ()  # its paper's claims that the study tests

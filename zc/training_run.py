@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,7 +259,10 @@ def setup(cfg, pipe=None) -> Run:
     extras = [cb for make in EXTRAS if (cb := make(cfg, pipe, eval_set, device)) is not None]  # reward, attached
     for cb in extras:
         model = cb.wrap(model)
-    if cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
+    if cfg.gradient_checkpointing and design.through_unet and design.hooks_in_blocks:
+        warnings.warn(f"gradient_checkpointing is off for {design.name}: its hooks inside the UNet's blocks are "
+                      "removed before backward, so a recomputed block would differ (more memory instead)")
+    elif cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
         (pipe.unet if design.through_unet else module).enable_gradient_checkpointing()
     module.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)

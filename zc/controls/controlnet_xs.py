@@ -185,7 +185,7 @@ designs.register(designs.Design(
     "every down block's and the middle block's output, read back; its skips into the decoder", "every step", True,
     module=ControlNetXS, build=lambda cfg, pipe, channels: ControlNetXS.for_pipeline(pipe, channels, seed=cfg.seed),
     wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
-    enter=HookedEntry, folder="controlnet-xs", through_unet=True,
+    enter=HookedEntry, folder="controlnet-xs", through_unet=True, hooks_in_blocks=True,
     scale="the pair's scale: its corrections (default 1)",
     sweep=(designs.SweepRun("successors"),),
     claims=(designs.Claim("comparable", "ControlNet-XS controls as well as ControlNet with a few % of the UNet "

@@ -130,7 +130,7 @@ designs.register(designs.Design(
     "every step", False, module=ControlNeXt,
     build=lambda cfg, pipe, channels: ControlNeXt.for_pipeline(pipe, channels, seed=cfg.seed),
     wrap=lambda unet, branch, cfg: HookedConditioned(unet, branch),
-    enter=HookedEntry, folder="controlnext", through_unet=True,
+    enter=HookedEntry, folder="controlnext", through_unet=True, hooks_in_blocks=True,
     scale="the pair's scale: the cross-normalised branch (default: its config.scale)",
     sweep=(designs.SweepRun("successors"),),
     claims=(designs.Claim("comparable", "ControlNeXt controls comparably to ControlNet with a fraction of its parameters "
