@@ -1,0 +1,88 @@
+"""The transformer ControlNet (zc/controls/mmdit_controlnet.py) against diffusers' SD3ControlNetModel, on a
+small SD3Transformer2DModel built from a config (no SD3 weights exist here): the same weights both ways,
+the same residuals, exactly the base alone at step 0, and the block-to-residual map the base applies."""
+import pytest
+import torch
+from diffusers import SD3ControlNetModel, SD3Transformer2DModel
+
+from zc.controls.mmdit_controlnet import MMDiTControlNet, residual_index
+
+BASE = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8, num_attention_heads=2,
+            joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=8, out_channels=4,
+            pos_embed_max_size=8)
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(**BASE).eval()
+
+
+def inputs(seed=1, extra=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g),
+                controlnet_cond=torch.randn(2, 4 + extra, 8, 8, generator=g),
+                encoder_hidden_states=torch.randn(2, 5, 16, generator=g),
+                pooled_projections=torch.randn(2, 8, generator=g), timestep=torch.tensor([10.0, 700.0]))
+
+
+def _wake(net, seed):  # the zero layers as after some training
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in [*net.controlnet_blocks, net.pos_embed_input]:
+            for p in m.parameters():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_equal_to_diffusers_both_ways(base, depth, tmp_path):
+    ours = MMDiTControlNet.from_transformer(base, num_layers=depth).eval()
+    ref = SD3ControlNetModel.from_transformer(base, num_layers=depth, num_extra_conditioning_channels=0).eval()
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())  # the same copy, zeros
+    _wake(ours, depth)
+    ref.load_state_dict(ours.state_dict())  # ours into diffusers' class ...
+    with torch.no_grad():
+        mine, theirs = ours(**inputs()), ref(**inputs()).controlnet_block_samples
+    assert len(mine) == depth and all(torch.equal(a, b) for a, b in zip(mine, theirs))
+    ref.save_pretrained(tmp_path)  # ... and diffusers' folder back into ours
+    back = MMDiTControlNet.from_pretrained(tmp_path).eval()
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in back.state_dict().items())
+
+
+def test_at_step_zero_the_base_runs_as_alone_and_the_control_then_enters(base):
+    ours = MMDiTControlNet.from_transformer(base, num_layers=2).eval()
+    x = inputs()
+    kw = {k: x[k] for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep")}
+    with torch.no_grad():
+        alone = base(**kw).sample
+        assert torch.equal(base(**kw, block_controlnet_hidden_states=ours(**x)).sample, alone)
+        _wake(ours, 3)
+        moved = base(**kw, block_controlnet_hidden_states=ours(**x)).sample
+    assert (moved - alone).abs().max() > 1e-3
+
+
+def test_residual_map_and_bad_input(base):
+    # SD3-medium: 24 blocks; a 12-block copy feeds each residual to two blocks; 4 blocks: six each
+    assert [residual_index(j, 24, 12) for j in range(4)] == [0, 0, 1, 1]
+    assert [residual_index(j, 24, 4) for j in (0, 5, 6, 23)] == [0, 0, 1, 3]
+    with pytest.raises(ValueError, match="it must have 1 to 4"):
+        MMDiTControlNet.from_transformer(base, num_layers=5)  # deeper than its base
+    ours = MMDiTControlNet.from_transformer(base, num_layers=1)
+    bad = {**inputs(), "controlnet_cond": torch.zeros(2, 4, 16, 16)}
+    with pytest.raises(ValueError, match="encode the control image at the image's size"):
+        ours(**bad)
+
+
+def test_a_copy_of_every_block_copies_the_last_ones_image_half(base):
+    """The base's last block keeps no text tokens, so its copy's text half starts fresh (diffusers' own
+    from_transformer stops there with a size mismatch); the image half is copied."""
+    ours = MMDiTControlNet.from_transformer(base, num_layers=4)
+    last, copy = base.transformer_blocks[-1].state_dict(), ours.transformer_blocks[-1].state_dict()
+    shared = [k for k in copy if k in last and copy[k].shape == last[k].shape]
+    assert shared and all(torch.equal(copy[k], last[k]) for k in shared)
+    assert any(k.startswith("ff_context") for k in copy) and not any(k.startswith("ff_context") for k in last)
+    x = inputs()
+    kw = {k: x[k] for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep")}
+    with torch.no_grad():
+        assert torch.equal(base(**kw, block_controlnet_hidden_states=ours(**x)).sample, base(**kw).sample)

@@ -1,0 +1,105 @@
+"""ControlNet on a transformer: SD3's MMDiT, the way diffusers' `SD3ControlNetModel` builds it (issue #40,
+first part: the network and its exactness; the base, training, sampling and chapter 14 come next).
+
+Chapter 4 copies a UNet's encoder; a transformer has no encoder, so the copy is of its *first N joint
+blocks*, and what it adds goes to every block of the base, not to skips:
+
+    x_0   = P(z_t) + Z_in(P_c(c))          P: the base's patch embedding (copied); c: the control image's
+                                          latents (through SD3's VAE), patched by P_c, a zero-init PatchEmbed
+    x_i, y_i = B_i(x_{i-1}, y_{i-1}, e)    B_i: a copy of the base's joint block i (image tokens x, text
+                                          tokens y, the timestep + pooled-text embedding e), i = 1..N
+    r_i   = Z_i(x_i)                       Z_i: a zero-initialised Linear (the zero convolution's analogue)
+    base block j (of M) adds r_k to its image tokens, k = ⌊j / (M / N)⌋   (residual_index)
+
+At step 0 every Z is zero, so the base runs as if alone, as with chapter 2's zero convolutions. The
+time/text embedding and the text projection are copied from the base too. The state dict's names are
+diffusers' own, so weights load in `SD3ControlNetModel` and back (tests/test_mmdit_controlnet.py checks
+both ways, and that the outputs are equal).
+"""
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import JointTransformerBlock
+from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, PatchEmbed
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+__all__ = ["residual_index", "MMDiTControlNet"]
+
+
+def residual_index(block: int, n_blocks: int, n_residuals: int) -> int:
+    """Which of the ControlNet's n_residuals outputs base block `block` (of n_blocks) adds: the blocks are
+    shared out evenly, as diffusers' SD3Transformer2DModel does (int(block / (n_blocks / n_residuals)))."""
+    if not 0 < n_residuals <= n_blocks:
+        raise ValueError(f"a ControlNet of {n_residuals} blocks for a base of {n_blocks}: it must have 1 to "
+                         f"{n_blocks} (it copies the base's first blocks)")
+    return int(block / (n_blocks / n_residuals))
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class MMDiTControlNet(ModelMixin, ConfigMixin):
+    """The copy of an SD3 transformer's first `num_layers` joint blocks, its zero-initialised input patch
+    embedding and one zero-initialised Linear per block. Config fields are the base's (SD3Transformer2DModel),
+    with num_layers the copy's depth and extra_conditioning_channels beyond the latent channels."""
+
+    @register_to_config
+    def __init__(self, sample_size: int = 128, patch_size: int = 2, in_channels: int = 16, num_layers: int = 12,
+                 attention_head_dim: int = 64, num_attention_heads: int = 18, joint_attention_dim: int = 4096,
+                 caption_projection_dim: int = 1152, pooled_projection_dim: int = 2048, out_channels: int = 16,
+                 pos_embed_max_size: int = 96, extra_conditioning_channels: int = 0, qk_norm: str | None = None):
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim  # the width of every token
+        patch = dict(height=sample_size, width=sample_size, patch_size=patch_size, embed_dim=dim)
+        self.pos_embed = PatchEmbed(**patch, in_channels=in_channels, pos_embed_max_size=pos_embed_max_size)
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(dim, pooled_projection_dim)
+        self.context_embedder = nn.Linear(joint_attention_dim, caption_projection_dim)
+        # every copied block also returns its text tokens (context_pre_only=False): the next one reads them
+        self.transformer_blocks = nn.ModuleList([
+            JointTransformerBlock(dim, num_attention_heads, attention_head_dim, context_pre_only=False, qk_norm=qk_norm)
+            for _ in range(num_layers)])
+        self.controlnet_blocks = nn.ModuleList([_zero(nn.Linear(dim, dim)) for _ in range(num_layers)])  # Z_i
+        self.pos_embed_input = _zero(PatchEmbed(**patch, in_channels=in_channels + extra_conditioning_channels,
+                                                pos_embed_type=None))  # Z_in: the control's tokens, no positions
+
+    @classmethod
+    def from_transformer(cls, transformer, num_layers: int = 12, extra_conditioning_channels: int = 0):
+        """A ControlNet for `transformer` (an SD3Transformer2DModel): its config, and the weights of its patch
+        embedding, time/text embedding, text projection and first `num_layers` joint blocks copied."""
+        c = transformer.config
+        n_base = len(transformer.transformer_blocks)
+        residual_index(0, n_base, num_layers)  # a ValueError for a copy deeper than the base
+        net = cls(c.sample_size, c.patch_size, c.in_channels, num_layers, c.attention_head_dim,
+                  c.num_attention_heads, c.joint_attention_dim, c.caption_projection_dim, c.pooled_projection_dim,
+                  c.out_channels, c.pos_embed_max_size, extra_conditioning_channels, c.qk_norm)
+        for name in ("pos_embed", "time_text_embed", "context_embedder"):
+            getattr(net, name).load_state_dict(getattr(transformer, name).state_dict())
+        for copy, block in zip(net.transformer_blocks, transformer.transformer_blocks):
+            # the base's last block keeps no text tokens (context_pre_only): a copy of every block copies its
+            # image half and starts its text half fresh (diffusers' from_transformer stops at a shape mismatch)
+            mine = copy.state_dict()
+            copy.load_state_dict({k: v for k, v in block.state_dict().items()
+                                  if k in mine and mine[k].shape == v.shape}, strict=False)
+        return net
+
+    def forward(self, hidden_states: torch.Tensor, controlnet_cond: torch.Tensor, conditioning_scale: float = 1.0,
+                encoder_hidden_states: torch.Tensor | None = None, pooled_projections: torch.Tensor | None = None,
+                timestep: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """z_t (B, C, H, W) latents, c (B, C + extra, H, W) the control's latents -> the N residuals, each
+        (B, tokens, dim), times conditioning_scale: SD3Transformer2DModel's block_controlnet_hidden_states."""
+        if controlnet_cond.shape[-2:] != hidden_states.shape[-2:]:
+            raise ValueError(f"the control's latents are {tuple(controlnet_cond.shape[-2:])}, the image's "
+                             f"{tuple(hidden_states.shape[-2:])}: encode the control image at the image's size")
+        x = self.pos_embed(hidden_states) + self.pos_embed_input(controlnet_cond)  # (B, tokens, dim)
+        e = self.time_text_embed(timestep, pooled_projections)  # (B, dim)
+        y = self.context_embedder(encoder_hidden_states)  # (B, text tokens, caption_projection_dim)
+        residuals = []
+        for block, zero in zip(self.transformer_blocks, self.controlnet_blocks):
+            y, x = block(hidden_states=x, encoder_hidden_states=y, temb=e)
+            residuals.append(zero(x) * conditioning_scale)
+        return residuals
