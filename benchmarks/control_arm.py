@@ -17,42 +17,28 @@ the seeds' means), each with its state by chapter 10's rule (a gain where the wh
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402
-from where_and_colours_settings import GRID  # noqa: E402
+from where_and_colours_settings import GRID, best, grid_rows, per_scene  # noqa: E402
 
 import zc  # noqa: E402
-from zc.sample import sample  # noqa: E402
-from zc.study import stats, zoo  # noqa: E402
-from zc.world import conditions  # noqa: E402
+from zc.study import claims, stats, zoo  # noqa: E402
 
 KEYS = ("keypoint_accuracy", "colour_accuracy", "joint")
+SETTINGS = ("ip_scale", "conditioning_scale", "guidance_scale")
 
 
-def folders(pattern: str, seeds) -> list[Path]:
-    out = [Path(pattern.format(seed=s)) for s in seeds]
+def folders(pattern: str, seeds, recipe: str) -> list[Path]:
+    """The arm's ControlNet per seed (seed 0 of the trained-with arm: the shipped one, where pattern says so)."""
+    out = [zoo.with_adapter_folder() if s == 0 and recipe == "keypoints-with-palette" else Path(pattern.format(seed=s))
+           for s in seeds]
     for f in out:
         if not (f / "config.json").is_file():
-            raise FileNotFoundError(f"no ControlNet in {f}: train it with scripts/train_zoo.sh (see this file's doc)")
+            raise FileNotFoundError(f"no ControlNet in {f}: SEED=k scripts/train_zoo.sh {recipe}")
     return out
-
-
-def scores(pipe, net, ipa, scenes, settings: dict) -> dict[str, list[float]]:
-    """Per-scene keypoint accuracy, colour accuracy and joint for one ControlNet + the adapter."""
-    kw = dict(settings)
-    ipa.set_scale(kw.pop("ip_scale"))
-    n = len(scenes.scenes)
-    x = sample(pipe, [(net, scenes.conditions()), (ipa, conditions.draw("palette", scenes.scenes, 64))], [""] * n,
-               num_inference_steps=20, generator=torch.Generator().manual_seed(0), **kw)
-    m = conditions.measure(x, scenes.scenes, per_item=True)
-    return {"keypoint_accuracy": list(m["keypoint_accuracy"]), "colour_accuracy": list(m["colour_accuracy"]),
-            "joint": zoo.joint_items(m)}
 
 
 def main(argv=None):
@@ -64,30 +50,23 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--out", default="benchmarks/results/cpu/zoo/control_arm.txt")
     args = ap.parse_args(argv)
-    with_ = [zoo.with_adapter_folder() if s == 0 else Path(args.with_.format(seed=s)) for s in args.seeds]
-    for f in with_:
-        if not (f / "config.json").is_file():
-            raise FileNotFoundError(f"no ControlNet in {f}: SEED=k scripts/train_zoo.sh keypoints-with-palette")
-    control = folders(args.control, args.seeds)
+    with_ = folders(args.with_, args.seeds, "keypoints-with-palette")
+    control = folders(args.control, args.seeds, "keypoints-more")
     pipe = zc.load_sd()
     ipa = zoo.load_adapter("palette")
     load = lambda f: zc.ControlNet.from_pretrained(f).eval()  # noqa: E731
     # 1. the control arm's settings, chosen on validation scenes over the trained-with arm's grid
     val = zoo.test_set("keypoints", args.n, 64, seed=zoo.TEST_SEED + 1)
-    grid, first = GRID["trained with"], load(control[0])
     tried = []
-    for lam, cs, gs in itertools.product(*grid.values()):
-        s = dict(ip_scale=lam, conditioning_scale=cs, guidance_scale=gs)
-        j = scores(pipe, first, ipa, val, s)["joint"]
-        tried.append({**s, "joint": sum(j) / len(j)})
-        print(f"validation: {s} joint {tried[-1]['joint']:.3f}", flush=True)
-    chosen = max(tried, key=lambda r: r["joint"])  # the first of equals, in the grid's order
-    chosen = {k: chosen[k] for k in ("ip_scale", "conditioning_scale", "guidance_scale")}
+    for row in grid_rows(pipe, "control arm", load(control[0]), ipa, val, GRID["trained with"]):
+        tried.append(row)
+        print(f"validation: {({k: row[k] for k in SETTINGS})} joint {row['joint']:.3f}", flush=True)
+    chosen = {k: best(tried, "control arm")[k] for k in SETTINGS}  # the first of equals, in the grid's order
     # 2. every seed of both arms on the held-out scenes, each at its arm's chosen settings
     test = zoo.test_set("keypoints", args.n)
     arms = {"trained with the adapter": (with_, dict(zoo.TUNED["trained with"])),
             "1,500 more steps without it": (control, chosen)}
-    per = {name: [scores(pipe, load(f), ipa, test, s) for f in fs] for name, (fs, s) in arms.items()}
+    per = {name: [per_scene(pipe, load(f), ipa, test, s) for f in fs] for name, (fs, s) in arms.items()}
     cmd = f"$ python benchmarks/control_arm.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()
     lines = [cmd, f"{_results.machine()}; TinySD; {args.n} held-out scenes, empty prompt, 20 DDIM steps, palette "
              "IP-Adapter beside each arm's keypoints ControlNet; seeds " + " ".join(map(str, args.seeds)), "",
@@ -108,7 +87,7 @@ def main(argv=None):
         scene_a = [sum(v) / len(v) for v in zip(*(r[k] for r in per[a]))]
         scene_b = [sum(v) / len(v) for v in zip(*(r[k] for r in per[b]))]
         by_scene = stats.difference_interval([x - y for x, y in zip(scene_a, scene_b)])
-        state = {"supports": "gain", "against": "no gain", "unclear": "unclear"}
+        state = claims.STATES["gain"]  # each interval's state by the gain rule (stats.interval_state)
         lines.append(f"  {k:18s} over seeds (Welch) {welch['mean']:+.3f} [{welch['low']:+.3f}, {welch['high']:+.3f}] "
                      f"{state[stats.interval_state(welch)]};  by scene {by_scene['mean']:+.3f} "
                      f"[{by_scene['low']:+.3f}, {by_scene['high']:+.3f}] {state[stats.interval_state(by_scene)]}")

@@ -36,6 +36,27 @@ def best(rows: list[dict], design: str) -> dict:
     return max(mine, key=lambda r: r["joint"])
 
 
+def per_scene(pipe, net, ipa, scenes, settings: dict) -> dict[str, list[float]]:
+    """One keypoints ControlNet beside the palette adapter on `scenes` (PairedData of keypoints), empty
+    prompt, 20 DDIM steps, at settings {ip_scale, conditioning_scale, guidance_scale}: per scene keypoint
+    accuracy, colour accuracy and joint (hit x colour)."""
+    ipa.set_scale(settings["ip_scale"])
+    x = sample(pipe, [(net.eval(), scenes.conditions()), (ipa, conditions.draw("palette", scenes.scenes, 64))],
+               [""] * len(scenes), num_inference_steps=20, guidance_scale=settings["guidance_scale"],
+               conditioning_scale=settings["conditioning_scale"], generator=torch.Generator().manual_seed(0))
+    m = conditions.measure(x, scenes.scenes, per_item=True)
+    return {"keypoint_accuracy": list(m["keypoint_accuracy"]), "colour_accuracy": list(m["colour_accuracy"]),
+            "joint": zoo.joint_items(m)}
+
+
+def grid_rows(pipe, design: str, net, ipa, scenes, grid: dict):
+    """Each setting of `grid` (λ x control x CFG, in its order): a row of its mean scores on `scenes`."""
+    for lam, cs, gs in itertools.product(*grid.values()):
+        setting = {"ip_scale": lam, "conditioning_scale": cs, "guidance_scale": gs}
+        m = per_scene(pipe, net, ipa, scenes, setting)
+        yield {"design": design, **setting, **{k: sum(v) / len(v) for k, v in m.items()}}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=64, help="validation scenes")
@@ -47,23 +68,15 @@ def main(argv=None):
     val = zoo.test_set("keypoints", args.n, 64, seed=zoo.TEST_SEED + 1)
     nets = {"separate": zoo.load("keypoints"), "trained with": zc.ControlNet.from_pretrained(zoo.with_adapter_folder())}
     ipa = zoo.load_adapter("palette")
-    palettes = conditions.draw("palette", val.scenes, 64)
     lines = [f"$ python benchmarks/where_and_colours_settings.py --n {args.n}",
              f"{_results.machine()}; {args.n} validation scenes (seed {zoo.TEST_SEED + 1}), keypoints ControlNet "
              "(trained apart / trained with the adapter) + palette IP-Adapter, empty prompt, 20 DDIM steps", "",
              f"{'design':13s}{'λ':>6s}{'control':>8s}{'CFG':>5s}{'keypoint acc.':>15s}{'colour acc.':>12s}{'joint':>7s}"]
     rows = []
     for design, grid in GRID.items():
-        for lam, cs, gs in itertools.product(*grid.values()):
-            ipa.set_scale(lam)
-            x = sample(pipe, [(nets[design].eval(), val.conditions()), (ipa, palettes)], [""] * args.n,
-                       num_inference_steps=20, guidance_scale=gs, conditioning_scale=cs,
-                       generator=torch.Generator().manual_seed(0))
-            m = conditions.measure(x, val.scenes, per_item=True)
-            row = {"design": design, "ip_scale": lam, "conditioning_scale": cs, "guidance_scale": gs,
-                   "keypoint_accuracy": sum(m["keypoint_accuracy"]) / args.n,
-                   "colour_accuracy": sum(m["colour_accuracy"]) / args.n, "joint": zoo.joint_score(m)}
+        for row in grid_rows(pipe, design, nets[design], ipa, val, grid):
             rows.append(row)
+            lam, cs, gs = row["ip_scale"], row["conditioning_scale"], row["guidance_scale"]
             lines.append(f"{design:13s}{lam:6.2f}{cs:8.1f}{gs:5.1f}{row['keypoint_accuracy']:15.3f}"
                          f"{row['colour_accuracy']:12.3f}{row['joint']:7.3f}")
             print(lines[-1], flush=True)

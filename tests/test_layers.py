@@ -144,16 +144,14 @@ def _code_strings(path: Path) -> set[str]:
 def design_names_outside_home(files: dict[str, Path]) -> list[str]:
     """(file, name) where a design's name or architecture is written outside zc/designs.py and the
     design's own modules (the one that registers it, the one that defines its class)."""
-    import inspect
-
+    texts = {name: path.read_text() for name, path in files.items()}
     strings = {name: _code_strings(path) for name, path in files.items() if name != "zc"}  # the public face
     found = []
     for d in designs.DESIGNS.values():
-        home = {"zc.designs", d.module.__module__,
-                *(n for n, p in files.items() if f'"{d.name}", "{d.architecture}"' in p.read_text())}
+        registers = f'"{d.name}", "{d.architecture}"'  # designs.Design(name, architecture, ...) in its module
+        home = {"zc.designs", d.module.__module__, *(n for n, t in texts.items() if registers in t)}
         words = {d.name} | ({d.architecture} if d.name != designs.REFERENCE else set())  # "controlnet" is a folder too
         found += [f"{name}: {w!r}" for name, s in strings.items() if name not in home for w in words & s]
-    assert inspect  # (kept for the class's file lookup above: d.module.__module__)
     return sorted(found)
 
 

@@ -36,6 +36,7 @@ from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: i
     StepBatches,
     check_resumable,
     hide_bar,
+    draw_timesteps,
     posterior_draw,
     prediction_target,
     save_grid,
@@ -153,17 +154,6 @@ class Denoised:
     noisy: torch.Tensor  # z_t
     t: torch.Tensor  # (B,)
     pred: torch.Tensor  # ε_θ(z_t, t, c_t, c_f) (or v, or z_0)
-
-
-def draw_timesteps(n: int, num_train_timesteps: int, generator: torch.Generator, schedule: str = "uniform"):
-    """n training timesteps: uniform over {0, ..., T−1}, or T2I-Adapter's cubic schedule
-    t = ⌊(1 − u³)·T⌋, u ~ U(0, 1) (half of them above t = 0.875 T instead of 0.5 T)."""
-    if schedule == "uniform":
-        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
-    if schedule == "cubic":
-        u = torch.rand(n, generator=generator)
-        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
-    raise ValueError(f"timesteps must be 'uniform' or 'cubic', got {schedule!r}")
 
 
 def objective(model, scheduler, batch: Batch, generator: torch.Generator, autocast=contextlib.nullcontext,

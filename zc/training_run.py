@@ -21,6 +21,7 @@ from . import designs
 from .latent_cache import LatentCache, default_folder
 from .sd import check_device, image_size, load_sd, precision
 from .training_utils import (
+    TIMESTEP_SCHEDULES,
     BatchReader,
     StepBatches,
     atomic_write,
@@ -144,7 +145,7 @@ def _data(cfg, pipe, accelerator, dtype):
         raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
     if cfg.latent not in ("sample", "mean"):
         raise ValueError(f"latent must be 'sample' (a draw from the VAE posterior) or 'mean', got {cfg.latent!r}")
-    if cfg.timesteps not in ("uniform", "cubic"):
+    if cfg.timesteps not in TIMESTEP_SCHEDULES:
         raise ValueError(f"timesteps must be 'uniform' (the paper) or 'cubic' (T2I-Adapter's), got {cfg.timesteps!r}")
     cache = None
     if cfg.encode == "cache":
@@ -259,7 +260,7 @@ def setup(cfg, pipe=None) -> Run:
     extras = [cb for make in EXTRAS if (cb := make(cfg, pipe, eval_set, device)) is not None]  # reward, attached
     for cb in extras:
         model = cb.wrap(model)
-    if cfg.gradient_checkpointing and design.through_unet and design.hooks_in_blocks:
+    if cfg.gradient_checkpointing and design.hooks_in_blocks:
         warnings.warn(f"gradient_checkpointing is off for {design.name}: its hooks inside the UNet's blocks are "
                       "removed before backward, so a recomputed block would differ (more memory instead)")
     elif cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)

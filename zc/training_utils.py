@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 __all__ = ["pick_device", "bars_off", "hide_bar", "step_generator", "atomic_write", "save_checkpoint",
-    "load_checkpoint", "has_checkpoint", "prediction_target", "posterior_draw", "StepBatches",
+    "load_checkpoint", "has_checkpoint", "prediction_target", "TIMESTEP_SCHEDULES", "draw_timesteps",
+    "posterior_draw", "StepBatches",
     "whole_batches", "BatchReader", "RESUMABLE_FIELDS_MAY_CHANGE", "check_resumable", "load_snapshots",
     "save_grid", "trackers"]
 
@@ -117,6 +118,20 @@ def prediction_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: 
     if kind == "sample":
         return latents
     raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+TIMESTEP_SCHEDULES = ("uniform", "cubic")  # the paper's (SD's) draw; T2I-Adapter's (its §3.4)
+
+
+def draw_timesteps(n: int, num_train_timesteps: int, generator: torch.Generator, schedule: str = "uniform"):
+    """n training timesteps: uniform over {0, ..., T−1}, or T2I-Adapter's cubic schedule
+    t = ⌊(1 − u³)·T⌋, u ~ U(0, 1) (half of them above t = 0.875 T instead of 0.5 T)."""
+    if schedule == "uniform":
+        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
+    if schedule == "cubic":
+        u = torch.rand(n, generator=generator)
+        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+    raise ValueError(f"timesteps must be 'uniform' or 'cubic', got {schedule!r}")
 
 
 def posterior_draw(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None,

@@ -48,6 +48,11 @@ def cross_normalise(control: torch.Tensor, main: torch.Tensor, eps: float = 1e-5
     return (control - mu_c) / (sd_c + eps) * sd_m + mu_m
 
 
+def _key(module: str, param: str) -> str:
+    """The increment's name in the ParameterDict (whose keys take no dots) for `module`'s weight or bias."""
+    return f"{module.replace('.', '__')}__{param}"
+
+
 class ControlNeXt(ModelMixin, ConfigMixin):
     """The branch: condition image (B, C, H, W) in [0, 1] and the UNet's time embedding (B, T) ->
     a feature map with the shape of the UNet's first down block's output."""
@@ -60,9 +65,8 @@ class ControlNeXt(ModelMixin, ConfigMixin):
         # the UNet subset the paper fine-tunes, as increments: (module name, out, in) per Linear
         self.increments = nn.ParameterDict()
         for name, n_out, n_in in tuned:
-            key = name.replace(".", "__")  # a ParameterDict key has no dots
-            self.increments[key + "__weight"] = nn.Parameter(torch.zeros(n_out, n_in))
-            self.increments[key + "__bias"] = nn.Parameter(torch.zeros(n_out))
+            self.increments[_key(name, "weight")] = nn.Parameter(torch.zeros(n_out, n_in))
+            self.increments[_key(name, "bias")] = nn.Parameter(torch.zeros(n_out))
         # E with a Gaussian-initialised last conv: a zero one has no spread to normalise
         self.controlnet_cond_embedding = ConditionEncoder(channels, conditioning_channels, tuple(encoder_channels),
                                                           out_init="gaussian")
@@ -110,8 +114,7 @@ class ControlNeXt(ModelMixin, ConfigMixin):
 
         def increment(name):
             def hook(linear, args, output):  # W x + b -> (W + ΔW) x + (b + Δb)
-                key = name.replace(".", "__")
-                w, b = self.increments[key + "__weight"], self.increments[key + "__bias"]
+                w, b = self.increments[_key(name, "weight")], self.increments[_key(name, "bias")]
                 return output + F.linear(args[0], w.to(output.dtype), b.to(output.dtype))
             return hook
 

@@ -37,7 +37,7 @@ from .stats import (  # noqa: F401
     t_interval,
 )
 
-__all__ = ["PREREGISTERED_SEEDS", "suddenness", "convergence", "COMPARABLE", "NOT_WORSE", "ARCHITECTURE",
+__all__ = ["PREREGISTERED_SEEDS", "suddenness", "convergence", "design_claims", "COMPARABLE", "NOT_WORSE", "ARCHITECTURE",
     "LOCKED_COPY", "SMALL_DATA", "EFFICIENCY", "NOT_TESTED", "DATA_SIZE", "MID_SPEEDUP",
     "mid_control_speed", "paper_claims", "auc_claims", "guidance_claim", "with_recheck", "format_claims",
     "NOT_AT_SCALE"]
@@ -132,7 +132,7 @@ SETTING_CLAIMS = {  # (claim, the run it compares the reference ControlNet with,
 }
 
 
-def _design_claims(*rules: str) -> list[tuple[str, str, tuple]]:
+def design_claims(*rules: str) -> list[tuple[str, str, tuple]]:
     """(claim, design, settings) of every registered design's claims read by these rules ("all": SETTINGS)."""
     return [(c.text, d.name, tuple(c.settings) or SETTINGS) for d, c in designs.claims_of(*rules)]
 
@@ -140,16 +140,17 @@ def _design_claims(*rules: str) -> list[tuple[str, str, tuple]]:
 # the paper (Sec. 4.4) compares with SD v2 depth-to-image and claims *comparable* control at a far lower cost, not
 # better: a design's "not worse" claims are decided by non_inferiority_verdict; "forgets" reads what the fine-tuned
 # SD can still do alone (ablations.forgetting), the paper's motivation for locking
-ARCHITECTURE = [SETTING_CLAIMS["zero init"], *_design_claims("worse"), SETTING_CLAIMS["dropout"],
-                SETTING_CLAIMS["copy"], *_design_claims("not worse", "forgets")]
-COMPARABLE = next(c for c, _, _ in _design_claims("not worse"))  # the fine-tuned UNet's: comparable control
-NOT_WORSE = {c for c, _, _ in _design_claims("not worse")} | {f"{c} (1k pairs)" for c, _, _ in _design_claims("not worse")}
+ARCHITECTURE = [SETTING_CLAIMS["zero init"], *design_claims("worse"), SETTING_CLAIMS["dropout"],
+                SETTING_CLAIMS["copy"], *design_claims("not worse", "forgets")]
+_NO_LOSS = [c for c, _, _ in design_claims("not worse")]  # claims of no loss, not of a gain
+COMPARABLE = _NO_LOSS[0]  # the fine-tuned UNet's: comparable control
+NOT_WORSE = {*_NO_LOSS, *(f"{c} (1k pairs)" for c in _NO_LOSS)}
 LOCKED_COPY = (SETTING_CLAIMS["copy"][1], *(d.name for d, r in designs.in_sweep("locked copy") if not r.suffix))
 SMALL_DATA = "1k pairs"  # the locked-copy claims again on 1k pairs, where the paper expects them to matter most:
 # the runs named "<run>, 1k pairs" compared with the reference ControlNet trained on the same 1k pairs
 EFFICIENCY = [  # the same Fig. 8 comparisons read from the training curves: how fast control is learned
     ("zero convs learn control faster than Gaussian-initialised convs", "Gaussian-init convs"),
-    *((c, d) for c, d, _ in _design_claims("learns slower")),
+    *((c, d) for c, d, _ in design_claims("learns slower")),
     ("copying SD's encoder learns control faster than training it from scratch", "from scratch"),
 ]
 NOT_TESTED = [

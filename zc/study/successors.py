@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import designs
 from ..world.conditions import get as get_condition
-from .claims import NOT_AT_SCALE, PREREGISTERED_SEEDS, SETTINGS, _fmt, _row, auc_claims
+from .claims import NOT_AT_SCALE, PREREGISTERED_SEEDS, SETTINGS, _fmt, _row, auc_claims, design_claims
 from .stats import (
     auc_rows,
     difference_interval,
@@ -24,13 +24,8 @@ __all__ = ["SUCCESSOR_COMPARABLE", "SUCCESSOR_FASTER", "SD_SCALE", "OUTLINE_CEIL
 # --- the successors' own claims (chapter 13), read from the same kind of sweep --------------------------------
 
 
-def _successor_claims(rule: str) -> list[tuple[str, str]]:
-    """(claim, design) of the registered designs' claims read by `rule` (each control's own module states them)."""
-    return [(c.text, d.name) for d, c in designs.claims_of(rule)]
-
-
-SUCCESSOR_COMPARABLE = _successor_claims("comparable")  # control comparable to ControlNet's, at a fraction of its size
-SUCCESSOR_FASTER = _successor_claims("converges faster")  # learns control faster (mean score over training)
+SUCCESSOR_COMPARABLE = [(c, d) for c, d, _ in design_claims("comparable")]  # comparable control, far smaller
+SUCCESSOR_FASTER = [(c, d) for c, d, _ in design_claims("converges faster")]  # mean score over training
 
 
 SD_SCALE = 100e6  # UNet parameters below which a claim about SD-sized arithmetic is not tested (SD 1.5: 860M)
