@@ -321,9 +321,10 @@ def export(vae, text_encoder, tokenizer, unet, prediction_type: str, folder: Pat
 # --- evaluation ---------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(pipe, n: int = 64, steps: int = 25, guidance_scale: float = 5.0, seed: int = 0,
-             spread_samples: int = 16) -> dict:
-    """The TinySD quality bar: VAE PSNR, colour accuracy on held-out prompts, position spread."""
-    size = image_size(pipe)
+             spread_samples: int = 16, size: int | None = None) -> dict:
+    """The TinySD quality bar: VAE PSNR, colour accuracy on held-out prompts, position spread.
+    size: the image side (default: what the pipeline's UNet makes)."""
+    size = size or image_size(pipe)
     device = pipe.device
     g = torch.Generator().manual_seed(10_000 + seed)
     scenes = shapes.sample_scenes(n, g, split="test")

@@ -1,0 +1,304 @@
+"""TinySD3: the project's own small Stable Diffusion 3, an MMDiT trained by flow matching on the shapes world.
+
+Same classes as SD3 (SD3Transformer2DModel, AutoencoderKL, two CLIPTextModelWithProjection + CLIPTokenizer,
+no T5, FlowMatchEulerDiscreteScheduler), saved as a standard diffusers folder, so
+`diffusers.StableDiffusion3Pipeline.from_pretrained(folder)` loads it offline.
+
+    64x64 RGB --VAE (4x)--> 4x16x16 latents --2x2 patches--> 64 image tokens of width 96
+    SD3-medium: 1024 px --VAE (8x)--> 16x128x128 --2x2--> 4096 tokens of width 1536, 24 joint blocks
+
+What is borrowed, as SD3 borrows its text encoders: TinySD's VAE (its latents get SD3's shift too:
+`(z - shift_factor) * scaling_factor`, both measured here, not SD3's 0.0609 / 1.5305) and, as the two
+CLIPs, the text encoders of TinySD and of its fine-tuned variant TinySD-shaded (frozen; the projection
+that gives SD3 its pooled vector starts as the identity). Only the transformer is trained: flow matching,
+
+    z_t = (1 - t) z_0 + t e,   the transformer predicts v = e - z_0,   t ~ logit-normal(0, 1)
+
+(SD3's rectified flow; the timestep it sees is 1000 t). SD3 fills the T5 slot with zeros when T5 is
+dropped; ours always has 16 of them (call the pipeline with `max_sequence_length=16`, as `load_sd3` and
+zc's sampler do).
+
+    python -m zc.tinysd3 train --out runs/tinysd3      # progress bar, resumes if interrupted
+    python -m zc.tinysd3 eval zc/weights/tinysd3        # colour accuracy, position spread (TinySD's bar)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .resources import WEIGHTS
+from .tinysd import MAX_TOKENS, _ema_update, _log, _lr_lambda, _spend, training_batch
+from .training_utils import has_checkpoint, load_checkpoint, pick_device, save_checkpoint, step_generator
+
+__all__ = ["TinySD3Config", "T5_TOKENS", "build_transformer", "build_parts", "latent_shift_scale",
+           "encode_prompts", "flow_noise", "train", "export", "load_sd3", "evaluate", "main"]
+
+T5_TOKENS = MAX_TOKENS  # zeros where SD3's T5 tokens go: the pipeline's max_sequence_length
+
+
+@dataclass
+class TinySD3Config:
+    out: str = "runs/tinysd3"  # run folder: checkpoints, log, and the final pipeline in out/pipeline
+    seed: int = 0  # every batch, noise draw and initialisation follows from it
+    device: str = "auto"  # "auto" = cuda if available, else cpu
+    width: int = 96  # token width: heads x head_dim (SD3-medium: 24 x 64 = 1536)
+    heads: int = 3  # attention heads
+    layers: int = 6  # joint blocks (SD3-medium: 24); chapter 14 copies 1, 2, 3 or 6 of them
+    steps: int = 6000  # optimiser steps
+    batch: int = 64
+    pool: int = 65536  # training scenes, VAE-encoded once (the encoder costs more than a transformer step)
+    lr: float = 1e-3  # AdamW, warmup then cosine decay
+    warmup: int = 200
+    empty_prompt_prob: float = 0.1  # caption dropout, so classifier-free guidance works
+    ema_decay: float = 0.999  # the exported weights are an exponential moving average
+    checkpoint_every: int = 250  # steps between resumable checkpoints
+    time_budget_min: float = 0.0  # >0: after 50 steps, shrink `steps` so training ends within this many minutes
+    base: str = ""  # TinySD folder whose VAE and text encoder are borrowed (default: the shipped one)
+    base_2: str = ""  # second text encoder's TinySD (default: the shipped TinySD-shaded)
+
+
+# --- the parts ---------------------------------------------------------------------------------------
+def build_transformer(cfg: TinySD3Config, in_channels: int = 4, latent_size: int = 16, text_width: int = 64):
+    from diffusers import SD3Transformer2DModel
+
+    return SD3Transformer2DModel(
+        sample_size=latent_size, patch_size=2, in_channels=in_channels, out_channels=in_channels,
+        num_layers=cfg.layers, attention_head_dim=cfg.width // cfg.heads, num_attention_heads=cfg.heads,
+        joint_attention_dim=2 * text_width, caption_projection_dim=cfg.width,
+        pooled_projection_dim=2 * text_width, pos_embed_max_size=latent_size // 2)
+
+
+def _clip_with_projection(text_encoder):
+    """TinySD's CLIPTextModel as a CLIPTextModelWithProjection whose projection is the identity."""
+    from transformers import CLIPTextModelWithProjection
+
+    model = CLIPTextModelWithProjection(text_encoder.config)
+    model.text_model.load_state_dict(text_encoder.state_dict())  # transformers 5: no text_model. prefix
+    with torch.no_grad():
+        model.text_projection.weight.copy_(torch.eye(*model.text_projection.weight.shape))
+    return model.eval().requires_grad_(False)
+
+
+def build_parts(cfg: TinySD3Config) -> dict:
+    """The borrowed VAE, tokenizers and text encoders, and a fresh transformer (seeded)."""
+    from .sd import load_sd
+
+    one = load_sd(cfg.base or WEIGHTS / "tinysd")
+    two = load_sd(cfg.base_2 or WEIGHTS / "tinysd-shaded")
+    vae = copy.deepcopy(one.vae).eval().requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    width = one.text_encoder.config.hidden_size
+    return dict(vae=vae, tokenizer=one.tokenizer, tokenizer_2=two.tokenizer,
+                text_encoder=_clip_with_projection(one.text_encoder),
+                text_encoder_2=_clip_with_projection(two.text_encoder),
+                transformer=build_transformer(cfg, vae.config.latent_channels,
+                                              one.unet.config.sample_size, width))
+
+
+@torch.no_grad()
+def latent_shift_scale(vae, seed: int = 0, n: int = 256, size: int = 64) -> tuple[float, float]:
+    """SD3's `shift_factor` and `scaling_factor`: the latents' mean, and 1 / their std about it, on scenes
+    rendered from the training split (SD3's own VAE: 0.0609 and 1.5305)."""
+    _, x = training_batch(seed, "scale", 0, n, size, vae.device)
+    z = vae.encode(x).latent_dist.mean
+    return float(z.mean()), float(1.0 / (z - z.mean()).std())
+
+
+def encode_prompts(parts: dict, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD3's prompt embedding without T5: (B, 16 + 16, 128) tokens, the two CLIPs' penultimate layers side
+    by side then the T5 slot's zeros, and (B, 128) pooled, the two projections side by side."""
+    tokens, pooled = [], []
+    for tok, enc in ((parts["tokenizer"], parts["text_encoder"]), (parts["tokenizer_2"], parts["text_encoder_2"])):
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids.to(enc.device)
+        out = enc(ids, output_hidden_states=True)
+        tokens.append(out.hidden_states[-2])  # (B, 16, 64): penultimate layer, as SD3 (clip_skip=None)
+        pooled.append(out.text_embeds)  # (B, 64)
+    clip = torch.cat(tokens, dim=-1)  # (B, 16, 128)
+    t5 = clip.new_zeros(clip.shape[0], T5_TOKENS, clip.shape[-1])  # no T5: zeros, as the pipeline pads
+    return torch.cat([clip, t5], dim=1), torch.cat(pooled, dim=-1)
+
+
+def flow_noise(latents: torch.Tensor, generator: torch.Generator, shift: float = 1.0):
+    """One flow-matching draw, as diffusers' SD3 scripts: t ~ logit-normal(0, 1) (then the scheduler's
+    shift), z_t = (1 - t) z_0 + t e, target e - z_0. Returns (z_t, timestep = 1000 t, target)."""
+    n = latents.shape[0]
+    u = torch.sigmoid(torch.randn(n, generator=generator, device=latents.device))
+    t = shift * u / (1 + (shift - 1) * u)
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    tt = t.view(n, *[1] * (latents.dim() - 1))
+    return (1 - tt) * latents + tt * noise, t * 1000, noise - latents
+
+
+# --- training ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def latent_pool(parts: dict, cfg: TinySD3Config, folder: Path, device) -> tuple[list[str], torch.Tensor]:
+    """cfg.pool training scenes' prompts and their VAE latents' means (shifted and scaled), encoded once and
+    kept in folder/pool.safetensors (rebuilt if missing or of another size)."""
+    from safetensors.torch import load_file, save_file
+
+    from .world import shapes
+
+    scenes = shapes.sample_scenes(cfg.pool, step_generator(cfg.seed, "pool", 0), split="train")
+    path = folder / "pool.safetensors"
+    if path.exists() and load_file(path)["latents"].shape[0] == cfg.pool:
+        return scenes.prompts(), load_file(path)["latents"].to(device)
+    vae, chunk = parts["vae"], 256
+    latents = []
+    for i in tqdm(range(0, cfg.pool, chunk), desc="TinySD3: encoding the training scenes"):
+        x = shapes.render(scenes[i:i + chunk].to(device), 64) * 2 - 1
+        z = vae.encode(x).latent_dist.mean  # (chunk, 4, 16, 16)
+        latents.append(((z - vae.config.shift_factor) * vae.config.scaling_factor).half().cpu())
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": torch.cat(latents).contiguous()}, path)
+    return scenes.prompts(), torch.cat(latents).to(device)
+
+
+def train(cfg: TinySD3Config, stop_after: int | None = None) -> Path | None:
+    """Pretrain the transformer; resumes from out/checkpoint. Returns the exported pipeline folder.
+    stop_after: stop (with a checkpoint) after this many steps of this call, for tests."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    parts = build_parts(cfg)
+    for k in ("vae", "text_encoder", "text_encoder_2", "transformer"):
+        parts[k].to(device)
+    shift, scale = latent_shift_scale(parts["vae"])
+    parts["vae"].register_to_config(shift_factor=shift, scaling_factor=scale)
+    prompts_all, pool = latent_pool(parts, cfg, out, device)
+    model = parts["transformer"].train()
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
+    folder, modules, start = out / "checkpoint", {"transformer": model, "ema": ema}, 0
+    if has_checkpoint(folder):
+        saved = load_checkpoint(folder, modules, opt)
+        start, cfg.steps = saved["step"], saved.get("steps", cfg.steps)
+        sched.lr_lambdas[0] = _lr_lambda(cfg.warmup, cfg.steps)
+        sched.last_epoch = start - 1
+        sched.step()
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    budget = [stop_after]
+    bar = tqdm(range(start, cfg.steps), desc="TinySD3: transformer", initial=start, total=cfg.steps)
+    t_start = time.time()
+    for step in bar:
+        if cfg.time_budget_min > 0 and step == start + 50:
+            rate = 50 / (time.time() - t_start)
+            cfg.steps = min(cfg.steps, step + int(rate * (cfg.time_budget_min * 60 - (time.time() - t_start))))
+            sched.lr_lambdas[0] = _lr_lambda(cfg.warmup, cfg.steps)
+            bar.total = cfg.steps
+            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        if step >= cfg.steps:
+            break
+        if not _spend(budget):
+            save_checkpoint(folder, modules, opt, {"step": step, "steps": cfg.steps})
+            return None
+        g = step_generator(cfg.seed, "transformer", step, device)
+        rows = torch.randint(0, cfg.pool, (cfg.batch,), generator=g, device=device)
+        z = pool[rows].float()  # (batch, 4, 16, 16)
+        with torch.no_grad():
+            drop = torch.rand(cfg.batch, generator=g, device=device) < cfg.empty_prompt_prob
+            prompts = ["" if d else prompts_all[r] for r, d in zip(rows.tolist(), drop.tolist())]
+            text, pooled = encode_prompts(parts, prompts)
+        zt, timestep, target = flow_noise(z, g)
+        pred = model(zt, encoder_hidden_states=text, pooled_projections=pooled, timestep=timestep).sample
+        loss = F.mse_loss(pred.float(), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        _ema_update(ema, model, cfg.ema_decay)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            _log(out, {"step": step, "loss": loss.item(), "seconds": time.time() - t_start})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(folder, modules, opt, {"step": step + 1, "steps": cfg.steps})
+    parts["transformer"] = ema
+    return export(parts, out / "pipeline")
+
+
+def export(parts: dict, folder: Path) -> Path:
+    """Save a standard diffusers StableDiffusion3Pipeline folder (safetensors), T5 left out."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0),
+        text_encoder_3=None, tokenizer_3=None, **{k: v.cpu().eval() if hasattr(v, "cpu") else v
+                                                 for k, v in parts.items()})
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
+def load_sd3(name_or_path: str | Path | None = None, device: str | torch.device = "cpu"):
+    """A StableDiffusion3Pipeline: the shipped TinySD3 by default, or any SD3 folder / hub id."""
+    from diffusers import StableDiffusion3Pipeline
+
+    path = name_or_path or WEIGHTS / "tinysd3"
+    if Path(str(path)).is_dir() and not (Path(path) / "transformer").is_dir():
+        raise FileNotFoundError(f"{path} is not an SD3 pipeline folder (no transformer/): SD 1.x folders load "
+                                f"with zc.sd.load_sd, SD3 ones with zc.tinysd3.load_sd3")
+    # T5 left out, as diffusers documents for SD3 without it
+    return StableDiffusion3Pipeline.from_pretrained(str(path), text_encoder_3=None, tokenizer_3=None).to(device)
+
+
+# --- evaluation ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(pipe, n: int = 64, steps: int = 20, guidance_scale: float = 5.0, seed: int = 0,
+             spread_samples: int = 16) -> dict:
+    """TinySD's quality bar for an SD3 pipeline (see zc.tinysd.evaluate)."""
+    from .tinysd import evaluate as evaluate_sd
+
+    call = dict(max_sequence_length=T5_TOKENS)
+
+    class _Pipe:  # TinySD's evaluation, with the T5 slot's length passed on every call
+        def __init__(self, p):
+            self.p, self.vae, self.device = p, p.vae, p.device
+
+        def __call__(self, *a, **k):
+            return self.p(*a, **k, **call)
+
+    size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    return evaluate_sd(_Pipe(pipe), n=n, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                       spread_samples=spread_samples, size=size)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m zc.tinysd3", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="pretrain TinySD3's transformer (resumes from --out)")
+    for f in dataclasses.fields(TinySD3Config):
+        tr.add_argument("--" + f.name.replace("_", "-"), default=f.default, type=type(f.default))
+    ev = sub.add_parser("eval", help="measure an SD3 folder")
+    ev.add_argument("path", nargs="?", default=None, help="pipeline folder (default: the shipped TinySD3)")
+    ev.add_argument("--n", type=int, default=64)
+    ev.add_argument("--steps", type=int, default=20)
+    ev.add_argument("--guidance-scale", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    if args.cmd == "train":
+        cfg = TinySD3Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinySD3Config)})
+        t0 = time.time()
+        path = train(cfg)
+        print(f"pipeline written to {path} in {time.time() - t0:.0f} s")
+    else:
+        r = evaluate(load_sd3(args.path), n=args.n, steps=args.steps, guidance_scale=args.guidance_scale)
+        print(f"colour accuracy, {args.n} held-out prompts  fill {r['fill_accuracy']:.3f}  background "
+              f"{r['background_accuracy']:.3f}  mean {r['colour_accuracy']:.3f}   (TinySD's bar: >= 0.9)")
+        print(f"position spread, one prompt x 16 seeds: centroid std {r['position_std']:.3f} "
+              f"(uniform placement ~0.17)")
+
+
+if __name__ == "__main__":
+    main()
