@@ -22,7 +22,7 @@ from .zero_conv import ZeroConv
 # then the training extras (zc.train.register_extra) of the reward and the attached IP-Adapter.
 # isort: off
 from .controls.variants import ControlNetDirect, ControlNetLite  # noqa: E402
-from .controls import t2i_adapter, controlnext, controlnet_xs, ip_adapter, reward  # noqa: E402,F401
+from .controls import t2i_adapter, controlnext, controlnet_xs, ip_adapter, reward, mmdit_controlnet  # noqa: E402,F401
 # isort: on
 
 __all__ = [

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .tinysd import encode_prompts
+from .sd3 import denoiser, text_features
 from .training_utils import atomic_write, hide_bar, posterior_draw
 
 __all__ = ["FILES", "STORES", "model_fingerprint", "default_folder", "LatentCache"]
@@ -101,7 +101,7 @@ class LatentCache:
             atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
 
         n = len(data)
-        h = pipe.unet.config.sample_size
+        h, c = denoiser(pipe).config.sample_size, denoiser(pipe).config.in_channels
         self.np_dtype = np.float32 if dtype == torch.float32 else np.float16  # bf16: stored as fp16 (numpy)
         self.dtype = dtype
         unique = sorted(set(data.prompts) | {""})
@@ -112,16 +112,17 @@ class LatentCache:
         done = json.loads(progress.read_text())["done"] if progress.is_file() else -1
         if done < 0:  # a new cache: the text features first (one row per distinct prompt), then the latents
             np.save(self.folder / "prompt_ids.npy", self.prompt_ids.numpy())
-            shape = (len(unique), pipe.tokenizer.model_max_length, pipe.text_encoder.config.hidden_size)
+            with torch.no_grad():
+                shape = (len(unique), *text_features(pipe, [""]).shape[1:])  # SD: (77, 768); SD3: packed (L + 1, D)
             _create(self.folder / "text.npy", shape, self.np_dtype)
             self.text = _Rows(self.folder / "text.npy")
             for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False,
                           **hide_bar(len(unique) <= batch)):
                 with torch.no_grad():
-                    t = encode_prompts(pipe.tokenizer, pipe.text_encoder, unique[i:i + batch])
+                    t = text_features(pipe, unique[i:i + batch])
                 self.text.write(i, t.float().cpu().numpy())
-            _create(self.folder / "latents.npy", (n, 4, h, h), self.np_dtype)
-            _create(self.folder / "logvar.npy", (n, 4, h, h), self.np_dtype)
+            _create(self.folder / "latents.npy", (n, c, h, h), self.np_dtype)
+            _create(self.folder / "logvar.npy", (n, c, h, h), self.np_dtype)
             done = 0
         self.latents = _Rows(self.folder / "latents.npy")
         self.logvar = _Rows(self.folder / "logvar.npy")
@@ -131,10 +132,10 @@ class LatentCache:
             for i in bar:
                 idx = range(i, min(i + batch, n))
                 x = data.batch(idx, sources=False)["targets"].to(device, dtype) / 127.5 - 1
-                sf = pipe.vae.config.scaling_factor
+                sf, shift = pipe.vae.config.scaling_factor, pipe.vae.config.get("shift_factor") or 0.0  # SD3 shifts
                 with torch.no_grad():
                     post = pipe.vae.encode(x).latent_dist
-                self.latents.write(i, (post.mean * sf).float().cpu().numpy().astype(self.np_dtype))
+                self.latents.write(i, ((post.mean - shift) * sf).float().cpu().numpy().astype(self.np_dtype))
                 self.logvar.write(i, (post.logvar + 2 * math.log(sf)).float().cpu().numpy().astype(self.np_dtype))
                 atomic_write(progress, lambda p, k=idx.stop: p.write_text(json.dumps({"done": k})))
         self.size = n

@@ -33,6 +33,7 @@ its pair (a T2I-Adapter's features, a branch's scale, an IP-Adapter's λ).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from typing import Sequence
 import torch
 
 from . import designs
+from .sd3 import is_sd3, sample_sd3
 from .sd import image_size
 
 __all__ = ["sample", "Run", "Step", "as_controls", "weights_residuals", "check_condition", "cfg_rw_weights"]
@@ -101,6 +103,15 @@ def sample(
     from tqdm.auto import tqdm
 
     check_inputs(cfg_rw, control_guidance_start, control_guidance_end)
+    if is_sd3(pipe):  # chapter 14's base: one control, the SD3 pipeline's loop (zc.sd3.sample_sd3)
+        options = dict(guess_mode=guess_mode, cfg_rw=cfg_rw, control_guidance_start=control_guidance_start,
+                       control_guidance_end=control_guidance_end, scheduler=scheduler, callback=callback)
+        defaults = dict(guess_mode=False, cfg_rw=False, control_guidance_start=0.0, control_guidance_end=1.0,
+                        scheduler=None, callback=None)
+        if options != defaults:
+            raise ValueError(f"on an SD3 zc.sample takes no {[k for k in options if options[k] != defaults[k]]}")
+        return _sample_transformer(pipe, as_controls(controls, conditions), list(prompts), num_inference_steps,
+                                   guidance_scale, conditioning_scale, negative_prompt, generator, progress)
     run, entries = prepare(pipe, as_controls(controls, conditions), list(prompts), guidance_scale,
                            conditioning_scale, guess_mode, cfg_rw, negative_prompt, scheduler)
     sched = run.scheduler
@@ -129,6 +140,23 @@ def sample(
         warnings.warn(f"the decoded images contain NaN or inf ({run.dtype}): a half-precision overflow in the "
                       "UNet or the VAE; sample in bf16 or fp32 (zc.load_sd(..., dtype=torch.float32))", stacklevel=2)
     return (images / 2 + 0.5).clamp(0, 1).float().cpu()  # on the CPU, where every measure and plot works
+
+
+def _sample_transformer(pipe, controls, prompts, steps, guidance_scale, conditioning_scale, negative_prompt,
+                        generator, progress) -> torch.Tensor:
+    """zc.sample on an SD3: the base alone, or one control through its design's wrapped transformer."""
+    if len(controls) > 1:
+        raise ValueError(f"{len(controls)} controls: zc samples an SD3 with one at a time")
+    if not controls:
+        return sample_sd3(pipe, None, prompts, None, steps, guidance_scale, negative_prompt, generator,
+                          progress=progress)
+    module, cond, scale = controls[0]
+    design = designs.of(module)
+    designs.check_backbone(design, pipe)
+    model = functools.partial(design.wrap(pipe.transformer, module, None),
+                              conditioning_scale=conditioning_scale if scale is None else scale)
+    return sample_sd3(pipe, model, prompts, cond, steps, guidance_scale, negative_prompt, generator,
+                      design.control_input, progress)
 
 
 def check_inputs(cfg_rw, control_guidance_start: float, control_guidance_end: float) -> None:
@@ -179,6 +207,8 @@ def prepare(pipe, controls: list[tuple], prompts: list[str], guidance_scale: flo
     groups: dict = {}  # design -> its controls, in the order given
     for m, c, s in controls:
         groups.setdefault(designs.of(m), []).append((m, c, s))
+    for d in groups:
+        designs.check_backbone(d, pipe)
     alone = [d for d in groups if d.enter.alone]
     if alone and len(controls) > 1:
         raise ValueError(f"{alone[0].name} calls its own fine-tuned UNet: it takes no other control")

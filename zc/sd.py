@@ -26,6 +26,7 @@ TINYSD = WEIGHTS / "tinysd"
 SHIPPED = {  # names that load a folder shipped with zc
     "tinysd": TINYSD,  # pretrained on the shapes world by scripts/train_tinysd.sh
     "tinysd-shaded": WEIGHTS / "tinysd-shaded",  # TinySD fine-tuned to shade its shapes (scripts/train_tinysd.sh)
+    "tinysd3": WEIGHTS / "tinysd3",  # an SD3 (MMDiT, flow matching) on the shapes world (scripts/train_tinysd3.sh)
 }
 FILL50K_CONTROLNET = WEIGHTS / "fill50k-controlnet"  # a ControlNet trained on TinySD by benchmarks/fidelity_cpu.py
 
@@ -44,7 +45,8 @@ def looks_like_hub_id(name: str) -> bool:
 def image_size(pipe) -> int:
     """The side in pixels of what this SD generates, and of every spatial condition it is given: the
     UNet's latent side times the VAE's downsampling factor (TinySD 16 x 4 = 64, SD 1.5 64 x 8 = 512)."""
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+    net = getattr(pipe, "transformer", None) or pipe.unet  # SD3: the transformer's latent side
+    return net.config.sample_size * pipe.vae_scale_factor
 
 
 def check_device(device: str | torch.device) -> None:
@@ -91,6 +93,10 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
         diffusers_logging.disable_progress_bar()
     where = sd_location(name_or_path)
     local = Path(where).expanduser()
+    from .sd3 import is_sd3_folder, load_sd3
+
+    if is_sd3_folder(local):  # an SD3: the MMDiT base of chapter 14
+        return load_sd3(where, device=device, dtype=dtype)
     if local.exists() and not (local / "model_index.json").is_file():
         raise FileNotFoundError(f"{local} is not a diffusers Stable Diffusion folder (no model_index.json)")
     if not local.exists() and not looks_like_hub_id(where):

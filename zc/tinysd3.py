@@ -36,13 +36,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .resources import WEIGHTS
-from .tinysd import MAX_TOKENS, _ema_update, _log, _lr_lambda, _spend, training_batch
+from .sd3 import T5_TOKENS, encode_text, flow_draw, load_sd3, unpack_text
+from .tinysd import _ema_update, _log, _lr_lambda, _spend, training_batch
 from .training_utils import has_checkpoint, load_checkpoint, pick_device, save_checkpoint, step_generator
 
-__all__ = ["TinySD3Config", "T5_TOKENS", "build_transformer", "build_parts", "latent_shift_scale",
-           "encode_prompts", "flow_noise", "train", "export", "load_sd3", "evaluate", "main"]
-
-T5_TOKENS = MAX_TOKENS  # zeros where SD3's T5 tokens go: the pipeline's max_sequence_length
+__all__ = ["TinySD3Config", "build_transformer", "build_parts", "latent_shift_scale", "narrow_posterior",
+           "pipeline", "latent_pool", "train", "evaluate", "main"]
 
 
 @dataclass
@@ -88,13 +87,24 @@ def _clip_with_projection(text_encoder):
     return model.eval().requires_grad_(False)
 
 
+def narrow_posterior(vae):
+    """TinySD's VAE with its posterior's variance set to ~0 (log-variance -30: std 3e-7), its means untouched.
+    TinySD's posterior is wide (std ~0.4 against |mean| ~0.7); TinySD3 learns the means, and SD3's pipeline
+    draws the control image's latents from the posterior: with it narrowed, that draw is the mean."""
+    conv, c = vae.quant_conv, vae.config.latent_channels
+    with torch.no_grad():  # moments = quant_conv(h) = (mean, logvar) along the channels
+        conv.weight[c:] = 0
+        conv.bias[c:] = -30.0
+    return vae
+
+
 def build_parts(cfg: TinySD3Config) -> dict:
     """The borrowed VAE, tokenizers and text encoders, and a fresh transformer (seeded)."""
     from .sd import load_sd
 
     one = load_sd(cfg.base or WEIGHTS / "tinysd")
     two = load_sd(cfg.base_2 or WEIGHTS / "tinysd-shaded")
-    vae = copy.deepcopy(one.vae).eval().requires_grad_(False)
+    vae = narrow_posterior(copy.deepcopy(one.vae)).eval().requires_grad_(False)
     torch.manual_seed(cfg.seed)
     width = one.text_encoder.config.hidden_size
     return dict(vae=vae, tokenizer=one.tokenizer, tokenizer_2=two.tokenizer,
@@ -111,32 +121,6 @@ def latent_shift_scale(vae, seed: int = 0, n: int = 256, size: int = 64) -> tupl
     _, x = training_batch(seed, "scale", 0, n, size, vae.device)
     z = vae.encode(x).latent_dist.mean
     return float(z.mean()), float(1.0 / (z - z.mean()).std())
-
-
-def encode_prompts(parts: dict, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """SD3's prompt embedding without T5: (B, 16 + 16, 128) tokens, the two CLIPs' penultimate layers side
-    by side then the T5 slot's zeros, and (B, 128) pooled, the two projections side by side."""
-    tokens, pooled = [], []
-    for tok, enc in ((parts["tokenizer"], parts["text_encoder"]), (parts["tokenizer_2"], parts["text_encoder_2"])):
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(enc.device)
-        out = enc(ids, output_hidden_states=True)
-        tokens.append(out.hidden_states[-2])  # (B, 16, 64): penultimate layer, as SD3 (clip_skip=None)
-        pooled.append(out.text_embeds)  # (B, 64)
-    clip = torch.cat(tokens, dim=-1)  # (B, 16, 128)
-    t5 = clip.new_zeros(clip.shape[0], T5_TOKENS, clip.shape[-1])  # no T5: zeros, as the pipeline pads
-    return torch.cat([clip, t5], dim=1), torch.cat(pooled, dim=-1)
-
-
-def flow_noise(latents: torch.Tensor, generator: torch.Generator, shift: float = 1.0):
-    """One flow-matching draw, as diffusers' SD3 scripts: t ~ logit-normal(0, 1) (then the scheduler's
-    shift), z_t = (1 - t) z_0 + t e, target e - z_0. Returns (z_t, timestep = 1000 t, target)."""
-    n = latents.shape[0]
-    u = torch.sigmoid(torch.randn(n, generator=generator, device=latents.device))
-    t = shift * u / (1 + (shift - 1) * u)
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-    tt = t.view(n, *[1] * (latents.dim() - 1))
-    return (1 - tt) * latents + tt * noise, t * 1000, noise - latents
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -175,6 +159,7 @@ def train(cfg: TinySD3Config, stop_after: int | None = None) -> Path | None:
     shift, scale = latent_shift_scale(parts["vae"])
     parts["vae"].register_to_config(shift_factor=shift, scaling_factor=scale)
     prompts_all, pool = latent_pool(parts, cfg, out, device)
+    pipe = pipeline(parts)
     model = parts["transformer"].train()
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -202,14 +187,13 @@ def train(cfg: TinySD3Config, stop_after: int | None = None) -> Path | None:
         if not _spend(budget):
             save_checkpoint(folder, modules, opt, {"step": step, "steps": cfg.steps})
             return None
-        g = step_generator(cfg.seed, "transformer", step, device)
-        rows = torch.randint(0, cfg.pool, (cfg.batch,), generator=g, device=device)
-        z = pool[rows].float()  # (batch, 4, 16, 16)
-        with torch.no_grad():
-            drop = torch.rand(cfg.batch, generator=g, device=device) < cfg.empty_prompt_prob
-            prompts = ["" if d else prompts_all[r] for r, d in zip(rows.tolist(), drop.tolist())]
-            text, pooled = encode_prompts(parts, prompts)
-        zt, timestep, target = flow_noise(z, g)
+        g = step_generator(cfg.seed, "transformer", step)  # on the CPU: any device draws the same
+        rows = torch.randint(0, cfg.pool, (cfg.batch,), generator=g)
+        z = pool[rows.to(device)].float()  # (batch, 4, 16, 16)
+        drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob
+        prompts = ["" if d else prompts_all[r] for r, d in zip(rows.tolist(), drop.tolist())]
+        text, pooled = unpack_text(encode_text(pipe, prompts), model.config.pooled_projection_dim)
+        zt, timestep, target = flow_draw(z, g)
         pred = model(zt, encoder_hidden_states=text, pooled_projections=pooled, timestep=timestep).sample
         loss = F.mse_loss(pred.float(), target)
         if not torch.isfinite(loss):
@@ -225,32 +209,18 @@ def train(cfg: TinySD3Config, stop_after: int | None = None) -> Path | None:
             _log(out, {"step": step, "loss": loss.item(), "seconds": time.time() - t_start})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(folder, modules, opt, {"step": step + 1, "steps": cfg.steps})
-    parts["transformer"] = ema
-    return export(parts, out / "pipeline")
+    pipe.transformer = ema
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    return out / "pipeline"
 
 
-def export(parts: dict, folder: Path) -> Path:
-    """Save a standard diffusers StableDiffusion3Pipeline folder (safetensors), T5 left out."""
+def pipeline(parts: dict):
+    """The parts as a StableDiffusion3Pipeline (T5 left out): what trains encodes prompts through it, and
+    `pipeline(parts).save_pretrained(folder)` writes the folder diffusers and zc.sd3.load_sd3 load."""
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
-    pipe = StableDiffusion3Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0),
-        text_encoder_3=None, tokenizer_3=None, **{k: v.cpu().eval() if hasattr(v, "cpu") else v
-                                                 for k, v in parts.items()})
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return Path(folder)
-
-
-def load_sd3(name_or_path: str | Path | None = None, device: str | torch.device = "cpu"):
-    """A StableDiffusion3Pipeline: the shipped TinySD3 by default, or any SD3 folder / hub id."""
-    from diffusers import StableDiffusion3Pipeline
-
-    path = name_or_path or WEIGHTS / "tinysd3"
-    if Path(str(path)).is_dir() and not (Path(path) / "transformer").is_dir():
-        raise FileNotFoundError(f"{path} is not an SD3 pipeline folder (no transformer/): SD 1.x folders load "
-                                f"with zc.sd.load_sd, SD3 ones with zc.tinysd3.load_sd3")
-    # T5 left out, as diffusers documents for SD3 without it
-    return StableDiffusion3Pipeline.from_pretrained(str(path), text_encoder_3=None, tokenizer_3=None).to(device)
+    return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0),
+                                    text_encoder_3=None, tokenizer_3=None, **parts)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------

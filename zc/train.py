@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import designs
 from .controlled_unet import ControlledUNet
 from .sample import sample
+from .sd3 import denoiser, flow_draw, text_features, to_latents
 from .tinysd import encode_prompts
 from .training_run import build, finish, keep_until_exit, register_extra, setup  # noqa: F401  (build, register_extra: here too)
 from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: importable from here too)
@@ -79,6 +81,7 @@ class TrainConfig:
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # which design trains: one of zc.designs' architectures (the paper's
     # "controlnet", chapter 10's variants, the successors): python -c "import zc; print(zc.designs.table())"
+    copy_depth: int = 0  # an SD3 ControlNet's copied joint blocks (0: half the base's, as diffusers' 12 of 24)
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
@@ -105,6 +108,7 @@ class TrainConfig:
     def preset(cls, name: str, **overrides) -> "TrainConfig":
         presets = {
             "cpu": {},  # TinySD, 64 px, CPU: the book's default
+            "sd3": dict(sd="tinysd3", architecture="mmdit"),  # TinySD3 (chapter 14), CPU
             "tiny": dict(steps=40, batch=4, n_train=64, eval_every=20, eval_n=4, eval_steps=4, checkpoint_every=20),
             # the original tutorial's settings on SD 1.5 (batch 4, lr 1e-5), with diffusers' memory tricks
             "sd15": dict(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", batch=4, lr=1e-5, steps=10000,
@@ -160,8 +164,15 @@ def objective(model, scheduler, batch: Batch, generator: torch.Generator, autoca
               timesteps: str = "uniform"):
     """The paper's objective, SD's own: L = || target − ε_θ(z_t, t, c_t, c_f) ||², with
     ε ~ N(0, I) and t ~ U{0, ..., T−1} drawn from `generator`, z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, and
-    target = ε (or v, or z_0: the SD's prediction type). Returns (loss, Denoised)."""
+    target = ε (or v, or z_0: the SD's prediction type). On an SD3 (a flow-matching scheduler) the same
+    loss with SD3's flow: z_t = (1 − t) z_0 + t ε, t logit-normal, target ε − z_0 (zc.sd3.flow_draw).
+    Returns (loss, Denoised)."""
     latents = batch.latents
+    if "FlowMatch" in type(scheduler).__name__:
+        noisy, t, target = flow_draw(latents, generator, scheduler.config.shift)
+        with autocast():
+            pred = model(noisy, t, batch.text, batch.cond)
+        return F.mse_loss(pred.float(), target.float()), Denoised(noisy, t, pred)
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
     t = draw_timesteps(len(latents), scheduler.config.num_train_timesteps, generator, timesteps).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
@@ -175,21 +186,25 @@ def read_batch(b: dict, cfg: TrainConfig, data, cache, pipe, extras, g: torch.Ge
     """A loader batch as the objective reads it: the condition (any attached control's appended, then
     each dropped with cfg.condition_dropout), the prompts (each dropped to "" with cfg.empty_prompt_prob)
     and z_0 (from the latent cache, or encoded now: one draw from the VAE posterior either way)."""
-    device = pipe.unet.device
+    device = denoiser(pipe).device
     cond = (b["sources"].float() / 255).to(device, dtype)
     for cb in extras:
         cond = cb.condition(cond, data, b["idx"].tolist())
     drop = torch.rand(cfg.batch, generator=g) < cfg.empty_prompt_prob  # the paper's prompt dropout
     cond = drop_conditions(cond, cfg.condition_dropout, g)
+    if designs.by_architecture(cfg.architecture).control_input == "latents":  # SD3's ControlNet reads latents
+        with torch.no_grad():
+            cond = to_latents(pipe.vae, cond * 2 - 1, generator=g)
     if cache is not None:
         latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
         text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
         return Batch(latents, text, cond, b["sources"])
     with torch.no_grad():
         post = pipe.vae.encode(b["targets"].to(device, dtype) / 127.5 - 1).latent_dist  # drawn as the cache draws
-        latents = posterior_draw(post.mean, post.std, g, cfg.latent == "mean") * pipe.vae.config.scaling_factor
+        shift = pipe.vae.config.get("shift_factor") or 0.0  # SD3's; none for SD 1.x
+        latents = (posterior_draw(post.mean, post.std, g, cfg.latent == "mean") - shift) * pipe.vae.config.scaling_factor
         prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
-        text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).to(dtype)
+        text = text_features(pipe, prompts).to(dtype)
     return Batch(latents, text, cond, b["sources"])
 
 

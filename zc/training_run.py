@@ -20,6 +20,7 @@ import torch
 from . import designs
 from .latent_cache import LatentCache, default_folder
 from .sd import check_device, image_size, load_sd, precision
+from .sd3 import denoiser, is_sd3
 from .training_utils import (
     TIMESTEP_SCHEDULES,
     BatchReader,
@@ -75,6 +76,7 @@ def build(cfg, pipe, channels: int = 3, device="cpu") -> tuple[torch.nn.Module, 
     the concat model, whose UNet itself trains. Trained weights in fp32 on `device`; with cfg.init, the
     trained module in that folder instead of a fresh one (fine-tuning it: ControlNet++ starts so)."""
     design = designs.by_architecture(cfg.architecture)
+    designs.check_backbone(design, pipe)
     if cfg.init:
         if not hasattr(design.module, "from_pretrained"):
             raise ValueError(f"init fine-tunes a trained module; {design.name} has no saved form to start from")
@@ -84,7 +86,7 @@ def build(cfg, pipe, channels: int = 3, device="cpu") -> tuple[torch.nn.Module, 
     else:
         net = design.build(cfg, pipe, channels)
     net = net.to(device).float()  # .float(), not .to(dtype): diffusers' modules warn on that
-    return net, design.wrap(pipe.unet, net, cfg)
+    return net, design.wrap(denoiser(pipe), net, cfg)
 
 
 def _accelerator(cfg):
@@ -125,7 +127,7 @@ def _locked_sd(cfg, pipe, device, dtype):
     """The frozen SD on `device` in the training precision (diffusers warns on any cast)."""
     pipe = pipe or load_sd(cfg.sd, device=device, dtype=dtype)
     pipe.to(device)
-    if pipe.unet.dtype != dtype:
+    if denoiser(pipe).dtype != dtype:
         pipe.to(dtype=dtype)
     return pipe
 
@@ -253,7 +255,13 @@ def setup(cfg, pipe=None) -> Run:
     device, main = accelerator.device, accelerator.is_main_process
     pipe = _locked_sd(cfg, pipe, device, dtype)
     data, eval_set, cache = _data(cfg, pipe, accelerator, dtype)
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if is_sd3(pipe):  # flow matching: the objective draws logit-normal t (zc.sd3.flow_draw)
+        if cfg.timesteps != "uniform" or not cfg.sd_locked or cfg.reward_weight or cfg.ip_adapter:
+            raise ValueError("on an SD3 zc trains with flow matching's timesteps, the base locked and no reward or "
+                             "attached IP-Adapter: leave timesteps, sd_locked, reward_weight and ip_adapter as default")
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    else:
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     torch.manual_seed(cfg.seed)
     design = designs.by_architecture(cfg.architecture)
     module, model = build(cfg, pipe, eval_set.batch([0], targets=False)["sources"].shape[1], device)
@@ -264,7 +272,7 @@ def setup(cfg, pipe=None) -> Run:
         warnings.warn(f"gradient_checkpointing is off for {design.name}: its hooks inside the UNet's blocks are "
                       "removed before backward, so a recomputed block would differ (more memory instead)")
     elif cfg.gradient_checkpointing:  # recompute activations of what trains (the copy, or the whole UNet)
-        (pipe.unet if design.through_unet else module).enable_gradient_checkpointing()
+        (denoiser(pipe) if design.through_unet else module).enable_gradient_checkpointing()
     module.train()
     opt = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.decoder_lr), weight_decay=1e-2)
     ckpt = Checkpoints(Path(cfg.out), {"controlnet": module} | ({} if cfg.sd_locked else {"unet": pipe.unet}),

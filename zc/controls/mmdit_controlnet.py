@@ -19,13 +19,17 @@ both ways, and that the outputs are equal).
 from __future__ import annotations
 
 import torch
+from diffusers import SD3Transformer2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import JointTransformerBlock
 from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, PatchEmbed
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-__all__ = ["residual_index", "MMDiTControlNet"]
+from .. import designs
+
+__all__ = ["residual_index", "MMDiTControlNet", "ControlledMMDiT", "PixelMMDiTControlNet", "concat_transformer",
+           "ConcatMMDiT", "copy_depth"]
 
 
 def residual_index(block: int, n_blocks: int, n_residuals: int) -> int:
@@ -52,7 +56,11 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
     def __init__(self, sample_size: int = 128, patch_size: int = 2, in_channels: int = 16, num_layers: int = 12,
                  attention_head_dim: int = 64, num_attention_heads: int = 18, joint_attention_dim: int = 4096,
                  caption_projection_dim: int = 1152, pooled_projection_dim: int = 2048, out_channels: int = 16,
-                 pos_embed_max_size: int = 96, extra_conditioning_channels: int = 0, qk_norm: str | None = None):
+                 pos_embed_max_size: int = 96, extra_conditioning_channels: int = 0, qk_norm: str | None = None,
+                 force_zeros_for_pooled_projection: bool = False):
+        # force_zeros_for_pooled_projection: read by diffusers' StableDiffusion3ControlNetPipeline only. False: it
+        # gives the ControlNet the pooled text and shifts the control's latents, as zc trains and samples it
+        # (diffusers' default, True, is InstantX's convention: zero pooled text, unshifted latents)
         super().__init__()
         dim = num_attention_heads * attention_head_dim  # the width of every token
         patch = dict(height=sample_size, width=sample_size, patch_size=patch_size, embed_dim=dim)
@@ -68,15 +76,16 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
                                                 pos_embed_type=None))  # Z_in: the control's tokens, no positions
 
     @classmethod
-    def from_transformer(cls, transformer, num_layers: int = 12, extra_conditioning_channels: int = 0):
+    def from_transformer(cls, transformer, num_layers: int = 12, extra_conditioning_channels: int = 0, **kwargs):
         """A ControlNet for `transformer` (an SD3Transformer2DModel): its config, and the weights of its patch
-        embedding, time/text embedding, text projection and first `num_layers` joint blocks copied."""
+        embedding, time/text embedding, text projection and first `num_layers` joint blocks copied.
+        kwargs: a subclass's own config fields."""
         c = transformer.config
         n_base = len(transformer.transformer_blocks)
         residual_index(0, n_base, num_layers)  # a ValueError for a copy deeper than the base
         net = cls(c.sample_size, c.patch_size, c.in_channels, num_layers, c.attention_head_dim,
                   c.num_attention_heads, c.joint_attention_dim, c.caption_projection_dim, c.pooled_projection_dim,
-                  c.out_channels, c.pos_embed_max_size, extra_conditioning_channels, c.qk_norm)
+                  c.out_channels, c.pos_embed_max_size, extra_conditioning_channels, c.qk_norm, **kwargs)
         for name in ("pos_embed", "time_text_embed", "context_embedder"):
             getattr(net, name).load_state_dict(getattr(transformer, name).state_dict())
         for copy, block in zip(net.transformer_blocks, transformer.transformer_blocks):
@@ -103,3 +112,120 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
             y, x = block(hidden_states=x, encoder_hidden_states=y, temb=e)
             residuals.append(zero(x) * conditioning_scale)
         return residuals
+
+
+# --- how it trains and samples in zc (chapter 14) --------------------------------------------------------
+class ControlledMMDiT(nn.Module):
+    """The locked SD3 transformer with a trainable control beside it: model(z_t, timestep, text, c) -> v, the
+    loss's model and zc.sd3.sample_sd3's. `text` is zc.sd3.pack_text's (tokens with the pooled vector last);
+    `c` what the design reads (Design.control_input): the control image's VAE latents for the ControlNet."""
+
+    def __init__(self, transformer, control: nn.Module):
+        super().__init__()
+        transformer.requires_grad_(False)
+        self.transformer, self.control = transformer, control
+
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return [{"params": [p for p in self.control.parameters() if p.requires_grad], "lr": lr}]
+
+    def forward(self, hidden_states, timestep, text, controlnet_cond, conditioning_scale: float = 1.0):
+        from ..sd3 import unpack_text
+
+        tokens, pooled = unpack_text(text, self.transformer.config.pooled_projection_dim)
+        residuals = self.control(hidden_states, controlnet_cond, conditioning_scale, tokens, pooled, timestep)
+        return self.transformer(hidden_states, encoder_hidden_states=tokens, pooled_projections=pooled,
+                                timestep=timestep, block_controlnet_hidden_states=residuals).sample
+
+
+class PixelMMDiTControlNet(MMDiTControlNet):
+    """The same ControlNet reading the control image's pixels through the paper's hint encoder E (chapter 3)
+    instead of SD3's VAE: E maps (B, 3, H, W) to latent-sized features (B, C, H/f, W/f), then the zero
+    PatchEmbed as before. E's last conv starts Gaussian, not zero: two zero layers in a row would pass no
+    gradient to each other."""
+
+    @register_to_config
+    def __init__(self, sample_size: int = 128, patch_size: int = 2, in_channels: int = 16, num_layers: int = 12,
+                 attention_head_dim: int = 64, num_attention_heads: int = 18, joint_attention_dim: int = 4096,
+                 caption_projection_dim: int = 1152, pooled_projection_dim: int = 2048, out_channels: int = 16,
+                 pos_embed_max_size: int = 96, extra_conditioning_channels: int = 0, qk_norm: str | None = None,
+                 force_zeros_for_pooled_projection: bool = False, vae_factor: int = 8, conditioning_channels: int = 3):
+        super().__init__(sample_size, patch_size, in_channels, num_layers, attention_head_dim, num_attention_heads,
+                         joint_attention_dim, caption_projection_dim, pooled_projection_dim, out_channels,
+                         pos_embed_max_size, extra_conditioning_channels, qk_norm, force_zeros_for_pooled_projection)
+        from ..condition_encoder import ConditionEncoder, default_channels
+
+        self.hint = ConditionEncoder(in_channels, conditioning_channels, default_channels(vae_factor),
+                                     out_init="gaussian")
+
+    def forward(self, hidden_states, controlnet_cond, conditioning_scale=1.0, encoder_hidden_states=None,
+                pooled_projections=None, timestep=None):
+        return super().forward(hidden_states, self.hint(controlnet_cond), conditioning_scale, encoder_hidden_states,
+                               pooled_projections, timestep)
+
+
+def concat_transformer(transformer, extra_channels: int):
+    """Flux Control's way, on SD3: a copy of the base whose patch embedding reads `extra_channels` more input
+    channels (the control's latents concatenated to z_t), their weights zero so that at step 0 it is the base;
+    the whole copy then trains."""
+    c = dict(transformer.config)
+    wide = SD3Transformer2DModel.from_config({**c, "in_channels": c["in_channels"] + extra_channels,
+                                              "out_channels": c["out_channels"] or c["in_channels"]})
+    state = transformer.state_dict()
+    w = state["pos_embed.proj.weight"]  # (dim, C, p, p) -> (dim, C + extra, p, p)
+    state["pos_embed.proj.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra_channels, *w.shape[2:])], dim=1)
+    wide.load_state_dict(state)
+    return wide
+
+
+class ConcatMMDiT(nn.Module):
+    """model(z_t, timestep, text, c) = the widened copy's v for [z_t, c] (channel concatenation)."""
+
+    def __init__(self, wide):
+        super().__init__()
+        self.wide = wide
+
+    def param_groups(self, lr: float, decoder_lr: float | None = None) -> list[dict]:
+        return [{"params": list(self.wide.parameters()), "lr": lr}]
+
+    def forward(self, hidden_states, timestep, text, controlnet_cond, conditioning_scale: float = 1.0):
+        from ..sd3 import unpack_text
+
+        tokens, pooled = unpack_text(text, self.wide.config.pooled_projection_dim)
+        return self.wide(torch.cat([hidden_states, controlnet_cond * conditioning_scale], dim=1),
+                         encoder_hidden_states=tokens, pooled_projections=pooled, timestep=timestep).sample
+
+
+def copy_depth(cfg, transformer) -> int:
+    """The blocks a ControlNet copies: cfg.copy_depth, or (0) half the base's, as diffusers' 12 of SD3-medium's 24."""
+    n = len(transformer.transformer_blocks)
+    return getattr(cfg, "copy_depth", 0) or max(1, n // 2)
+
+
+def _vae_factor(pipe) -> int:
+    return pipe.vae_scale_factor
+
+
+_SD3 = "Zhang et al. 2023 as diffusers carries it to SD3 (SD3ControlNetModel)"
+designs.register(designs.Design(
+    "MMDiT ControlNet", "mmdit", _SD3, "every joint block's image tokens (a copy of the first N blocks)",
+    "every step", True, module=MMDiTControlNet,
+    build=lambda cfg, pipe, channels: MMDiTControlNet.from_transformer(pipe.transformer,
+                                                                       copy_depth(cfg, pipe.transformer)),
+    wrap=lambda transformer, net, cfg: ControlledMMDiT(transformer, net), enter=designs.Entry,
+    backbone="mmdit", control_input="latents"))
+designs.register(designs.Design(
+    "MMDiT ControlNet, hint E", "mmdit-pixel", _SD3 + " with the paper's hint encoder E",
+    "every joint block's image tokens; the control read by E, not the VAE", "every step", True,
+    module=PixelMMDiTControlNet,
+    build=lambda cfg, pipe, channels: PixelMMDiTControlNet.from_transformer(
+        pipe.transformer, copy_depth(cfg, pipe.transformer), vae_factor=_vae_factor(pipe),
+        conditioning_channels=channels),
+    wrap=lambda transformer, net, cfg: ControlledMMDiT(transformer, net), enter=designs.Entry,
+    backbone="mmdit", control_input="pixels"))
+designs.register(designs.Design(
+    "MMDiT concat", "mmdit-concat", "Flux Control's channel concatenation (Black Forest Labs 2024), on SD3",
+    "the input: control latents concatenated to z_t, the whole transformer fine-tuned", "every step", True,
+    module=SD3Transformer2DModel,
+    build=lambda cfg, pipe, channels: concat_transformer(pipe.transformer, pipe.transformer.config.in_channels),
+    wrap=lambda transformer, wide, cfg: ConcatMMDiT(wide), enter=designs.Entry,
+    folder="transformer", backbone="mmdit", control_input="latents"))

@@ -1,0 +1,106 @@
+"""zc on an SD3 base (chapter 14) against diffusers' own pipelines, on a tiny SD3 built from configs (no SD3
+weights exist here): zc's sampler gives StableDiffusion3Pipeline's images, and with the transformer
+ControlNet StableDiffusion3ControlNetPipeline's (our weights loaded in diffusers' SD3ControlNetModel);
+zc.train's loop trains each SD3 design, resumes exactly, and refuses a design made for the other base."""
+import pytest
+import torch
+from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3ControlNetModel, SD3Transformer2DModel,
+                       StableDiffusion3ControlNetPipeline, StableDiffusion3Pipeline)
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+import zc
+from zc import sd3
+from zc.controls.mmdit_controlnet import MMDiTControlNet
+from zc.resources import WEIGHTS
+from zc.sample import sample
+from zc.train import TrainConfig, train
+
+
+def tiny_sd3(seed=0):
+    torch.manual_seed(seed)
+    tok = CLIPTokenizer.from_pretrained(WEIGHTS / "tinysd" / "tokenizer")
+    text = dict(vocab_size=len(tok), hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=tok.model_max_length, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                projection_dim=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        layers_per_block=1, norm_num_groups=4, shift_factor=0.1, scaling_factor=1.3)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8,
+                                        num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                        pooled_projection_dim=16, out_channels=4, pos_embed_max_size=8)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, vae=vae.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval(), tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval(), tokenizer_2=tok,
+        text_encoder_3=None, tokenizer_3=None)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-sd3")
+    tiny_sd3().save_pretrained(folder)
+    return zc.load_sd(folder)  # zc.load_sd sees an SD3 folder and loads it as one
+
+
+PROMPTS = ["red circle with blue background", "green square with white background"]
+CALL = dict(num_inference_steps=4, guidance_scale=4.0, max_sequence_length=sd3.T5_TOKENS, output_type="pt")
+
+
+def test_zc_sampler_gives_the_sd3_pipelines_images(pipe):
+    ref = pipe(PROMPTS, height=32, width=32, generator=torch.Generator().manual_seed(3), **CALL).images
+    ours = sample(pipe, None, PROMPTS, num_inference_steps=4, guidance_scale=4.0,
+                  generator=torch.Generator().manual_seed(3))
+    assert ours.shape == ref.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(ours, ref.float(), atol=1e-5, rtol=0)
+
+
+def test_zc_sampler_with_the_transformer_controlnet_gives_the_controlnet_pipelines_images(pipe, tmp_path):
+    net = MMDiTControlNet.from_transformer(pipe.transformer, num_layers=2).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the zero layers as after some training
+        for m in [*net.controlnet_blocks, net.pos_embed_input]:
+            for p in m.parameters():
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    net.save_pretrained(tmp_path)
+    ref_pipe = StableDiffusion3ControlNetPipeline(**pipe.components, controlnet=SD3ControlNetModel.from_pretrained(
+        tmp_path).eval())
+    control = (torch.rand(2, 3, 32, 32, generator=g) > 0.5).float()
+    torch.manual_seed(7)  # the pipeline draws the control's VAE latents from the global RNG; zc draws them so too
+    # the pipeline takes a tensor as the VAE reads it, in [-1, 1] (a PIL image it would scale itself); zc: [0, 1]
+    ref = ref_pipe(PROMPTS, control_image=control * 2 - 1, controlnet_conditioning_scale=0.8, height=32, width=32,
+                   generator=torch.Generator().manual_seed(3), **CALL).images
+    torch.manual_seed(7)
+    ours = sample(pipe, [(net, control, 0.8)], PROMPTS, num_inference_steps=4, guidance_scale=4.0,
+                  generator=torch.Generator().manual_seed(3))
+    alone = sample(pipe, None, PROMPTS, num_inference_steps=4, guidance_scale=4.0,
+                   generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours, ref.float(), atol=1e-5, rtol=0)
+    assert (ours - alone).abs().max() > 1e-3  # the control changed the images
+
+
+def test_a_design_for_the_other_base_is_refused(pipe, tmp_path):
+    with pytest.raises(ValueError, match="controls an SD 1.x"):  # the UNet ControlNet given an SD3
+        train(TrainConfig.preset("tiny", out=str(tmp_path / "a")), pipe=pipe)
+    with pytest.raises(ValueError, match="controls an SD3"):
+        train(TrainConfig.preset("tiny", architecture="mmdit", out=str(tmp_path / "b")))
+    net = MMDiTControlNet.from_transformer(pipe.transformer, num_layers=1)
+    with pytest.raises(ValueError, match="controls an SD3"):
+        sample(zc.load_sd(), [(net, torch.zeros(1, 3, 64, 64))], ["x"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="give one"):
+        sample(pipe, [(net, torch.zeros(2, 3, 16, 16))], PROMPTS, num_inference_steps=1)
+
+
+@pytest.mark.parametrize("arch", ["mmdit", "mmdit-pixel", "mmdit-concat"])
+def test_each_sd3_design_trains_and_resumes_exactly(pipe, arch, tmp_path):
+    kw = dict(architecture=arch, copy_depth=2, steps=4, n_train=16, batch=4, eval_every=0, checkpoint_every=2)
+    whole = train(TrainConfig.preset("tiny", out=str(tmp_path / "whole"), **kw), pipe=pipe)
+    assert train(TrainConfig.preset("tiny", out=str(tmp_path / "split"), **kw), stop_after=2, pipe=pipe) is None
+    split = train(TrainConfig.preset("tiny", out=str(tmp_path / "split"), **kw), pipe=pipe)
+    a, b = whole.module.state_dict(), split.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in split.history]
+    # the zero-initialised layers trained away from zero: the per-block Linears, or the widened input's new channels
+    start = a["pos_embed.proj.weight"][:, 4:] if arch == "mmdit-concat" else a["controlnet_blocks.0.weight"]
+    assert start.abs().max() > 0
+    back = zc.designs.load(zc.designs.by_architecture(arch).name, whole.folder)
+    assert all(torch.equal(v, a[k]) for k, v in back.state_dict().items())

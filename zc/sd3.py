@@ -1,0 +1,173 @@
+"""SD3 in zc: what changes when the locked base is an MMDiT trained by flow matching (chapter 14).
+
+    SD 1.x (zc.sd, zc.sample)                     SD3 (here)
+    UNet predicts ε (or v) at t ∈ {0..999}        transformer predicts v = e − z_0 at t ∈ [0, 1] (fed 1000 t)
+    z_t = √ᾱ_t z_0 + √(1−ᾱ_t) e                   z_t = (1 − t) z_0 + t e              (rectified flow)
+    z_0 = VAE(x) · scaling_factor                 z_0 = (VAE(x) − shift_factor) · scaling_factor
+    text: one CLIP's tokens                       text: two CLIPs' tokens + T5's (zeros when left out)
+                                                  and a pooled vector (the two CLIPs' projections)
+
+zc's training loop and sampler read the text of a batch as one tensor; for SD3 it packs the pooled vector
+as one more token (`pack_text`, zero-padded to the tokens' width), and the model unpacks it.
+
+    pipe = load_sd3("tinysd3")                                  # or an SD3 folder / hub id
+    images = sample_sd3(pipe, model, prompts, conditions)        # model(z_t, t, text, c) -> v, any design
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .resources import WEIGHTS
+
+__all__ = ["TINYSD3", "T5_TOKENS", "is_sd3", "is_sd3_folder", "load_sd3", "denoiser", "pack_text",
+           "unpack_text", "encode_text", "text_features", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
+
+TINYSD3 = WEIGHTS / "tinysd3"  # pretrained on the shapes world by scripts/train_tinysd3.sh
+T5_TOKENS = 16  # TinySD3 fills SD3's T5 slot with 16 zero tokens: the pipeline's max_sequence_length
+
+
+def is_sd3(pipe) -> bool:
+    """Whether `pipe` is an SD3 pipeline (an MMDiT `transformer`) rather than an SD 1.x one (a `unet`)."""
+    return getattr(pipe, "transformer", None) is not None
+
+
+def is_sd3_folder(where: str | os.PathLike) -> bool:
+    index = Path(where).expanduser() / "model_index.json"
+    return index.is_file() and json.loads(index.read_text()).get("_class_name", "").startswith("StableDiffusion3")
+
+
+def load_sd3(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32):
+    """A StableDiffusion3Pipeline: the shipped TinySD3 ("tinysd3", the default), or an SD3 folder or hub id.
+    T5 is left out (diffusers' documented way: text_encoder_3=None); its tokens are zeros."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from .sd import check_device, looks_like_hub_id
+
+    where = str(TINYSD3 if name_or_path in (None, "tinysd3") else name_or_path)
+    local = Path(where).expanduser()
+    if local.exists() and not is_sd3_folder(local):
+        raise FileNotFoundError(f"{local} is not a diffusers SD3 folder (model_index.json of a StableDiffusion3"
+                                f"Pipeline): SD 1.x folders load with zc.load_sd, and SD3 ones with zc.sd3.load_sd3")
+    if not local.exists() and not looks_like_hub_id(where):
+        raise FileNotFoundError(f"no SD3 folder at {where!r}; give a diffusers folder or a hub id like "
+                                "'stabilityai/stable-diffusion-3-medium-diffusers'")
+    check_device(device)
+    pipe = StableDiffusion3Pipeline.from_pretrained(where, text_encoder_3=None, tokenizer_3=None, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def denoiser(pipe):
+    """The network that denoises: SD3's transformer or SD 1.x's UNet."""
+    return pipe.transformer if is_sd3(pipe) else pipe.unet
+
+
+def pack_text(tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) tokens and (B, P) pooled (P <= D) -> (B, L + 1, D): the pooled vector as a last token."""
+    if pooled.shape[-1] > tokens.shape[-1]:
+        raise ValueError(f"pooled width {pooled.shape[-1]} > token width {tokens.shape[-1]}: cannot pack")
+    return torch.cat([tokens, F.pad(pooled, (0, tokens.shape[-1] - pooled.shape[-1]))[:, None]], dim=1)
+
+
+def unpack_text(text: torch.Tensor, pooled_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """pack_text's inverse: (tokens (B, L, D), pooled (B, pooled_dim))."""
+    return text[:, :-1], text[:, -1, :pooled_dim]
+
+
+@torch.no_grad()
+def encode_text(pipe, prompts: list[str]) -> torch.Tensor:
+    """The prompts as SD3's pipeline encodes them (no T5: T5_TOKENS zero tokens), packed: (B, L + 1, D)."""
+    tokens, _, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+                                              max_sequence_length=T5_TOKENS, device=pipe.device)
+    return pack_text(tokens, pooled)
+
+
+def text_features(pipe, prompts: list[str]) -> torch.Tensor:
+    """What zc's training reads as a batch's text: SD 1.x's CLIP tokens, or SD3's packed tokens + pooled."""
+    from .tinysd import encode_prompts
+
+    return encode_text(pipe, prompts) if is_sd3(pipe) else encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
+
+
+def to_latents(vae, images: torch.Tensor, generator: torch.Generator | None = None,
+               mean: bool = False) -> torch.Tensor:
+    """Images in [-1, 1] -> SD3's latents (z − shift_factor) · scaling_factor, z a draw from the VAE
+    posterior (the pipeline's: global RNG, unless `generator`) or, with mean=True, its mean."""
+    post = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
+    z = post.mean if mean else post.sample(generator=generator)
+    return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+
+
+def from_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """SD3's latents -> images in [0, 1] (the pipeline's decode)."""
+    images = vae.decode(latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)).sample
+    return (images / 2 + 0.5).clamp(0, 1)
+
+
+def flow_draw(latents: torch.Tensor, generator: torch.Generator, shift: float = 1.0):
+    """One flow-matching draw, as diffusers' SD3 scripts: t ~ logit-normal(0, 1) then the scheduler's shift
+    s·t / (1 + (s − 1) t), z_t = (1 − t) z_0 + t e, target e − z_0. Returns (z_t, timestep = 1000 t, target).
+    Everything drawn from `generator` on the CPU, so a run on any device draws the same."""
+    n = latents.shape[0]
+    u = torch.sigmoid(torch.randn(n, generator=generator))
+    t = (shift * u / (1 + (shift - 1) * u)).to(latents.device, latents.dtype)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+    tt = t.view(n, *[1] * (latents.dim() - 1))
+    return (1 - tt) * latents + tt * noise, t * 1000, noise - latents
+
+
+@torch.no_grad()
+def sample_sd3(pipe, model, prompts: Sequence[str], conditions: torch.Tensor | None = None,
+               num_inference_steps: int = 20, guidance_scale: float = 5.0, negative_prompt: str = "",
+               generator: torch.Generator | None = None, control_input: str = "latents",
+               progress: bool = False) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1]: the loop of diffusers' StableDiffusion3(ControlNet)Pipeline, written out.
+
+    model(z_t, timestep, text, c) -> v: a design's wrapped transformer (its `wrap`), or None for the base
+    alone. c: the control images (B, C, H, W) in [0, 1], given to the model as its design reads them
+    (control_input): "latents", SD3's ControlNet's, through the VAE once (a posterior draw from the global
+    RNG, as the pipeline draws it), or "pixels". Per step, with classifier-free guidance of weight g:
+    v = v_u + g (v_c − v_u), then FlowMatchEulerDiscreteScheduler's step z ← z + (t_next − t) v."""
+    from tqdm.auto import tqdm
+
+    from .sd import image_size
+
+    prompts = list(prompts)
+    n, size, device, dtype = len(prompts), image_size(pipe), pipe.device, pipe.transformer.dtype
+    do_cfg = guidance_scale > 1.0
+    text = encode_text(pipe, ([negative_prompt] * n if do_cfg else []) + prompts)  # (2B, L + 1, D)
+    if model is None:
+        def model(z, t, text_, c):  # the base alone
+            tokens, pooled = unpack_text(text_, pipe.transformer.config.pooled_projection_dim)
+            return pipe.transformer(z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=t).sample
+    elif conditions is None:
+        raise ValueError("a control model needs its conditions: sample_sd3(pipe, model, prompts, conditions)")
+    c = None
+    if conditions is not None:
+        if conditions.shape[0] != n or tuple(conditions.shape[-2:]) != (size, size):
+            raise ValueError(f"conditions are {tuple(conditions.shape)}: give one (C, {size}, {size}) image per "
+                             f"prompt ({n} prompts; this SD3 makes {size} px images)")
+        if control_input not in ("latents", "pixels"):
+            raise ValueError(f"control_input must be 'latents' or 'pixels', got {control_input!r}")
+        c = conditions.to(device, dtype)
+        c = torch.cat([c, c]) if do_cfg else c  # before the VAE, as the pipeline: each half gets its own draw
+        c = to_latents(pipe.vae, c * 2 - 1) if control_input == "latents" else c  # (2B, C, h, w) or pixels
+    sched = pipe.scheduler
+    sched.set_timesteps(num_inference_steps, device=device)
+    h = size // pipe.vae_scale_factor
+    latents = torch.randn((n, pipe.transformer.config.in_channels, h, h), generator=generator).to(device, dtype)
+    for t in tqdm(sched.timesteps, disable=not progress, desc="sampling"):
+        z = torch.cat([latents] * 2) if do_cfg else latents
+        v = model(z, t.expand(z.shape[0]), text, c)
+        if do_cfg:
+            uncond, cond = v.chunk(2)
+            v = uncond + guidance_scale * (cond - uncond)
+        latents = sched.step(v, t, latents, return_dict=False)[0]
+    return from_latents(pipe.vae, latents).float().cpu()
