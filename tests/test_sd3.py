@@ -13,7 +13,7 @@ from zc import sd3
 from zc.controls.mmdit_controlnet import MMDiTControlNet
 from zc.resources import WEIGHTS
 from zc.sample import sample
-from zc.train import TrainConfig, train
+from zc.train import TrainConfig, build, train
 
 
 def tiny_sd3(seed=0):
@@ -39,7 +39,9 @@ def tiny_sd3(seed=0):
 def pipe(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-sd3")
     tiny_sd3().save_pretrained(folder)
-    return zc.load_sd(folder)  # zc.load_sd sees an SD3 folder and loads it as one
+    with pytest.raises(ValueError, match="is an SD3"):
+        zc.load_sd(folder)
+    return sd3.load_base(folder)  # either kind: here an SD3
 
 
 PROMPTS = ["red circle with blue background", "green square with white background"]
@@ -76,6 +78,26 @@ def test_zc_sampler_with_the_transformer_controlnet_gives_the_controlnet_pipelin
                    generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(ours, ref.float(), atol=1e-5, rtol=0)
     assert (ours - alone).abs().max() > 1e-3  # the control changed the images
+
+
+SD3_DESIGNS = [n for n, d in zc.designs.DESIGNS.items() if d.backbone == "transformer"]
+
+
+@pytest.mark.parametrize("name", SD3_DESIGNS)
+def test_each_sd3_design_starts_as_the_base_alone_exactly_when_the_registry_says_so(pipe, name):
+    d = zc.designs.get(name)
+    g = torch.Generator().manual_seed(0)
+    z, cond = torch.randn(2, 4, 8, 8, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    text = sd3.encode_text(pipe, PROMPTS)
+    tokens, pooled = sd3.unpack_text(text, 16)
+    c = sd3.to_latents(pipe.vae, cond * 2 - 1, mean=True) if d.control_input == "latents" else cond
+    t = torch.tensor([300.0, 800.0])
+    with torch.no_grad():
+        alone = pipe.transformer(z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=t).sample
+        module, model = build(TrainConfig(architecture=d.architecture, copy_depth=2), pipe)
+        controlled = model(z, t, text, c)
+    assert (torch.equal(controlled, alone)) == d.zero_init
+    assert zc.designs.of(module) == d
 
 
 def test_a_design_for_the_other_base_is_refused(pipe, tmp_path):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["Design", "Entry", "SweepRun", "Claim", "REFERENCE", "DESIGNS", "register", "get", "by_architecture", "of",
-           "load", "check_backbone", "sample_kwargs", "table", "in_sweep", "claims_of"]
+           "load", "check_backbone", "reference_for", "sample_kwargs", "table", "in_sweep", "claims_of"]
 
 REFERENCE = "ControlNet"  # the paper's design: the row every sweep and claim compares the others with
 
@@ -90,7 +90,7 @@ class Design:
     claims: tuple[Claim, ...] = ()  # its paper's claims that the study tests
     wiring: str = ""  # what it changes in ControlNet's equation, as chapter 13's panel title
     drawn_as: str = ""  # how chapter 13 draws where it enters: "copy", "pyramid", "one point", "beside"
-    backbone: str = "unet"  # the locked base it controls: "unet" (SD 1.x) or "mmdit" (SD3's transformer, chapter 14)
+    backbone: str = "unet"  # the locked base it controls: "unet" (SD 1.x) or "transformer" (SD3's MMDiT, chapter 14)
     control_input: str = "pixels"  # what it reads of the control image: "pixels", or "latents" (through the
     # base's VAE, as SD3's ControlNet reads it)
 
@@ -120,12 +120,20 @@ def get(name: str) -> Design:
 def check_backbone(design: Design, pipe) -> None:
     """A ValueError when `design` controls another kind of base than `pipe`'s (a UNet ControlNet given an
     SD3, an SD3 ControlNet given an SD 1.x)."""
-    has = "mmdit" if getattr(pipe, "transformer", None) is not None else "unet"
+    has = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
     if design.backbone != has:
-        kinds = {"unet": "an SD 1.x (a UNet)", "mmdit": "an SD3 (an MMDiT transformer)"}
+        kinds = {"unet": "an SD 1.x (a UNet)", "transformer": "an SD3 (an MMDiT transformer)"}
         other = [d.architecture for d in DESIGNS.values() if d.backbone == has]
         raise ValueError(f"{design.name} controls {kinds[design.backbone]}, but this base is {kinds[has]}: pick an "
                          f"architecture for it ({', '.join(other)}) or another base (TrainConfig.sd / ZC_SD)")
+
+
+def reference_for(backbone: str) -> Design:
+    """The ControlNet of a kind of base: the first design registered for it (REFERENCE for a UNet)."""
+    for d in DESIGNS.values():
+        if d.backbone == backbone:
+            return d
+    raise ValueError(f"no design controls a {backbone!r}; backbones: {sorted({d.backbone for d in DESIGNS.values()})}")
 
 
 def by_architecture(architecture: str) -> Design:

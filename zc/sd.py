@@ -10,6 +10,7 @@ The result is a diffusers StableDiffusionPipeline: `.vae`, `.text_encoder`, `.to
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from .resources import WEIGHTS
 
-__all__ = ["TINYSD", "SHIPPED", "FILL50K_CONTROLNET", "sd_location", "looks_like_hub_id", "image_size",
+__all__ = ["TINYSD", "SHIPPED", "FILL50K_CONTROLNET", "sd_location", "is_sd3_folder", "looks_like_hub_id", "image_size",
     "check_device", "precision", "BIG_ON_CPU", "inference_dtype", "load_sd", "SD15_UNET", "SD15_VAE",
     "SD15_TEXT", "build_sd15_standin"]
 
@@ -35,6 +36,12 @@ def sd_location(name_or_path: str | os.PathLike | None = None) -> str:
     """`name_or_path`, else $ZC_SD, else the shipped TinySD folder."""
     name = str(name_or_path or os.environ.get("ZC_SD") or "tinysd")
     return str(SHIPPED.get(name, name))
+
+
+def is_sd3_folder(where: str | os.PathLike) -> bool:
+    """Whether `where` is a diffusers folder of a StableDiffusion3Pipeline (chapter 14's kind of base)."""
+    index = Path(where).expanduser() / "model_index.json"
+    return index.is_file() and json.loads(index.read_text()).get("_class_name", "").startswith("StableDiffusion3")
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -93,10 +100,9 @@ def load_sd(name_or_path: str | os.PathLike | None = None, device: str | torch.d
         diffusers_logging.disable_progress_bar()
     where = sd_location(name_or_path)
     local = Path(where).expanduser()
-    from .sd3 import is_sd3_folder, load_sd3
-
     if is_sd3_folder(local):  # an SD3: the MMDiT base of chapter 14
-        return load_sd3(where, device=device, dtype=dtype)
+        raise ValueError(f"{where} is an SD3 (an MMDiT transformer): load it with zc.sd3.load_sd3, or "
+                         "zc.sd3.load_base for either kind")
     if local.exists() and not (local / "model_index.json").is_file():
         raise FileNotFoundError(f"{local} is not a diffusers Stable Diffusion folder (no model_index.json)")
     if not local.exists() and not looks_like_hub_id(where):

@@ -15,7 +15,6 @@ as one more token (`pack_text`, zero-padded to the tokens' width), and the model
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -24,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from .resources import WEIGHTS
+from .sd import check_device, image_size, is_sd3_folder, load_sd, looks_like_hub_id, sd_location
 
-__all__ = ["TINYSD3", "T5_TOKENS", "is_sd3", "is_sd3_folder", "load_sd3", "denoiser", "pack_text",
+__all__ = ["TINYSD3", "T5_TOKENS", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
            "unpack_text", "encode_text", "text_features", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
 
 TINYSD3 = WEIGHTS / "tinysd3"  # pretrained on the shapes world by scripts/train_tinysd3.sh
@@ -37,18 +37,11 @@ def is_sd3(pipe) -> bool:
     return getattr(pipe, "transformer", None) is not None
 
 
-def is_sd3_folder(where: str | os.PathLike) -> bool:
-    index = Path(where).expanduser() / "model_index.json"
-    return index.is_file() and json.loads(index.read_text()).get("_class_name", "").startswith("StableDiffusion3")
-
-
 def load_sd3(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32):
     """A StableDiffusion3Pipeline: the shipped TinySD3 ("tinysd3", the default), or an SD3 folder or hub id.
     T5 is left out (diffusers' documented way: text_encoder_3=None); its tokens are zeros."""
     from diffusers import StableDiffusion3Pipeline
-
-    from .sd import check_device, looks_like_hub_id
 
     where = str(TINYSD3 if name_or_path in (None, "tinysd3") else name_or_path)
     local = Path(where).expanduser()
@@ -62,6 +55,15 @@ def load_sd3(name_or_path: str | os.PathLike | None = None, device: str | torch.
     pipe = StableDiffusion3Pipeline.from_pretrained(where, text_encoder_3=None, tokenizer_3=None, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_base(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32):
+    """Either kind of base, whichever the folder or name holds: an SD3 (load_sd3) or an SD 1.x (zc.load_sd)."""
+    where = sd_location(name_or_path)
+    if is_sd3_folder(where) or (looks_like_hub_id(where) and "stable-diffusion-3" in where.lower()):
+        return load_sd3(where, device, dtype)
+    return load_sd(where, device, dtype)
 
 
 def denoiser(pipe):
@@ -136,8 +138,6 @@ def sample_sd3(pipe, model, prompts: Sequence[str], conditions: torch.Tensor | N
     RNG, as the pipeline draws it), or "pixels". Per step, with classifier-free guidance of weight g:
     v = v_u + g (v_c − v_u), then FlowMatchEulerDiscreteScheduler's step z ← z + (t_next − t) v."""
     from tqdm.auto import tqdm
-
-    from .sd import image_size
 
     prompts = list(prompts)
     n, size, device, dtype = len(prompts), image_size(pipe), pipe.device, pipe.transformer.dtype

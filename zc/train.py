@@ -108,7 +108,8 @@ class TrainConfig:
     def preset(cls, name: str, **overrides) -> "TrainConfig":
         presets = {
             "cpu": {},  # TinySD, 64 px, CPU: the book's default
-            "sd3": dict(sd="tinysd3", architecture="mmdit"),  # TinySD3 (chapter 14), CPU
+            # TinySD3 (chapter 14), CPU: its ControlNet, the transformer's copy
+            "sd3": dict(sd="tinysd3", architecture=designs.reference_for("transformer").architecture),
             "tiny": dict(steps=40, batch=4, n_train=64, eval_every=20, eval_n=4, eval_steps=4, checkpoint_every=20),
             # the original tutorial's settings on SD 1.5 (batch 4, lr 1e-5), with diffusers' memory tricks
             "sd15": dict(sd="stable-diffusion-v1-5/stable-diffusion-v1-5", batch=4, lr=1e-5, steps=10000,

@@ -19,8 +19,8 @@ import torch
 
 from . import designs
 from .latent_cache import LatentCache, default_folder
-from .sd import check_device, image_size, load_sd, precision
-from .sd3 import denoiser, is_sd3
+from .sd import check_device, image_size, precision
+from .sd3 import denoiser, is_sd3, load_base
 from .training_utils import (
     TIMESTEP_SCHEDULES,
     BatchReader,
@@ -125,7 +125,7 @@ def _accelerator(cfg):
 
 def _locked_sd(cfg, pipe, device, dtype):
     """The frozen SD on `device` in the training precision (diffusers warns on any cast)."""
-    pipe = pipe or load_sd(cfg.sd, device=device, dtype=dtype)
+    pipe = pipe or load_base(cfg.sd, device=device, dtype=dtype)  # an SD 1.x, or an SD3 (chapter 14)
     pipe.to(device)
     if denoiser(pipe).dtype != dtype:
         pipe.to(dtype=dtype)

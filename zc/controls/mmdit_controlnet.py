@@ -212,7 +212,7 @@ designs.register(designs.Design(
     build=lambda cfg, pipe, channels: MMDiTControlNet.from_transformer(pipe.transformer,
                                                                        copy_depth(cfg, pipe.transformer)),
     wrap=lambda transformer, net, cfg: ControlledMMDiT(transformer, net), enter=designs.Entry,
-    backbone="mmdit", control_input="latents"))
+    backbone="transformer", control_input="latents"))
 designs.register(designs.Design(
     "MMDiT ControlNet, hint E", "mmdit-pixel", _SD3 + " with the paper's hint encoder E",
     "every joint block's image tokens; the control read by E, not the VAE", "every step", True,
@@ -221,11 +221,11 @@ designs.register(designs.Design(
         pipe.transformer, copy_depth(cfg, pipe.transformer), vae_factor=_vae_factor(pipe),
         conditioning_channels=channels),
     wrap=lambda transformer, net, cfg: ControlledMMDiT(transformer, net), enter=designs.Entry,
-    backbone="mmdit", control_input="pixels"))
+    backbone="transformer", control_input="pixels"))
 designs.register(designs.Design(
     "MMDiT concat", "mmdit-concat", "Flux Control's channel concatenation (Black Forest Labs 2024), on SD3",
     "the input: control latents concatenated to z_t, the whole transformer fine-tuned", "every step", True,
     module=SD3Transformer2DModel,
     build=lambda cfg, pipe, channels: concat_transformer(pipe.transformer, pipe.transformer.config.in_channels),
     wrap=lambda transformer, wide, cfg: ConcatMMDiT(wide), enter=designs.Entry,
-    folder="transformer", backbone="mmdit", control_input="latents"))
+    folder="transformer", backbone="transformer", control_input="latents"))
