@@ -81,7 +81,7 @@ class TrainConfig:
     global_pool: bool = False  # residuals averaged over space: for conditions with no "where" (palette)
     architecture: str = "controlnet"  # which design trains: one of zc.designs' architectures (the paper's
     # "controlnet", chapter 10's variants, the successors): python -c "import zc; print(zc.designs.table())"
-    copy_depth: int = 0  # an SD3 ControlNet's copied joint blocks (0: half the base's, as diffusers' 12 of 24)
+    copy_depth: int = 0  # an SD3 ControlNet's copied joint blocks (0: half the base's, as diffusers' 12 of 24; -1: all)
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)

@@ -196,9 +196,15 @@ class ConcatMMDiT(nn.Module):
 
 
 def copy_depth(cfg, transformer) -> int:
-    """The blocks a ControlNet copies: cfg.copy_depth, or (0) half the base's, as diffusers' 12 of SD3-medium's 24."""
-    n = len(transformer.transformer_blocks)
-    return getattr(cfg, "copy_depth", 0) or max(1, n // 2)
+    """The blocks a ControlNet copies: cfg.copy_depth; 0: half the base's (diffusers' 12 of SD3-medium's 24);
+    -1: all of them."""
+    n, depth = len(transformer.transformer_blocks), getattr(cfg, "copy_depth", 0)
+    return n if depth == -1 else depth or max(1, n // 2)
+
+
+class OwnTransformerEntry(designs.Entry):
+    alone = True  # it calls a fine-tuned transformer of its own: no other control joins it, and "no control" is
+    # that transformer with a blank control image
 
 
 def _vae_factor(pipe) -> int:
@@ -212,7 +218,10 @@ designs.register(designs.Design(
     build=lambda cfg, pipe, channels: MMDiTControlNet.from_transformer(pipe.transformer,
                                                                        copy_depth(cfg, pipe.transformer)),
     wrap=lambda transformer, net, cfg: ControlledMMDiT(transformer, net), enter=designs.Entry,
-    backbone="transformer", control_input="latents"))
+    backbone="transformer", control_input="latents",
+    # how deep must the copy be? (chapter 14's sweep; the reference run copies half, as diffusers' default)
+    sweep=tuple(designs.SweepRun("transformer", ("sd3",), {"copy_depth": d}, s)
+                for d, s in ((0, ""), (1, ", 1 block"), (2, ", 2 blocks"), (-1, ", all blocks")))))
 designs.register(designs.Design(
     "MMDiT ControlNet, hint E", "mmdit-pixel", _SD3 + " with the paper's hint encoder E",
     "every joint block's image tokens; the control read by E, not the VAE", "every step", True,
@@ -221,11 +230,12 @@ designs.register(designs.Design(
         pipe.transformer, copy_depth(cfg, pipe.transformer), vae_factor=_vae_factor(pipe),
         conditioning_channels=channels),
     wrap=lambda transformer, net, cfg: ControlledMMDiT(transformer, net), enter=designs.Entry,
-    backbone="transformer", control_input="pixels"))
+    backbone="transformer", control_input="pixels", sweep=(designs.SweepRun("transformer", ("sd3",)),)))
 designs.register(designs.Design(
     "MMDiT concat", "mmdit-concat", "Flux Control's channel concatenation (Black Forest Labs 2024), on SD3",
     "the input: control latents concatenated to z_t, the whole transformer fine-tuned", "every step", True,
     module=SD3Transformer2DModel,
     build=lambda cfg, pipe, channels: concat_transformer(pipe.transformer, pipe.transformer.config.in_channels),
-    wrap=lambda transformer, wide, cfg: ConcatMMDiT(wide), enter=designs.Entry,
-    folder="transformer", backbone="transformer", control_input="latents"))
+    wrap=lambda transformer, wide, cfg: ConcatMMDiT(wide), enter=OwnTransformerEntry,
+    folder="transformer", backbone="transformer", control_input="latents",
+    sweep=(designs.SweepRun("transformer", ("sd3",)),)))

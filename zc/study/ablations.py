@@ -35,7 +35,8 @@ import torch
 
 from .. import designs
 from ..sample import sample
-from ..sd import image_size, load_sd, precision
+from ..sd import image_size, precision
+from ..sd3 import load_base
 from ..train import TrainConfig, train
 from ..training_utils import hide_bar, pick_device
 from ..world import conditions, metrics, shapes
@@ -102,6 +103,8 @@ PRESETS = {  # base TrainConfig fields, and how many held-out outlines measure e
     # ci: chapter 10's live demonstration, ~1.5 min on 2 CPU cores (batch 8; its curve: 3 points, 10 sampler steps)
     "ci": (dict(steps=300, batch=8, n_train=1000, eval_every=100, eval_dense=False, eval_n=8, eval_steps=10), 8),
     "cpu": (dict(steps=1000, batch=16, n_train=5000, eval_every=250, eval_n=16), 32),
+    # sd3: chapter 14's sweep on TinySD3, the cpu preset's protocol with a denser curve (sudden convergence)
+    "sd3": (dict(sd="tinysd3", steps=1000, batch=16, n_train=5000, eval_every=100, eval_n=16), 32),
 }
 
 
@@ -116,6 +119,8 @@ def runs_for(preset: str) -> tuple[dict, list[Run]]:
         return [Run(d.name + r.suffix, group, {"architecture": d.architecture, **r.train})
                 for d, r in designs.in_sweep(group, preset)]
 
+    if preset == "sd3":  # the transformer's ControlNet and its variants: the first is the reference
+        return PRESETS[preset][0], of("transformer")
     runs = [Run(designs.REFERENCE, "reference", {}), *of("architecture")[:1],
             Run("Gaussian-init convs", "zero convolution", {"zero_conv_init": "gaussian"})]
     if preset == "ci":  # live in chapter 10, a few minutes on 2 CPU cores: the reference and one variant
@@ -195,7 +200,8 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     table, curves = out_dir / "results.csv", out_dir / "curves.csv"
     done = {(r.get("condition", "outline"), r["name"], int(r["seed"])) for r in read_csv(table)} if table.is_file() else set()
     base, runs = runs_for(preset)
-    if sd and sd != "tinysd":  # SD 1.5 scale: what fits a 16 GB GPU
+    sd = sd or base.get("sd")
+    if sd and sd not in ("tinysd", "tinysd3"):  # SD 1.5 scale: what fits a 16 GB GPU
         base = {**base, "batch": 4, "gradient_checkpointing": True, "mixed_precision": precision(device)}
     base = {**base, **(overrides or {})}
     if names:
@@ -206,7 +212,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
     key = conditions.get(condition).score
     n_test = n_test or PRESETS.get(preset, (None, 16))[1]
     on = pick_device(device)  # where train() runs
-    pipe = load_sd(sd, device=on)
+    pipe = load_base(sd, device=on)
     size = image_size(pipe)
     test = PairedData.generate(n_test, size=size, seed=777, split="test", condition=condition)
     fields = ["condition", "score", "name", "group", "seed", "steps", "n_train", "train_seconds", "sec_per_step",
@@ -218,7 +224,7 @@ def run_all(preset: str = "ci", out: str = "runs/ablations", seeds: tuple[int, .
                              "condition": condition, "sd": sd or "tinysd", "device": device,
                              "out": str(out_dir / f"{condition}_{run.name.replace(' ', '_')}_seed{seed}")})
         cfg.cache = str(out_dir / f"cache_{condition}_{cfg.n_train}_seed{seed}")  # one per data set: encoded once
-        pipe = load_sd(sd, device=on)  # fresh: sd_locked=False changes the UNet
+        pipe = load_base(sd, device=on)  # fresh: sd_locked=False changes the UNet
         t0 = time.time()
         result = train(cfg, pipe=pipe)
         seconds = time.time() - t0
@@ -251,7 +257,7 @@ def references(condition: str, seeds=(0, 1, 2), n_test: int = 32, sd: str | None
     the SD with no ControlNet under each prompt setting, sampled with each run seed (the no-control
     baseline), and the training renders themselves scored by the same measure (the ceiling, the
     same under every prompt). Rows in results.csv's form (name, seed, the four settings)."""
-    pipe = load_sd(sd)
+    pipe = load_base(sd)
     size = image_size(pipe)
     test = PairedData.generate(n_test, size=size, seed=777, split="test", condition=condition)
     key = conditions.get(condition).score
