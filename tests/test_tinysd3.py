@@ -1,0 +1,38 @@
+"""TinySD3, the shipped SD3 of chapter 14 (zc/tinysd3.py): its pretraining resumes exactly, what it writes
+loads in diffusers' own StableDiffusion3Pipeline, and its VAE is TinySD's with the posterior narrowed."""
+import dataclasses
+
+import pytest
+import torch
+from diffusers import StableDiffusion3Pipeline
+
+import zc
+from zc import sd3, tinysd3
+from zc.tinysd import training_batch
+
+SMALL = dict(width=32, heads=2, layers=2, steps=4, batch=4, pool=64, warmup=2, checkpoint_every=2, device="cpu")
+
+
+def test_pretraining_resumes_exactly_and_writes_a_pipeline_diffusers_loads(tmp_path):
+    whole = tinysd3.train(tinysd3.TinySD3Config(out=str(tmp_path / "whole"), **SMALL))
+    split_cfg = tinysd3.TinySD3Config(out=str(tmp_path / "split"), **SMALL)
+    assert tinysd3.train(split_cfg, stop_after=2) is None
+    split = tinysd3.train(dataclasses.replace(split_cfg))
+    a = StableDiffusion3Pipeline.from_pretrained(whole, text_encoder_3=None, tokenizer_3=None)
+    b = sd3.load_sd3(split)
+    sa, sb = a.transformer.state_dict(), b.transformer.state_dict()
+    assert all(torch.equal(v, sb[k]) for k, v in sa.items())
+    assert a.vae.config.shift_factor == pytest.approx(b.vae.config.shift_factor)
+    image = a(["red circle with blue background"], height=64, width=64, num_inference_steps=2,
+              max_sequence_length=sd3.T5_TOKENS, output_type="pt").images
+    assert image.shape == (1, 3, 64, 64)
+
+
+def test_the_vae_is_tinysds_with_the_posterior_narrowed():
+    vae = zc.load_sd().vae
+    _, x = training_batch(0, "t", 0, 4, 64, "cpu")
+    with torch.no_grad():
+        before = vae.encode(x).latent_dist
+        after = tinysd3.narrow_posterior(vae).encode(x).latent_dist
+    assert torch.equal(before.mean, after.mean) and before.std.mean() > 0.1
+    assert after.std.max() < 1e-6  # a draw is the mean, as SD3's pipeline draws the control's latents
