@@ -52,6 +52,8 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
     embedding and one zero-initialised Linear per block. Config fields are the base's (SD3Transformer2DModel),
     with num_layers the copy's depth and extra_conditioning_channels beyond the latent channels."""
 
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(self, sample_size: int = 128, patch_size: int = 2, in_channels: int = 16, num_layers: int = 12,
                  attention_head_dim: int = 64, num_attention_heads: int = 18, joint_attention_dim: int = 4096,
@@ -62,6 +64,7 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
         # gives the ControlNet the pooled text and shifts the control's latents, as zc trains and samples it
         # (diffusers' default, True, is InstantX's convention: zero pooled text, unshifted latents)
         super().__init__()
+        self.gradient_checkpointing = False
         dim = num_attention_heads * attention_head_dim  # the width of every token
         patch = dict(height=sample_size, width=sample_size, patch_size=patch_size, embed_dim=dim)
         self.pos_embed = PatchEmbed(**patch, in_channels=in_channels, pos_embed_max_size=pos_embed_max_size)
@@ -109,7 +112,10 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
         y = self.context_embedder(encoder_hidden_states)  # (B, text tokens, caption_projection_dim)
         residuals = []
         for block, zero in zip(self.transformer_blocks, self.controlnet_blocks):
-            y, x = block(hidden_states=x, encoder_hidden_states=y, temb=e)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:  # recompute in backward (less memory)
+                y, x = self._gradient_checkpointing_func(block, x, y, e)
+            else:
+                y, x = block(hidden_states=x, encoder_hidden_states=y, temb=e)
             residuals.append(zero(x) * conditioning_scale)
         return residuals
 
