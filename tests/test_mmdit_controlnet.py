@@ -86,3 +86,16 @@ def test_a_copy_of_every_block_copies_the_last_ones_image_half(base):
     kw = {k: x[k] for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep")}
     with torch.no_grad():
         assert torch.equal(base(**kw, block_controlnet_hidden_states=ours(**x)).sample, base(**kw).sample)
+
+
+def test_an_sd35_style_base_with_qk_norm_and_dual_attention_is_copied_as_diffusers_copies_it(tmp_path):
+    torch.manual_seed(0)
+    base = SD3Transformer2DModel(**BASE, qk_norm="rms_norm", dual_attention_layers=(0, 1)).eval()
+    ours = MMDiTControlNet.from_transformer(base, num_layers=3).eval()
+    ref = SD3ControlNetModel.from_transformer(base, num_layers=3, num_extra_conditioning_channels=0).eval()
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())
+    _wake(ours, 4)
+    ref.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(ours(**inputs()), ref(**inputs()).controlnet_block_samples))

@@ -126,3 +126,16 @@ def test_each_sd3_design_trains_and_resumes_exactly(pipe, arch, tmp_path):
     assert start.abs().max() > 0
     back = zc.designs.load(zc.designs.by_architecture(arch).name, whole.folder)
     assert all(torch.equal(v, a[k]) for k, v in back.state_dict().items())
+
+
+def test_the_sd3_standin_trains_each_design_a_step_and_samples(tmp_path):
+    """The 'mini' stand-in (16 latent channels, VAE x8 at 128 px, qk_norm, dual attention, 77 tokens, shift 3):
+    nothing in zc may assume TinySD3's sizes."""
+    from zc.sd3 import build_sd3_standin
+
+    mini = sd3.load_base(build_sd3_standin(tmp_path / "mini", scale="mini", dtype=torch.float32))
+    assert sd3.image_size(mini) == 128 and sd3.t5_tokens(mini) == 256
+    for name in SD3_DESIGNS:
+        r = train(TrainConfig.preset("tiny", architecture=zc.designs.get(name).architecture, steps=1, n_train=4,
+                                     batch=2, eval_every=1, eval_n=2, eval_steps=2, out=str(tmp_path / name)), pipe=mini)
+        assert r.folder.is_dir() and any("shape_iou" in h for h in r.history)

@@ -25,11 +25,17 @@ import torch.nn.functional as F
 from .resources import WEIGHTS
 from .sd import check_device, image_size, is_sd3_folder, load_sd, looks_like_hub_id, sd_location
 
-__all__ = ["TINYSD3", "T5_TOKENS", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
-           "unpack_text", "encode_text", "text_features", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
+__all__ = ["TINYSD3", "T5_TOKENS", "t5_tokens", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
+           "unpack_text", "encode_text", "text_features", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
+           "SD3_CLIP_G", "build_sd3_standin", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
 
 TINYSD3 = WEIGHTS / "tinysd3"  # pretrained on the shapes world by scripts/train_tinysd3.sh
 T5_TOKENS = 16  # TinySD3 fills SD3's T5 slot with 16 zero tokens: the pipeline's max_sequence_length
+
+
+def t5_tokens(pipe) -> int:
+    """How many zero tokens fill the T5 slot: TinySD3's 16 (its CLIPs' length), else the pipeline's 256."""
+    return T5_TOKENS if pipe.tokenizer.model_max_length == T5_TOKENS else 256
 
 
 def is_sd3(pipe) -> bool:
@@ -85,9 +91,9 @@ def unpack_text(text: torch.Tensor, pooled_dim: int) -> tuple[torch.Tensor, torc
 
 @torch.no_grad()
 def encode_text(pipe, prompts: list[str]) -> torch.Tensor:
-    """The prompts as SD3's pipeline encodes them (no T5: T5_TOKENS zero tokens), packed: (B, L + 1, D)."""
+    """The prompts as SD3's pipeline encodes them (no T5: t5_tokens zero tokens), packed: (B, L + 1, D)."""
     tokens, _, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
-                                              max_sequence_length=T5_TOKENS, device=pipe.device)
+                                              max_sequence_length=t5_tokens(pipe), device=pipe.device)
     return pack_text(tokens, pooled)
 
 
@@ -171,3 +177,62 @@ def sample_sd3(pipe, model, prompts: Sequence[str], conditions: torch.Tensor | N
             v = uncond + guidance_scale * (cond - uncond)
         latents = sched.step(v, t, latents, return_dict=False)[0]
     return from_latents(pipe.vae, latents).float().cpu()
+
+
+# SD3-medium's configs (stabilityai/stable-diffusion-3-medium-diffusers: transformer/, vae/, text_encoder(_2)/
+# config.json), written out so the stand-in below needs no download. SD3.5 adds qk_norm="rms_norm" and, in
+# its medium model, dual attention in its first 13 blocks.
+SD3_TRANSFORMER = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                       num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                       pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192)
+SD3_VAE = dict(in_channels=3, out_channels=3, latent_channels=16, sample_size=1024, layers_per_block=2,
+               block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+               up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=1.5305, shift_factor=0.0609,
+               use_quant_conv=False, use_post_quant_conv=False)
+SD3_CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+SD3_CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                  max_position_embeddings=77, hidden_act="gelu", projection_dim=1280)
+
+
+def build_sd3_standin(folder: str | os.PathLike, dtype: torch.dtype = torch.float16, seed: int = 0,
+                      scale: str = "sd3") -> Path:
+    """An SD3-medium *stand-in*: SD3-medium's configs (a 2B MMDiT of 24 joint blocks, a 16-channel VAE of
+    factor 8 with SD3's shift and scale, CLIP-L and CLIP-G shapes, 1024 px, no T5) with random weights, built
+    offline as a diffusers folder that load_sd3 / ZC_SD3 accept: for dress rehearsals of chapter 14's GPU path
+    (memory, speed, shapes); its images are noise. The tokenizers are TinySD's, padded to 77 tokens.
+
+    scale="mini": an SD3 that differs from TinySD3 in every way a chapter could wrongly assume: 16 latent
+    channels (TinySD3: 4), a VAE of factor 8 (TinySD3: 4) at 128 px, SD3.5's qk_norm and dual attention in its
+    first blocks, 77 tokens, FlowMatch shift 3.0 (SD3's; TinySD3: 1.0), fp32. Runs every cell of chapter 14 on
+    a CPU in CI (ZC_SD3=<folder>)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+    if scale not in ("sd3", "mini"):
+        raise ValueError(f"scale must be 'sd3' or 'mini', got {scale!r}")
+    tr, vae, clip_l, clip_g = dict(SD3_TRANSFORMER), dict(SD3_VAE), dict(SD3_CLIP_L), dict(SD3_CLIP_G)
+    if scale == "mini":
+        tr.update(sample_size=16, num_layers=4, attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+                  caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16, qk_norm="rms_norm",
+                  dual_attention_layers=(0, 1))
+        vae.update(sample_size=128, block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
+                   mid_block_add_attention=False)
+        clip_l.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      projection_dim=32)
+        clip_g.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      projection_dim=32)
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(WEIGHTS / "tinysd" / "tokenizer", model_max_length=77)
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    pipe = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel(**tr), vae=AutoencoderKL(**vae),
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**clip_l, **ids)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**clip_g, **ids)), tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None)
+    if dtype != torch.float32:
+        pipe.to(dtype=dtype)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)

@@ -59,7 +59,7 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
                  attention_head_dim: int = 64, num_attention_heads: int = 18, joint_attention_dim: int = 4096,
                  caption_projection_dim: int = 1152, pooled_projection_dim: int = 2048, out_channels: int = 16,
                  pos_embed_max_size: int = 96, extra_conditioning_channels: int = 0, qk_norm: str | None = None,
-                 force_zeros_for_pooled_projection: bool = False):
+                 force_zeros_for_pooled_projection: bool = False, dual_attention_layers: tuple[int, ...] = ()):
         # force_zeros_for_pooled_projection: read by diffusers' StableDiffusion3ControlNetPipeline only. False: it
         # gives the ControlNet the pooled text and shifts the control's latents, as zc trains and samples it
         # (diffusers' default, True, is InstantX's convention: zero pooled text, unshifted latents)
@@ -72,8 +72,9 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
         self.context_embedder = nn.Linear(joint_attention_dim, caption_projection_dim)
         # every copied block also returns its text tokens (context_pre_only=False): the next one reads them
         self.transformer_blocks = nn.ModuleList([
-            JointTransformerBlock(dim, num_attention_heads, attention_head_dim, context_pre_only=False, qk_norm=qk_norm)
-            for _ in range(num_layers)])
+            JointTransformerBlock(dim, num_attention_heads, attention_head_dim, context_pre_only=False, qk_norm=qk_norm,
+                                  use_dual_attention=i in dual_attention_layers)  # SD3.5's first blocks
+            for i in range(num_layers)])
         self.controlnet_blocks = nn.ModuleList([_zero(nn.Linear(dim, dim)) for _ in range(num_layers)])  # Z_i
         self.pos_embed_input = _zero(PatchEmbed(**patch, in_channels=in_channels + extra_conditioning_channels,
                                                 pos_embed_type=None))  # Z_in: the control's tokens, no positions
@@ -86,9 +87,12 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
         c = transformer.config
         n_base = len(transformer.transformer_blocks)
         residual_index(0, n_base, num_layers)  # a ValueError for a copy deeper than the base
-        net = cls(c.sample_size, c.patch_size, c.in_channels, num_layers, c.attention_head_dim,
-                  c.num_attention_heads, c.joint_attention_dim, c.caption_projection_dim, c.pooled_projection_dim,
-                  c.out_channels, c.pos_embed_max_size, extra_conditioning_channels, c.qk_norm, **kwargs)
+        same = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
+                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
+                "pos_embed_max_size", "qk_norm")
+        net = cls(num_layers=num_layers, extra_conditioning_channels=extra_conditioning_channels,
+                  dual_attention_layers=tuple(i for i in c.get("dual_attention_layers", ()) if i < num_layers),
+                  **{k: c[k] for k in same}, **kwargs)
         for name in ("pos_embed", "time_text_embed", "context_embedder"):
             getattr(net, name).load_state_dict(getattr(transformer, name).state_dict())
         for copy, block in zip(net.transformer_blocks, transformer.transformer_blocks):
@@ -154,10 +158,12 @@ class PixelMMDiTControlNet(MMDiTControlNet):
                  attention_head_dim: int = 64, num_attention_heads: int = 18, joint_attention_dim: int = 4096,
                  caption_projection_dim: int = 1152, pooled_projection_dim: int = 2048, out_channels: int = 16,
                  pos_embed_max_size: int = 96, extra_conditioning_channels: int = 0, qk_norm: str | None = None,
-                 force_zeros_for_pooled_projection: bool = False, vae_factor: int = 8, conditioning_channels: int = 3):
+                 force_zeros_for_pooled_projection: bool = False, dual_attention_layers: tuple[int, ...] = (),
+                 vae_factor: int = 8, conditioning_channels: int = 3):
         super().__init__(sample_size, patch_size, in_channels, num_layers, attention_head_dim, num_attention_heads,
                          joint_attention_dim, caption_projection_dim, pooled_projection_dim, out_channels,
-                         pos_embed_max_size, extra_conditioning_channels, qk_norm, force_zeros_for_pooled_projection)
+                         pos_embed_max_size, extra_conditioning_channels, qk_norm, force_zeros_for_pooled_projection,
+                         dual_attention_layers)
         from ..condition_encoder import ConditionEncoder, default_channels
 
         self.hint = ConditionEncoder(in_channels, conditioning_channels, default_channels(vae_factor),
