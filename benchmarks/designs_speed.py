@@ -3,6 +3,10 @@ as % of the UNet), seconds per training step, and seconds per sampled image, aga
 
     python benchmarks/designs_speed.py                                  # TinySD on the CPU
     python benchmarks/designs_speed.py --sd runs/sd15 --device cuda --batch 4 --images 4
+    python benchmarks/designs_speed.py --sd tinysd3 --out benchmarks/results/cpu/designs_speed_sd3.txt   # chapter 14
+
+On an SD3 the designs that control a transformer are timed; a design that reads the control image through
+the VAE (SD3's ControlNet) encodes it inside the timed step, as zc.train does at every step.
 
 The designs run in interleaved rounds (a round times one training step and one sampling call of
 each), so a machine that slows down slows them alike; each number is the median over rounds.
@@ -27,6 +31,7 @@ import zc  # noqa: E402
 from zc import designs  # noqa: E402
 from zc import train as zt  # noqa: E402
 from zc.sample import sample  # noqa: E402
+from zc.sd3 import denoiser, is_sd3, load_base, text_features, to_latents  # noqa: E402
 from zc.world.pairs import PairedData  # noqa: E402
 
 SKIP: set[str] = set()  # every design is timed (the concat model trains its whole UNet)
@@ -49,15 +54,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = zc.sd.inference_dtype(args.device)
-    names = [n for n in designs.DESIGNS if n not in SKIP]
+    kind = "transformer" if is_sd3(load_base(args.sd)) else "unet"
+    names = [n for n, d in designs.DESIGNS.items() if n not in SKIP and d.backbone == kind]
     pipes, built = {}, {}
     for name in names:  # one SD per design: the adapters' hooks and processors stay apart
-        pipe = zc.load_sd(args.sd, device=device)
+        pipe = load_base(args.sd, device=device)
         module, model = zt.build(zt.TrainConfig(architecture=designs.get(name).architecture), pipe, 3, device)
         opt = torch.optim.AdamW(model.param_groups(1e-5), weight_decay=1e-2)
         pipes[name], built[name] = pipe, (module, model, opt)
-    unet_params = sum(p.numel() for p in next(iter(pipes.values())).unet.parameters())
-    h = next(iter(pipes.values())).unet.config.sample_size
+    unet_params = sum(p.numel() for p in denoiser(next(iter(pipes.values()))).parameters())
+    h = denoiser(next(iter(pipes.values()))).config.sample_size
     size = h * next(iter(pipes.values())).vae_scale_factor
     data = PairedData.generate(max(args.batch, args.images), size=size, seed=0)
     cond = data.conditions().to(device)
@@ -67,13 +73,17 @@ def main(argv=None):
     for r in range(args.rounds + 1):  # round 0 warms up (allocations, kernels) and is not counted
         for name in names:
             pipe, (module, model, opt) = pipes[name], built[name]
-            lat = torch.randn(args.batch, pipe.unet.config.in_channels, h, h, generator=g, device=device)
-            text = pipe.encode_prompt(data.prompts[: args.batch], device, 1, False)[0]
+            lat = torch.randn(args.batch, denoiser(pipe).config.in_channels, h, h, generator=g, device=device)
+            text = text_features(pipe, data.prompts[: args.batch])
             t = torch.randint(0, 1000, (args.batch,), generator=g, device=device)
             module.train()
             _sync(device)
             t0 = time.perf_counter()
-            loss = F.mse_loss(model(lat, t, text, cond[: args.batch]).float(), lat)
+            c = cond[: args.batch]
+            if designs.get(name).control_input == "latents":  # through the VAE, at every step
+                with torch.no_grad():
+                    c = to_latents(pipe.vae, c * 2 - 1)
+            loss = F.mse_loss(model(lat, t.to(lat.dtype) if kind == "transformer" else t, text, c).float(), lat)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -82,7 +92,7 @@ def main(argv=None):
                 train_s[name].append(time.perf_counter() - t0)
             module.eval()
             if dtype != torch.float32:  # sample in the inference precision, train in fp32
-                pipe.unet.to(dtype)
+                denoiser(pipe).to(dtype)
             kw = designs.sample_kwargs(module, cond[: args.images])
             t0 = time.perf_counter()
             sample(pipe, prompts=data.prompts[: args.images], num_inference_steps=args.sample_steps,
@@ -91,7 +101,7 @@ def main(argv=None):
             if r:
                 image_s[name].append((time.perf_counter() - t0) / args.images)
             if dtype != torch.float32:
-                pipe.unet.to(torch.float32)
+                denoiser(pipe).to(torch.float32)
     rows = []
     for name in names:
         module = built[name][0]
@@ -104,13 +114,14 @@ def main(argv=None):
              f"{_results.machine()}; SD {args.sd} on {args.device}; training batch {args.batch}; sampling "
              f"{args.images} images x {args.sample_steps} steps with CFG; medians of {args.rounds} interleaved rounds",
              "",
-             f"{'design':26s} {'runs':15s} {'trainable':>11s} {'% UNet':>7s} {'s/step':>8s} {'x':>5s} "
+             f"{'design':26s} {'runs':15s} {'trainable':>11s} {'% base':>7s} {'s/step':>8s} {'x':>5s} "
              f"{'s/image':>8s} {'x':>5s}"]
     for row in rows:
         lines.append(f"{row['design']:26s} {row['runs']:15s} {row['params']:11,d} {row['pct_unet']:7.2f} "
                      f"{row['train_s']:8.3f} {row['train_s'] / ref['train_s']:5.2f} {row['image_s']:8.3f} "
                      f"{row['image_s'] / ref['image_s']:5.2f}")
-    lines.append(f"(x: against {ref['design']}; the UNet has {unet_params:,d} parameters)")
+    lines.append(f"(x: against {ref['design']}; % base: of the {'transformer' if kind == 'transformer' else 'UNet'}'s "
+                 f"{unet_params:,d} parameters)")
     _results.write(args.out, lines, rows)
 
 

@@ -1,4 +1,5 @@
-"""Every chapter, top to bottom, on an SD1.x that is not TinySD, as a GPU student's ZC_SD runs it.
+"""Every chapter, top to bottom, on an SD1.x that is not TinySD, as a GPU student's ZC_SD runs it (chapter 14:
+on an SD3 that is not TinySD3, zc.sd3's "mini" stand-in, as ZC_SD3 runs it).
 
 The model is zc.sd's "mini" stand-in: four UNet levels with two layers each (13 residuals; TinySD
 has 7), a VAE of factor 8 at 128 px (TinySD: 4, 64 px), SD 1.5's PNDM scheduler predicting ε
@@ -22,6 +23,7 @@ import torch
 
 import zc
 from zc.sd import build_sd15_standin
+from zc.sd3 import build_sd3_standin
 from zc.study import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +38,9 @@ def standin(tmp_path_factory):
     sd = build_sd15_standin(root / "mini", scale="mini", dtype=torch.float32)
     variant = build_sd15_standin(root / "mini-finetune", scale="mini", dtype=torch.float32, seed=1)
     checkpoints.standin_hub_cache(root / "hub", zc.load_sd(sd))
+    sd3 = build_sd3_standin(root / "mini-sd3", scale="mini", dtype=torch.float32)  # chapter 14's base
     return {"ZC_SD": str(sd), "ZC_SD_VARIANT": str(variant), "HF_HUB_CACHE": str(root / "hub"),
-            "ZC_RUNS": str(root / "runs"), "cwd": str(root)}
+            "ZC_RUNS": str(root / "runs"), "ZC_SD3": str(sd3), "cwd": str(root)}
 
 
 def outputs(nb) -> str:

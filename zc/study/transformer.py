@@ -8,10 +8,16 @@ stored sweep (`python -m zc.study.ablations --preset sd3`).
 """
 from __future__ import annotations
 
-from ..controls.mmdit_controlnet import residual_index
-from .stats import t_interval
+from pathlib import Path
 
-__all__ = ["draw_mmdit", "score_at", "depth_table", "format_depth_table"]
+from .. import designs
+from ..controls.mmdit_controlnet import residual_index
+from .stats import TIE, non_inferiority_state, paired_difference, read_csv, t_interval
+
+__all__ = ["REFERENCE", "draw_mmdit", "score_at", "depth_table", "format_depth_table", "unet_reference",
+           "bounds_text", "plot_curves", "plot_final", "verdicts"]
+
+REFERENCE = designs.reference_for("transformer").name  # the sweep's reference run: the copy of half the blocks
 
 
 def draw_mmdit(config, depth: int, ax) -> None:
@@ -62,7 +68,8 @@ def score_at(curves: list[dict], name: str, step: int, key: str = "shape_iou") -
     return [float(r[key]) for r in curves if r["name"] == name and int(r["step"]) == step]
 
 
-def depth_table(rows: list[dict], curves: list[dict], speed: list[dict] | None = None) -> list[dict]:
+def depth_table(rows: list[dict], curves: list[dict], speed: list[dict] | None = None,
+                params: dict[str, int] | None = None) -> list[dict]:
     """Per run name (in the sweep's order): seconds per training step (the sweep's own, mean over seeds),
     the cost rows of designs_speed (by design name) where given, the loop's shape IoU at steps 300 and
     1000 (mean and 95% half-width over seeds), and the final score with no prompt and the full prompt."""
@@ -71,11 +78,10 @@ def depth_table(rows: list[dict], curves: list[dict], speed: list[dict] | None =
     out = []
     for name in names:
         mine = [r for r in rows if r["name"] == name]
-        row = {"name": name, "seeds": len(mine),
+        row = {"name": name, "seeds": len(mine), "trainable": (params or {}).get(name, 0),
                "sec_per_step": sum(float(r["sec_per_step"]) for r in mine) / len(mine)}
-        base = name.split(",")[0]
-        if base in cost:
-            row["image_s"] = cost[base]["image_s"]
+        if name in cost:  # designs_speed times each design as registered (the copy of half the blocks)
+            row["image_s"] = cost[name]["image_s"]
         for step in (300, 1000):
             row[f"iou_{step}"] = t_interval(score_at(curves, name, step))
         for setting in ("none", "perfect"):
@@ -84,15 +90,91 @@ def depth_table(rows: list[dict], curves: list[dict], speed: list[dict] | None =
     return out
 
 
-def format_depth_table(table: list[dict], params: dict[str, int]) -> str:
-    """The table as chapter 14 prints it; params: trainable parameters by run name."""
-    head = (f"{'design':30s} {'trainable':>10s} {'s/step':>7s} {'IoU @300':>15s} {'IoU @1000':>15s} "
-            f"{'no prompt':>15s} {'full prompt':>15s}")
+def format_depth_table(table: list[dict]) -> str:
+    """The table as chapter 14 prints it: mean ± 95% half-width over seeds."""
+    head = (f"{'design':30s} {'trainable':>10s} {'s/step':>7s} {'s/image':>7s} {'IoU @300':>12s} {'IoU @1000':>12s}"
+            f" {'no prompt':>12s} {'full prompt':>12s}")
     lines = [head, "-" * len(head)]
     for r in table:
         cells = [f"{m:.2f} ± {h:.2f}" for m, h in (r["iou_300"], r["iou_1000"], r["none"], r["perfect"])]
-        lines.append(f"{r['name']:30s} {params.get(r['name'], 0):10,d} {r['sec_per_step']:7.3f} "
-                     + " ".join(f"{c:>15s}" for c in cells))
+        image = f"{r['image_s']:7.3f}" if "image_s" in r else f"{'':7s}"
+        lines.append(f"{r['name']:30s} {r['trainable']:10,d} {r['sec_per_step']:7.3f} {image} "
+                     + " ".join(f"{c:>12s}" for c in cells))
+    lines.append("(IoU @step: the loop's own evaluations, full prompt, 16 scenes; no / full prompt: after 1000 "
+                 "steps, 32 other scenes; s/step from the sweep, s/image from designs_speed)")
     return "\n".join(lines)
 
 
+def unet_reference(folder: Path, name: str = designs.REFERENCE) -> str:
+    """The UNet ControlNet on TinySD under the same protocol (chapter 10's recheck sweep: 1000 steps, batch 16,
+    5k pairs, the same 32 scenes), as one line beside the table. Its loop evaluated at step 250, not 300."""
+    rows = [r for r in read_csv(Path(folder) / "results.csv") if r["name"] == name and r["condition"] == "outline"]
+    curves = [r for r in read_csv(Path(folder) / "curves.csv") if r["condition"] == "outline"]
+    cells = [t_interval(score_at(curves, name, 250)), t_interval(score_at(curves, name, 1000)),
+             *(t_interval([float(r[k]) for r in rows]) for k in ("none", "perfect"))]
+    step = sum(float(r["sec_per_step"]) for r in rows) / len(rows)
+    return (f"{name + ' on TinySD (UNet)':30s} {'':>10s} {step:7.3f} {'':7s} "
+            + " ".join(f"{f'{m:.2f} ± {h:.2f}':>12s}" for m, h in cells) + "   (IoU @250, not @300)")
+
+
+def bounds_text(folder: Path) -> str:
+    """What every score sits between, on the sweep's scenes: the base alone and the training renders
+    (references.csv, written by the sweep's --references run), mean over seeds."""
+    rows = read_csv(Path(folder) / "references.csv")
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r for r in rows if r["name"] == name]
+        none, perfect = (sum(float(r[k]) for r in mine) / len(mine) for k in ("none", "perfect"))
+        out.append(f"{name}: {none:.2f} with no prompt, {perfect:.2f} with the full prompt")
+    return "bounds — " + "; ".join(out)
+
+
+def plot_curves(curves: list[dict], ax) -> None:
+    """Each run's mean shape IoU over training (the loop's evaluations), with its 95% band over seeds."""
+    for i, name in enumerate(dict.fromkeys(r["name"] for r in curves)):
+        per: dict[int, list[float]] = {}
+        for r in curves:
+            if r["name"] == name:
+                per.setdefault(int(r["step"]), []).append(float(r["shape_iou"]))
+        steps = sorted(per)
+        stats = [t_interval(per[s]) for s in steps]
+        mean = [m for m, _ in stats]
+        half = [h if h != float("inf") else 0.0 for _, h in stats]
+        ax.plot(steps, mean, color=f"C{i}", label=name, lw=2 if name == REFERENCE else 1)
+        ax.fill_between(steps, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                        color=f"C{i}", alpha=0.12)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("shape IoU (full prompt)")
+    ax.set_title("during training (mean ± 95% over 3 seeds)", fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def plot_final(table: list[dict], ax) -> None:
+    """Each run's final shape IoU with no prompt and the full prompt, with 95% intervals."""
+    x = range(len(table))
+    for k, (setting, label) in enumerate((("none", "no prompt"), ("perfect", "full prompt"))):
+        ax.errorbar([i + 0.15 * (2 * k - 1) for i in x], [r[setting][0] for r in table],
+                    yerr=[r[setting][1] for r in table], fmt="o", capsize=3, label=label)
+    ax.set_xticks(list(x), [r["name"].replace("MMDiT ", "").replace(", ", ",\n") for r in table], fontsize=7)
+    ax.set_ylabel("shape IoU after 1000 steps")
+    ax.set_title("at the end (mean ± 95% over 3 seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def verdicts(rows: list[dict], settings=("none", "perfect")) -> list[str]:
+    """Each run against the reference (half the blocks copied), paired by seed, by the book's rule for "no
+    loss": "no worse" when the whole 95% interval of (run − reference) lies above −TIE, "worse" when it lies
+    below −TIE, "unclear" otherwise."""
+    words = {"supports": "no worse", "against": "worse", "unclear": "unclear"}
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        if name == REFERENCE:
+            continue
+        parts = []
+        for setting in settings:
+            d = paired_difference(rows, name, REFERENCE, setting)
+            parts.append(f"{setting}: {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
+                         f"{words[non_inferiority_state(d)]}")
+        out.append(f"{name:30s} minus the reference: " + "; ".join(parts))
+    out.append(f"(the reference: {REFERENCE}, half the blocks; tie band ±{TIE})")
+    return out
