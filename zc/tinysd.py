@@ -37,7 +37,7 @@ from .training_utils import (
     save_checkpoint,
     step_generator,
 )
-from .world import metrics, shapes
+from .world import conditions, metrics, shapes
 
 __all__ = ["MAX_TOKENS", "TinySDConfig", "vocabulary", "build_tokenizer", "build_models",
     "training_scheduler", "encode_prompts", "training_batch", "train", "latent_scale", "export",
@@ -322,7 +322,7 @@ def export(vae, text_encoder, tokenizer, unet, prediction_type: str, folder: Pat
 @torch.no_grad()
 def evaluate(pipe, n: int = 64, steps: int = 25, guidance_scale: float = 5.0, seed: int = 0,
              spread_samples: int = 16, size: int | None = None) -> dict:
-    """The TinySD quality bar: VAE PSNR, colour accuracy on held-out prompts, position spread.
+    """The TinySD quality bar: VAE PSNR, colour and kind accuracy on held-out prompts, position spread.
     size: the image side (default: what the pipeline's UNet makes)."""
     size = size or image_size(pipe)
     device = pipe.device
@@ -335,6 +335,7 @@ def evaluate(pipe, n: int = 64, steps: int = 25, guidance_scale: float = 5.0, se
                generator=torch.Generator().manual_seed(seed), output_type="pt").images
     table = shapes.colour_table()
     fill_acc, bg_acc = metrics.colour_accuracy(out.cpu(), table[scenes.fill], table[scenes.bg])
+    kind_acc = (conditions.kind_of(out.cpu()) == scenes.kind).float().mean().item()  # the prompt's shape drawn
     # one prompt, many seeds: where does the shape land?
     one = scenes[:1]
     prompt = one.prompts()[0]
@@ -344,7 +345,7 @@ def evaluate(pipe, n: int = 64, steps: int = 25, guidance_scale: float = 5.0, se
     c = metrics.centroids(masks)
     return {"vae_psnr_db": metrics.psnr(recon.cpu(), images.cpu()).mean().item(),
             "fill_accuracy": fill_acc.mean().item(), "background_accuracy": bg_acc.mean().item(),
-            "colour_accuracy": ((fill_acc + bg_acc) / 2).mean().item(),
+            "colour_accuracy": ((fill_acc + bg_acc) / 2).mean().item(), "kind_accuracy": kind_acc,
             "position_std": c.std(dim=0).mean().item(), "spread_prompt": prompt,
             "images": out.cpu(), "prompts": scenes.prompts(), "spread_images": many.cpu(), "spread_centroids": c}
 
