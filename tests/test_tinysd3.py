@@ -36,3 +36,20 @@ def test_the_vae_is_tinysds_with_the_posterior_narrowed():
         after = tinysd3.narrow_posterior(vae).encode(x).latent_dist
     assert torch.equal(before.mean, after.mean) and before.std.mean() > 0.1
     assert after.std.max() < 1e-6  # a draw is the mean, as SD3's pipeline draws the control's latents
+
+
+def test_the_shipped_tinysd3_is_small_standard_and_its_stored_evaluation_is_for_these_weights():
+    """The stored evaluation (benchmarks/tinysd3_quality.py) was measured on the weights shipped now, and
+    meets TinySD's bars for colour and position; its kind accuracy is reported, not barred (chapter 14)."""
+    import json
+
+    from test_where_and_colours import bench
+
+    files = [f for f in sd3.TINYSD3.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < 20 * 2**20
+    assert not any(f.suffix in (".bin", ".pt", ".pth", ".ckpt") for f in files)
+    rows = json.loads((zc.resources.RESULTS / "cpu" / "tinysd3" / "eval.json").read_text())["rows"]
+    mine = next(r for r in rows if r["model"] == "TinySD3")
+    assert mine["weights"] == bench("tinysd_quality").weight_hashes(sd3.TINYSD3), \
+        "the shipped TinySD3 changed: run python benchmarks/tinysd3_quality.py"
+    assert mine["colour_accuracy"] >= 0.9 and mine["position_std"] > 0.08 and mine["n"] >= 64
