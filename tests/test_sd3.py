@@ -139,3 +139,25 @@ def test_the_sd3_standin_trains_each_design_a_step_and_samples(tmp_path):
         r = train(TrainConfig.preset("tiny", architecture=zc.designs.get(name).architecture, steps=1, n_train=4,
                                      batch=2, eval_every=1, eval_n=2, eval_steps=2, out=str(tmp_path / name)), pipe=mini)
         assert r.folder.is_dir() and any("shape_iou" in h for h in r.history)
+
+
+def test_the_flow_objectives_velocity_and_diffusers_sample_target():
+    """zc's flow loss is SD3's, on the velocity; flow_target="sample" is diffusers' SD3 scripts' default
+    (precondition_outputs=1): the loss on the implied z_0, which is the velocity's loss weighted by t²."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from zc.train import Batch, objective
+
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(torch.randn(4, 4, 8, 8, generator=g), torch.zeros(4, 3, 8), torch.zeros(4, 3, 8, 8), None)
+    w = torch.randn(4, 8, 8, generator=g)
+    model = lambda z, t, text, c: z * w  # noqa: E731  (any prediction will do)
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    v_loss, d = objective(model, sched, batch, torch.Generator().manual_seed(1))
+    x_loss, d2 = objective(model, sched, batch, torch.Generator().manual_seed(1), flow_target="sample")
+    assert torch.equal(d.noisy, d2.noisy) and torch.equal(d.t, d2.t)
+    sigma = (d.t / 1000).view(-1, 1, 1, 1)
+    noise = (d.noisy - (1 - sigma) * batch.latents) / sigma  # what flow_draw drew
+    target = noise - batch.latents
+    torch.testing.assert_close(v_loss, ((d.pred - target) ** 2).mean())
+    torch.testing.assert_close(x_loss, (sigma**2 * (d.pred - target) ** 2).mean())

@@ -82,6 +82,8 @@ class TrainConfig:
     architecture: str = "controlnet"  # which design trains: one of zc.designs' architectures (the paper's
     # "controlnet", chapter 10's variants, the successors): python -c "import zc; print(zc.designs.table())"
     copy_depth: int = 0  # an SD3 ControlNet's copied joint blocks (0: half the base's, as diffusers' 12 of 24; -1: all)
+    flow_target: str = "velocity"  # on an SD3: "velocity", SD3's own loss on v = ε − z_0; "sample": diffusers' SD3
+    # scripts' default (precondition_outputs=1), the loss on the z_0 that v implies (v's loss weighted by t²)
     condition_dropout: float = 0.0  # per pair (and per member of a stack "a+b"), the condition replaced by zeros
     copy_weights: bool = True  # the trainable copy starts as the locked encoder (paper); False: random weights
     zero_conv_init: str = "zero"  # "zero" or "gaussian" (ablation)
@@ -162,17 +164,22 @@ class Denoised:
 
 
 def objective(model, scheduler, batch: Batch, generator: torch.Generator, autocast=contextlib.nullcontext,
-              timesteps: str = "uniform"):
+              timesteps: str = "uniform", flow_target: str = "velocity"):
     """The paper's objective, SD's own: L = || target − ε_θ(z_t, t, c_t, c_f) ||², with
     ε ~ N(0, I) and t ~ U{0, ..., T−1} drawn from `generator`, z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε, and
     target = ε (or v, or z_0: the SD's prediction type). On an SD3 (a flow-matching scheduler) the same
-    loss with SD3's flow: z_t = (1 − t) z_0 + t ε, t logit-normal, target ε − z_0 (zc.sd3.flow_draw).
+    loss with SD3's flow: z_t = (1 − t) z_0 + t ε, t logit-normal, target ε − z_0 (zc.sd3.flow_draw); with
+    flow_target="sample", diffusers' SD3 scripts' default (precondition_outputs=1): the loss on the z_0 the
+    predicted velocity implies, z_t − t v_θ, against z_0, which is the velocity's loss weighted by t².
     Returns (loss, Denoised)."""
     latents = batch.latents
     if "FlowMatch" in type(scheduler).__name__:
         noisy, t, target = flow_draw(latents, generator, scheduler.config.shift)
         with autocast():
             pred = model(noisy, t, batch.text, batch.cond)
+        if flow_target == "sample":
+            sigma = (t / 1000).view(-1, *[1] * (latents.dim() - 1))
+            return F.mse_loss((noisy - sigma * pred).float(), latents.float()), Denoised(noisy, t, pred)
         return F.mse_loss(pred.float(), target.float()), Denoised(noisy, t, pred)
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
     t = draw_timesteps(len(latents), scheduler.config.num_train_timesteps, generator, timesteps).to(latents.device)
@@ -281,7 +288,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, pipe=None) -> TrainRe
                 g = step_generator(run.rank_seed, "controlnet", step * cfg.grad_accum + micro)
                 with acc.accumulate(model):
                     batch = read_batch(next(run.loader), cfg, run.data, run.cache, run.pipe, run.extras, g, run.dtype)
-                    loss, denoised = objective(model, run.scheduler, batch, g, acc.autocast, cfg.timesteps)
+                    loss, denoised = objective(model, run.scheduler, batch, g, acc.autocast, cfg.timesteps,
+                                               cfg.flow_target)
                     for extra in (cb.extra_loss(batch, denoised) for cb in run.extras):  # the reward's term
                         loss = loss if extra is None else loss + extra
                     if not torch.isfinite(loss):

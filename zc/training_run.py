@@ -147,6 +147,9 @@ def _data(cfg, pipe, accelerator, dtype):
         raise ValueError(f"encode must be 'cache' or 'fly', got {cfg.encode!r}")
     if cfg.latent not in ("sample", "mean"):
         raise ValueError(f"latent must be 'sample' (a draw from the VAE posterior) or 'mean', got {cfg.latent!r}")
+    if cfg.flow_target not in ("velocity", "sample"):
+        raise ValueError(f"flow_target must be 'velocity' (SD3's loss) or 'sample' (diffusers' SD3 scripts' "
+                         f"precondition_outputs=1), got {cfg.flow_target!r}")
     if cfg.timesteps not in TIMESTEP_SCHEDULES:
         raise ValueError(f"timesteps must be 'uniform' (the paper) or 'cubic' (T2I-Adapter's), got {cfg.timesteps!r}")
     cache = None
