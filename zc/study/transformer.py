@@ -15,7 +15,7 @@ from ..controls.mmdit_controlnet import residual_index
 from .stats import TIE, non_inferiority_state, paired_difference, read_csv, t_interval
 
 __all__ = ["REFERENCE", "draw_mmdit", "score_at", "depth_table", "format_depth_table", "unet_reference",
-           "bounds_text", "plot_curves", "plot_final", "verdicts"]
+           "bounds_text", "plot_curves", "plot_final", "verdicts", "ASSUMED_MFU", "budget"]
 
 REFERENCE = designs.reference_for("transformer").name  # the sweep's reference run: the copy of half the blocks
 
@@ -178,3 +178,33 @@ def verdicts(rows: list[dict], settings=("none", "perfect")) -> list[str]:
         out.append(f"{name:30s} minus the reference: " + "; ".join(parts))
     out.append(f"(the reference: {REFERENCE}, half the blocks; tie band ±{TIE})")
     return out
+
+
+ASSUMED_MFU = 0.4  # share of a GPU's peak half-precision FLOP/s a large transformer reaches: assumed, not measured
+
+
+def budget(pipe, depth: int, train_steps: int, batch: int, images: int, sample_steps: int = 20,
+           text_tokens: int | None = None) -> str:
+    """What chapter 14's live run would cost on each GPU of zc.study.budget, estimated from FLOPs: per image and
+    step, 2 FLOPs per parameter per token forward; training runs the base forward and back through its
+    activations (~4x) and the copy forward and back through activations and weights (~6x); a CFG sampler step
+    runs both forward twice. Tokens: the image's patches and the text's (CLIPs' and T5 slot). At ASSUMED_MFU of
+    each card's peak: an estimate, nothing here measured on a GPU."""
+    from .budget import PEAK_FLOPS
+    from ..sd3 import t5_tokens
+
+    c = pipe.transformer.config
+    base = sum(p.numel() for p in pipe.transformer.parameters())
+    per_block = sum(p.numel() for p in pipe.transformer.transformer_blocks[0].parameters())
+    copy = depth * per_block
+    tokens = (c.sample_size // c.patch_size) ** 2 + (text_tokens or pipe.tokenizer.model_max_length + t5_tokens(pipe))
+    train = train_steps * batch * tokens * (4 * base + 6 * copy)
+    sample = images * sample_steps * 2 * tokens * 2 * (base + copy)
+    lines = [f"{'GPU':16s} {'train min':>10s} {'sample min':>11s}  basis"]
+    for gpu, peak in PEAK_FLOPS.items():
+        speed = peak * ASSUMED_MFU
+        lines.append(f"{gpu:16s} {train / speed / 60:10.1f} {sample / speed / 60:11.1f}  estimate: FLOPs at "
+                     f"{ASSUMED_MFU:.0%} of peak")
+    lines.append(f"({base / 1e9:.2f}B-parameter transformer, a copy of {depth} blocks ({copy / 1e9:.2f}B), {tokens} "
+                 f"tokens; {train_steps} steps at batch {batch}, {images} images x {sample_steps} steps with CFG)")
+    return "\n".join(lines)
