@@ -146,22 +146,92 @@ def script_command(script: Path, init: Path, data: Path, out: Path, steps: int, 
             "--report_to", "tensorboard"]
 
 
+def arguments(argv, doc: str, script: str, pairs: int, steps: int, out: str):
+    """The side-by-side's command line: the script, the data and training settings, seeds, the output."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--script", required=True, help=f"diffusers' examples/controlnet/{script}")
+    ap.add_argument("--pairs", type=int, default=pairs)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--n-test", type=int, default=32)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (each trainer, each seed)")
+    ap.add_argument("--out", default=out)
+    return ap.parse_args(argv)
+
+
+def train_and_score(runs: list[tuple], score) -> tuple[float, float, float, float]:
+    """Each (name, command, env, zc_out or None, trained folder) run: timed with its peak memory, then
+    score(folder) -> its held-out score. {name: (seconds, seconds of the steps alone, peak GB, score)}, where the
+    steps alone are zc's time.json (zc_out) or the script's own progress bar ("Steps: 100%|...| [01:25<...")."""
+    out = {}
+    for name, cmd, env, zc_out, folder in runs:
+        seconds, gb, log = peak_rss_gb(cmd, env)
+        if zc_out is not None:
+            steps_only = json.loads((zc_out / "time.json").read_text())["step_seconds"]
+        else:
+            m = re.findall(r"Steps: 100%.*?\[(\d+):(\d+)<", log)
+            steps_only = int(m[-1][0]) * 60 + int(m[-1][1]) if m else float("nan")
+        out[name] = (seconds, steps_only, gb, score(folder))
+        print(name, out[name], flush=True)
+    return out
+
+
+def compare(args, script_name: str, script_cmd, env, preset: str, tmp: Path, score, what: str, width: int = 30):
+    """For each seed, the script (script_cmd(seed, out folder)) and zc.train (`preset`, the same data, steps, batch
+    and lr) trained and scored, then the report in args.out; `what`: the setting, for its machine line."""
+    name = f"diffusers {script_name}"
+    results = {name: [], "zc.train": []}
+    for seed in args.seeds:
+        d_out, z_out = tmp / f"diffusers_{seed}", tmp / f"zc_{seed}"
+        zc_cmd = [sys.executable, "-m", "zc.train", "--preset", preset, "--data", tmp / "fill50k", "--steps",
+                  args.steps, "--batch", args.batch, "--lr", args.lr, "--eval-every", "0", "--checkpoint-every",
+                  "1000000", "--seed", seed, "--out", z_out]
+        runs = [(name, script_cmd(seed, d_out), env, None, d_out), ("zc.train", zc_cmd, None, z_out, z_out / "controlnet")]
+        for trainer, r in train_and_score(runs, score).items():
+            results[trainer].append(r)
+    bench = Path(sys.argv[0]).name
+    report(results, args.steps, [
+        f"$ python benchmarks/{bench} --script <diffusers>/examples/controlnet/{script_name} --pairs {args.pairs} "
+        f"--steps {args.steps} --batch {args.batch} --lr {args.lr} --seeds {' '.join(map(str, args.seeds))}",
+        f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"{what}, {args.steps} steps, no validation; shape IoU on {args.n_test} held-out outlines, full prompts; "
+        f"means over {len(args.seeds)} training seeds (IoU: 95% interval)"], args.out, width)
+
+
+def report(results: dict[str, list[tuple]], steps: int, header: list[str], out: str, width: int = 30) -> None:
+    """The side-by-side table of train_and_score's results over seeds (the first trainer is the reference,
+    x = ratio to it; the score with its 95% interval), printed and written to `out` (.txt) and `out`.json."""
+    from zc.study.stats import t_interval
+
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    agg = {name: {"whole": mean([r[0] for r in rs]) / steps, "steps": mean([r[1] for r in rs]) / steps,
+                  "gb": max(r[2] for r in rs), "iou": t_interval([r[3] for r in rs])} for name, rs in results.items()}
+    ref = next(iter(agg.values()))
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    lines = [*header, "", f"{'trainer':{width}s} {'s/step, steps':>13s} {'x':>5s} {'s/step, run':>11s} {'x':>5s} "
+             f"{'peak RSS GB':>11s} {'x':>5s} {'shape IoU':>15s}"]
+    for name, a in agg.items():
+        lines.append(f"{name:{width}s} {a['steps']:13.3f} {ratio(a['steps'], ref['steps']):5.2f} {a['whole']:11.3f} "
+                     f"{a['whole'] / ref['whole']:5.2f} {a['gb']:11.2f} {a['gb'] / ref['gb']:5.2f} "
+                     f"{a['iou'][0]:9.3f} ±{a['iou'][1]:4.2f}")
+    lines += ["", "s/step, steps: the optimiser steps alone (zc: time.json; the script: its progress bar's elapsed "
+              "time); s/step, run: the whole command (loading, data, encoding) over the steps"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    Path(out).with_suffix(".json").write_text(json.dumps({"machine": header[1], "rows": [
+        {"trainer": n, **a} for n, a in agg.items()]}, indent=1))
+
+
 def main(argv=None):
     import zc
     from zc.sample import sample
     from zc.world import conditions
     from zc.world.pairs import PairedData
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")
-    ap.add_argument("--pairs", type=int, default=5000)
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--n-test", type=int, default=32)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (each trainer, each seed)")
-    ap.add_argument("--out", default="benchmarks/results/cpu/vs_diffusers_script.txt")
-    args = ap.parse_args(argv)
+    args = arguments(argv, __doc__, "train_controlnet.py", 5000, 600, "benchmarks/results/cpu/vs_diffusers_script.txt")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = PairedData.generate(args.pairs, size=64, seed=0)
@@ -171,53 +241,15 @@ def main(argv=None):
         zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
         script, env = script_copy(args.script, tmp)
         test = PairedData.generate(args.n_test, size=64, seed=12345, split="test")
-        results = {"diffusers train_controlnet.py": [], "zc.train": []}
-        for seed in args.seeds:
-            d_out, z_out = tmp / f"diffusers_{seed}", tmp / f"zc_{seed}"
-            diffusers_cmd = script_command(script, tmp / "init", tmp / "hf", d_out, args.steps, args.batch, args.lr, seed)
-            zc_cmd = [sys.executable, "-m", "zc.train", "--preset", "cpu", "--data", tmp / "fill50k", "--steps",
-                      args.steps, "--batch", args.batch, "--lr", args.lr, "--eval-every", "0", "--checkpoint-every",
-                      "1000000", "--seed", seed, "--out", z_out]
-            for name, cmd, e, folder in (("diffusers train_controlnet.py", diffusers_cmd, env, d_out),
-                                         ("zc.train", zc_cmd, None, z_out / "controlnet")):
-                seconds, gb, log = peak_rss_gb(cmd, e)
-                if name == "zc.train":
-                    steps_only = json.loads((z_out / "time.json").read_text())["step_seconds"]
-                else:  # the script's own progress bar: "Steps: 100%|...| 600/600 [01:25<00:00, ...]"
-                    m = re.findall(r"Steps: 100%.*?\[(\d+):(\d+)<", log)
-                    steps_only = int(m[-1][0]) * 60 + int(m[-1][1]) if m else float("nan")
-                cn = zc.ControlNet.from_pretrained(folder).eval()
-                images = sample(pipe, cn, test.prompts, test.conditions(), num_inference_steps=20,
-                                generator=torch.Generator().manual_seed(0))
-                iou = conditions.measure(images, test.scenes)["shape_iou"]
-                results[name].append((seconds, steps_only, gb, iou))
-                print(name, seed, results[name][-1], flush=True)
-    from zc.study.stats import t_interval
 
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    agg = {name: {"whole": mean([r[0] for r in rs]) / args.steps, "steps": mean([r[1] for r in rs]) / args.steps,
-                  "gb": max(r[2] for r in rs), "iou": t_interval([r[3] for r in rs])} for name, rs in results.items()}
-    ref = agg["diffusers train_controlnet.py"]
-    lines = [f"$ python benchmarks/vs_diffusers_script.py --script <diffusers>/examples/controlnet/train_controlnet.py "
-             f"--pairs {args.pairs} --steps {args.steps} --batch {args.batch} --lr {args.lr} "
-             f"--seeds {' '.join(map(str, args.seeds))}",
-             f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-             f"TinySD, {args.pairs} fill50k pairs (64 px), batch {args.batch}, lr {args.lr}, 50% empty prompts, "
-             f"{args.steps} steps, no validation; shape IoU on {args.n_test} held-out outlines, full prompts; "
-             f"means over {len(args.seeds)} training seeds (IoU: 95% interval)", "",
-             f"{'trainer':30s} {'s/step, steps':>13s} {'x':>5s} {'s/step, run':>11s} {'x':>5s} {'peak RSS GB':>11s} "
-             f"{'x':>5s} {'shape IoU':>15s}"]
-    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
-    for name, a in agg.items():
-        lines.append(f"{name:30s} {a['steps']:13.3f} {ratio(a['steps'], ref['steps']):5.2f} {a['whole']:11.3f} "
-                     f"{a['whole'] / ref['whole']:5.2f} {a['gb']:11.2f} {a['gb'] / ref['gb']:5.2f} "
-                     f"{a['iou'][0]:9.3f} ±{a['iou'][1]:4.2f}")
-    lines += ["", "s/step, steps: the optimiser steps alone (zc: time.json; the script: its progress bar's elapsed "
-              "time); s/step, run: the whole command (loading, data, encoding) over the steps"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+        def score(folder):
+            images = sample(pipe, zc.ControlNet.from_pretrained(folder).eval(), test.prompts, test.conditions(),
+                            num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+            return conditions.measure(images, test.scenes)["shape_iou"]
+
+        compare(args, "train_controlnet.py", lambda seed, out: script_command(
+            script, tmp / "init", tmp / "hf", out, args.steps, args.batch, args.lr, seed), env, "cpu", tmp, score,
+            f"TinySD, {args.pairs} fill50k pairs (64 px), batch {args.batch}, lr {args.lr}, 50% empty prompts")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,16 @@ def train(cfg: TinySDConfig, stop_after: int | None = None) -> Path:
     return export(vae, text_encoder, tokenizer, unet, cfg.prediction_type, out / "pipeline")
 
 
+def fit_budget(cfg, step: int, measured: int, t_start: float, sched, bar, out: Path) -> None:
+    """At `step`, `measured` steps after t_start: shrink cfg.steps so training ends within cfg.time_budget_min
+    minutes, with the learning-rate schedule, the bar and out/config.json following."""
+    rate = measured / (time.time() - t_start)
+    cfg.steps = min(cfg.steps, step + int(rate * (cfg.time_budget_min * 60 - (time.time() - t_start))))
+    sched.lr_lambdas[0] = _lr_lambda(cfg.warmup, cfg.steps)
+    bar.total = cfg.steps
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
 def _spend(budget: list) -> bool:
     """Count one step against stop_after; False once it is used up."""
     if budget[0] is None:
@@ -260,11 +270,7 @@ def _train_denoiser(cfg, vae, text_encoder, unet, tokenizer, device, folder: Pat
     t_start = time.time()
     for step in bar:
         if cfg.time_budget_min > 0 and step == start + 100:
-            rate = 100 / (time.time() - t_start)
-            cfg.steps = min(cfg.steps, step + int(rate * (cfg.time_budget_min * 60 - (time.time() - t_start))))
-            sched.lr_lambdas[0] = _lr_lambda(cfg.warmup, cfg.steps)
-            bar.total = cfg.steps
-            (folder.parent / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            fit_budget(cfg, step, 100, t_start, sched, bar, folder.parent)
         if step >= cfg.steps:
             break
         if not _spend(budget):
@@ -350,34 +356,40 @@ def evaluate(pipe, n: int = 64, steps: int = 25, guidance_scale: float = 5.0, se
             "images": out.cpu(), "prompts": scenes.prompts(), "spread_images": many.cpu(), "spread_centroids": c}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m zc.tinysd", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line(argv, prog: str, doc: str, config_cls, train_fn, load, evaluate_fn, what: str) -> None:
+    """`python -m zc.tinysd` and `python -m zc.tinysd3`: `train` with one flag per config field (resumes from
+    --out), `eval` of a pipeline folder (default: the shipped one) printed against TinySD's quality bar."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="pretrain TinySD (resumes from --out)")
-    for f in dataclasses.fields(TinySDConfig):
+    tr = sub.add_parser("train", help=f"pretrain {what} (resumes from --out)")
+    for f in dataclasses.fields(config_cls):
         kw = {"action": argparse.BooleanOptionalAction} if f.type in ("bool", bool) else {"type": type(f.default)}
         tr.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kw)
-    ev = sub.add_parser("eval", help="measure a TinySD folder")
-    ev.add_argument("path", nargs="?", default=None, help="pipeline folder (default: the shipped TinySD)")
+    ev = sub.add_parser("eval", help=f"measure a {what} folder")
+    ev.add_argument("path", nargs="?", default=None, help=f"pipeline folder (default: the shipped {what})")
     ev.add_argument("--n", type=int, default=64)
     ev.add_argument("--steps", type=int, default=25)
     ev.add_argument("--guidance-scale", type=float, default=5.0)
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        cfg = TinySDConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinySDConfig)})
+        cfg = config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
         t0 = time.time()
-        path = train(cfg)
+        path = train_fn(cfg)
         print(f"pipeline written to {path} in {time.time() - t0:.0f} s")
-    else:
-        from .sd import load_sd
+        return
+    r = evaluate_fn(load(args.path), n=args.n, steps=args.steps, guidance_scale=args.guidance_scale)
+    print(f"VAE PSNR (held-out shapes)      {r['vae_psnr_db']:.2f} dB   (bar: >= 30)")
+    print(f"colour accuracy, {args.n} held-out prompts  fill {r['fill_accuracy']:.3f}  background "
+          f"{r['background_accuracy']:.3f}  mean {r['colour_accuracy']:.3f}   (bar: >= 0.9)")
+    print(f"kind accuracy (the prompt's shape drawn): {r['kind_accuracy']:.3f} (chance 0.25)")
+    print(f"position spread, one prompt x 16 seeds: centroid std {r['position_std']:.3f} "
+          f"(uniform placement ~0.17; 0 would mean text fixes position)")
 
-        r = evaluate(load_sd(args.path), n=args.n, steps=args.steps, guidance_scale=args.guidance_scale)
-        print(f"VAE PSNR (held-out shapes)      {r['vae_psnr_db']:.2f} dB   (bar: >= 30)")
-        print(f"colour accuracy, {args.n} held-out prompts  fill {r['fill_accuracy']:.3f}  background "
-              f"{r['background_accuracy']:.3f}  mean {r['colour_accuracy']:.3f}   (bar: >= 0.9)")
-        print(f"position spread, one prompt x 16 seeds: centroid std {r['position_std']:.3f} "
-              f"(uniform placement ~0.17; 0 would mean text fixes position)")
+
+def main(argv=None):
+    from .sd import load_sd
+
+    command_line(argv, "python -m zc.tinysd", __doc__, TinySDConfig, train, load_sd, evaluate, "TinySD")
 
 
 if __name__ == "__main__":

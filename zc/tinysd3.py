@@ -23,7 +23,6 @@ zc's sampler do).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -37,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .resources import WEIGHTS
 from .sd3 import T5_TOKENS, encode_text, flow_draw, load_sd3, unpack_text
-from .tinysd import _ema_update, _log, _lr_lambda, _spend, training_batch
+from .tinysd import _ema_update, command_line, fit_budget, _log, _lr_lambda, _spend, training_batch
 from .training_utils import has_checkpoint, load_checkpoint, pick_device, save_checkpoint, step_generator
 
 __all__ = ["TinySD3Config", "build_transformer", "build_parts", "latent_shift_scale", "narrow_posterior",
@@ -177,11 +176,7 @@ def train(cfg: TinySD3Config, stop_after: int | None = None) -> Path | None:
     t_start = time.time()
     for step in bar:
         if cfg.time_budget_min > 0 and step == start + 50:
-            rate = 50 / (time.time() - t_start)
-            cfg.steps = min(cfg.steps, step + int(rate * (cfg.time_budget_min * 60 - (time.time() - t_start))))
-            sched.lr_lambdas[0] = _lr_lambda(cfg.warmup, cfg.steps)
-            bar.total = cfg.steps
-            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            fit_budget(cfg, step, 50, t_start, sched, bar, out)
         if step >= cfg.steps:
             break
         if not _spend(budget):
@@ -245,29 +240,7 @@ def evaluate(pipe, n: int = 64, steps: int = 20, guidance_scale: float = 5.0, se
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m zc.tinysd3", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="pretrain TinySD3's transformer (resumes from --out)")
-    for f in dataclasses.fields(TinySD3Config):
-        tr.add_argument("--" + f.name.replace("_", "-"), default=f.default, type=type(f.default))
-    ev = sub.add_parser("eval", help="measure an SD3 folder")
-    ev.add_argument("path", nargs="?", default=None, help="pipeline folder (default: the shipped TinySD3)")
-    ev.add_argument("--n", type=int, default=64)
-    ev.add_argument("--steps", type=int, default=20)
-    ev.add_argument("--guidance-scale", type=float, default=5.0)
-    args = ap.parse_args(argv)
-    if args.cmd == "train":
-        cfg = TinySD3Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinySD3Config)})
-        t0 = time.time()
-        path = train(cfg)
-        print(f"pipeline written to {path} in {time.time() - t0:.0f} s")
-    else:
-        r = evaluate(load_sd3(args.path), n=args.n, steps=args.steps, guidance_scale=args.guidance_scale)
-        print(f"colour accuracy, {args.n} held-out prompts  fill {r['fill_accuracy']:.3f}  background "
-              f"{r['background_accuracy']:.3f}  mean {r['colour_accuracy']:.3f}   (TinySD's bar: >= 0.9)")
-        print(f"position spread, one prompt x 16 seeds: centroid std {r['position_std']:.3f} "
-              f"(uniform placement ~0.17)")
+    command_line(argv, "python -m zc.tinysd3", __doc__, TinySD3Config, train, load_sd3, evaluate, "TinySD3")
 
 
 if __name__ == "__main__":

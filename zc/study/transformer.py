@@ -8,6 +8,7 @@ stored sweep (`python -m zc.study.ablations --preset sd3`).
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from .. import designs
@@ -70,7 +71,7 @@ def score_at(curves: list[dict], name: str, step: int, key: str = "shape_iou") -
 
 def depth_table(rows: list[dict], curves: list[dict], speed: list[dict] | None = None,
                 params: dict[str, int] | None = None) -> list[dict]:
-    """Per run name (in the sweep's order): seconds per training step (the sweep's own, mean over seeds),
+    """Per run name (in the sweep's order): seconds per training step (the sweep's own, median over seeds),
     the cost rows of designs_speed (by design name) where given, the loop's shape IoU at steps 300 and
     1000 (mean and 95% half-width over seeds), and the final score with no prompt and the full prompt."""
     names = list(dict.fromkeys(r["name"] for r in rows))
@@ -78,8 +79,8 @@ def depth_table(rows: list[dict], curves: list[dict], speed: list[dict] | None =
     out = []
     for name in names:
         mine = [r for r in rows if r["name"] == name]
-        row = {"name": name, "seeds": len(mine), "trainable": (params or {}).get(name, 0),
-               "sec_per_step": sum(float(r["sec_per_step"]) for r in mine) / len(mine)}
+        row = {"name": name, "seeds": len(mine), "trainable": (params or {}).get(name, 0),  # median: a run slowed
+               "sec_per_step": statistics.median(float(r["sec_per_step"]) for r in mine)}  # by another job moves less
         if name in cost:  # designs_speed times each design as registered (the copy of half the blocks)
             row["image_s"] = cost[name]["image_s"]
         for step in (300, 1000):
@@ -101,7 +102,7 @@ def format_depth_table(table: list[dict]) -> str:
         lines.append(f"{r['name']:30s} {r['trainable']:10,d} {r['sec_per_step']:7.3f} {image} "
                      + " ".join(f"{c:>12s}" for c in cells))
     lines.append("(IoU @step: the loop's own evaluations, full prompt, 16 scenes; no / full prompt: after 1000 "
-                 "steps, 32 other scenes; s/step from the sweep, s/image from designs_speed)")
+                 "steps, 32 other scenes; s/step: the sweep's, median over seeds; s/image: designs_speed's)")
     return "\n".join(lines)
 
 
