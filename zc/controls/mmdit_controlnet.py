@@ -142,7 +142,10 @@ class ControlledMMDiT(nn.Module):
         from ..sd3 import unpack_text
 
         tokens, pooled = unpack_text(text, self.transformer.config.pooled_projection_dim)
-        residuals = self.control(hidden_states, controlnet_cond, conditioning_scale, tokens, pooled, timestep)
+        dt = next(self.control.parameters()).dtype  # may differ from the base's (an fp32 control, a bf16 SD3)
+        residuals = self.control(hidden_states.to(dt), controlnet_cond.to(dt), conditioning_scale, tokens.to(dt),
+                                 pooled.to(dt), timestep)
+        residuals = [r.to(hidden_states.dtype) for r in residuals]
         return self.transformer(hidden_states, encoder_hidden_states=tokens, pooled_projections=pooled,
                                 timestep=timestep, block_controlnet_hidden_states=residuals).sample
 
@@ -203,8 +206,10 @@ class ConcatMMDiT(nn.Module):
         from ..sd3 import unpack_text
 
         tokens, pooled = unpack_text(text, self.wide.config.pooled_projection_dim)
-        return self.wide(torch.cat([hidden_states, controlnet_cond * conditioning_scale], dim=1),
-                         encoder_hidden_states=tokens, pooled_projections=pooled, timestep=timestep).sample
+        dt = self.wide.dtype  # may differ from the sampler's (an fp32 fine-tune, bf16 sampling)
+        x = torch.cat([hidden_states, controlnet_cond.to(hidden_states.dtype) * conditioning_scale], dim=1)
+        return self.wide(x.to(dt), encoder_hidden_states=tokens.to(dt), pooled_projections=pooled.to(dt),
+                         timestep=timestep).sample.to(hidden_states.dtype)
 
 
 def copy_depth(cfg, transformer) -> int:
