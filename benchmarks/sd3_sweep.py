@@ -65,7 +65,7 @@ def main(argv=None):
         "# Chapter 14's sweep: ControlNet on TinySD3's transformer\n\n"
         f"    python benchmarks/sd3_sweep.py --runs {args.runs} --out {args.out} --seeds "
         f"{' '.join(map(str, args.seeds))}\n\n"
-        f"Machine: {_results.machine()} (this project's 2-core box, nothing else running).\n\n"
+        f"Machine: {_results.machine()}.\n\n"
         "results.csv, curves.csv: zc.study.ablations' sd3 preset (1000 steps, batch 16, 5k outline pairs, "
         "3 seeds); references.csv: TinySD3 alone and the training renders on the same 32 scenes; params.json: "
         "trainable parameters per run; designs_speed.txt/.json: s/step and s/image per design (interleaved rounds).\n"

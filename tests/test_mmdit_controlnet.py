@@ -1,11 +1,13 @@
 """The transformer ControlNet (zc/controls/mmdit_controlnet.py) against diffusers' SD3ControlNetModel, on a
 small SD3Transformer2DModel built from a config (no SD3 weights exist here): the same weights both ways,
 the same residuals, exactly the base alone at step 0, and the block-to-residual map the base applies."""
+import warnings
+
 import pytest
 import torch
 from diffusers import SD3ControlNetModel, SD3Transformer2DModel
 
-from zc.controls.mmdit_controlnet import MMDiTControlNet, residual_index
+from zc.controls.mmdit_controlnet import MMDiTControlNet, residual_index, used_residuals
 
 BASE = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8, num_attention_heads=2,
             joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=8, out_channels=4,
@@ -77,7 +79,8 @@ def test_residual_map_and_bad_input(base):
 def test_a_copy_of_every_block_copies_the_last_ones_image_half(base):
     """The base's last block keeps no text tokens, so its copy's text half starts fresh (diffusers' own
     from_transformer stops there with a size mismatch); the image half is copied."""
-    ours = MMDiTControlNet.from_transformer(base, num_layers=4)
+    with pytest.warns(UserWarning, match="the base adds only its first 3 residuals"):
+        ours = MMDiTControlNet.from_transformer(base, num_layers=4)
     last, copy = base.transformer_blocks[-1].state_dict(), ours.transformer_blocks[-1].state_dict()
     shared = [k for k in copy if k in last and copy[k].shape == last[k].shape]
     assert shared and all(torch.equal(copy[k], last[k]) for k in shared)
@@ -99,3 +102,23 @@ def test_an_sd35_style_base_with_qk_norm_and_dual_attention_is_copied_as_diffuse
     ref.load_state_dict(ours.state_dict())
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(ours(**inputs()), ref(**inputs()).controlnet_block_samples))
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_the_base_adds_every_residual_but_the_last_blocks(base, depth):
+    """SD3 adds no residual at its last block (it keeps no text tokens): a copy of half the base has every
+    residual added, a copy of all four blocks has its last one wasted (used_residuals says which)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = MMDiTControlNet.from_transformer(base, num_layers=depth).eval()
+    x = inputs()
+    kw = {k: x[k] for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep")}
+    with torch.no_grad():
+        res = ours(**x)
+        moved = []
+        for i in range(depth):  # only residual i non-zero: does the output move?
+            one = [r + 1.0 if k == i else torch.zeros_like(r) for k, r in enumerate(res)]
+            moved.append(bool((base(**kw, block_controlnet_hidden_states=one).sample
+                               - base(**kw).sample).abs().max() > 0))
+    assert moved == [i < used_residuals(4, depth) for i in range(depth)]
+    assert used_residuals(4, depth) == {2: 2, 4: 3}[depth]

@@ -161,3 +161,19 @@ def test_the_flow_objectives_velocity_and_diffusers_sample_target():
     target = noise - batch.latents
     torch.testing.assert_close(v_loss, ((d.pred - target) ** 2).mean())
     torch.testing.assert_close(x_loss, (sigma**2 * (d.pred - target) ** 2).mean())
+
+
+def test_the_flow_draws_shift_is_the_schedulers():
+    """flow_draw's time shift s·t / (1 + (s − 1) t) is FlowMatchEulerDiscreteScheduler's own (SD3: s = 3)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    plain, shifted = FlowMatchEulerDiscreteScheduler(shift=1.0), FlowMatchEulerDiscreteScheduler(shift=3.0)
+    u = plain.sigmas[:-1]  # the unshifted times
+    ours = 3.0 * u / (1 + 2.0 * u)
+    torch.testing.assert_close(ours, shifted.sigmas[:-1])
+    g1, g3 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    z = torch.zeros(64, 4, 2, 2)
+    _, t1, _ = sd3.flow_draw(z, g1, shift=1.0)
+    _, t3, _ = sd3.flow_draw(z, g3, shift=3.0)
+    torch.testing.assert_close(t3 / 1000, 3.0 * (t1 / 1000) / (1 + 2.0 * (t1 / 1000)))
+    assert t1.dtype == torch.float32 and sd3.flow_draw(z.bfloat16(), g1)[1].dtype == torch.float32

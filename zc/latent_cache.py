@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sd3 import denoiser, text_features
+from .sd3 import denoiser, scale_latents, text_features
 from .training_utils import atomic_write, hide_bar, posterior_draw
 
 __all__ = ["FILES", "STORES", "model_fingerprint", "default_folder", "LatentCache"]
@@ -50,7 +50,9 @@ def model_fingerprint(pipe, dtype: torch.dtype) -> dict:
     return {"vae": dict(pipe.vae.config.items()) | {"checksum": checksum(pipe.vae.encoder)},
             "text_encoder": {"hidden_size": pipe.text_encoder.config.hidden_size,
                              "checksum": checksum(pipe.text_encoder)},
-            "max_tokens": pipe.tokenizer.model_max_length, "dtype": str(dtype).removeprefix("torch.")}
+            "max_tokens": pipe.tokenizer.model_max_length, "dtype": str(dtype).removeprefix("torch.")} | (
+        {"text_encoder_2": {"checksum": checksum(pipe.text_encoder_2)}}  # an SD3's second CLIP
+        if getattr(pipe, "text_encoder_2", None) is not None else {})
 
 
 def _plain(x):
@@ -132,10 +134,10 @@ class LatentCache:
             for i in bar:
                 idx = range(i, min(i + batch, n))
                 x = data.batch(idx, sources=False)["targets"].to(device, dtype) / 127.5 - 1
-                sf, shift = pipe.vae.config.scaling_factor, pipe.vae.config.get("shift_factor") or 0.0  # SD3 shifts
+                sf = pipe.vae.config.scaling_factor
                 with torch.no_grad():
                     post = pipe.vae.encode(x).latent_dist
-                self.latents.write(i, ((post.mean - shift) * sf).float().cpu().numpy().astype(self.np_dtype))
+                self.latents.write(i, scale_latents(pipe.vae, post.mean).float().cpu().numpy().astype(self.np_dtype))
                 self.logvar.write(i, (post.logvar + 2 * math.log(sf)).float().cpu().numpy().astype(self.np_dtype))
                 atomic_write(progress, lambda p, k=idx.stop: p.write_text(json.dumps({"done": k})))
         self.size = n

@@ -15,6 +15,7 @@ as one more token (`pack_text`, zero-padded to the tokens' width), and the model
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +27,7 @@ from .resources import WEIGHTS
 from .sd import check_device, image_size, is_sd3_folder, load_sd, looks_like_hub_id, sd_location
 
 __all__ = ["TINYSD3", "T5_TOKENS", "t5_tokens", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
-           "unpack_text", "encode_text", "text_features", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
+           "unpack_text", "encode_text", "text_features", "scale_latents", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
            "SD3_CLIP_G", "build_sd3_standin", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
 
 TINYSD3 = WEIGHTS / "tinysd3"  # pretrained on the shapes world by scripts/train_tinysd3.sh
@@ -67,9 +68,21 @@ def load_base(name_or_path: str | os.PathLike | None = None, device: str | torch
               dtype: torch.dtype = torch.float32):
     """Either kind of base, whichever the folder or name holds: an SD3 (load_sd3) or an SD 1.x (zc.load_sd)."""
     where = sd_location(name_or_path)
-    if is_sd3_folder(where) or (looks_like_hub_id(where) and "stable-diffusion-3" in where.lower()):
+    if is_sd3_folder(where) or (not Path(where).expanduser().exists() and looks_like_hub_id(where)
+                                and _hub_class(where).startswith("StableDiffusion3")):
         return load_sd3(where, device, dtype)
     return load_sd(where, device, dtype)
+
+
+def _hub_class(repo: str) -> str:
+    """The pipeline class a hub repo's model_index.json names (from the local hub cache when offline); "" if
+    it cannot be read (zc.load_sd then says what is missing)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(repo, "model_index.json")).read_text()).get("_class_name", "")
+    except Exception:  # not on the hub, not in the cache, offline: the SD 1.x loader reports it
+        return ""
 
 
 def denoiser(pipe):
@@ -109,8 +122,12 @@ def to_latents(vae, images: torch.Tensor, generator: torch.Generator | None = No
     """Images in [-1, 1] -> SD3's latents (z − shift_factor) · scaling_factor, z a draw from the VAE
     posterior (the pipeline's: global RNG, unless `generator`) or, with mean=True, its mean."""
     post = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
-    z = post.mean if mean else post.sample(generator=generator)
-    return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+    return scale_latents(vae, post.mean if mean else post.sample(generator=generator))
+
+
+def scale_latents(vae, z: torch.Tensor) -> torch.Tensor:
+    """VAE latents as the diffusion model sees them: (z − shift_factor) · scaling_factor (SD 1.x: no shift)."""
+    return (z - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
 
 
 def from_latents(vae, latents: torch.Tensor) -> torch.Tensor:
@@ -125,10 +142,11 @@ def flow_draw(latents: torch.Tensor, generator: torch.Generator, shift: float = 
     Everything drawn from `generator` on the CPU, so a run on any device draws the same."""
     n = latents.shape[0]
     u = torch.sigmoid(torch.randn(n, generator=generator))
-    t = (shift * u / (1 + (shift - 1) * u)).to(latents.device, latents.dtype)
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+    t = (shift * u / (1 + (shift - 1) * u)).to(latents.device)  # fp32 whatever the latents' precision
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     tt = t.view(n, *[1] * (latents.dim() - 1))
-    return (1 - tt) * latents + tt * noise, t * 1000, noise - latents
+    z0 = latents.float()
+    return ((1 - tt) * z0 + tt * noise).to(latents.dtype), t * 1000, (noise - z0).to(latents.dtype)
 
 
 @torch.no_grad()
@@ -143,12 +161,13 @@ def sample_sd3(pipe, model, prompts: Sequence[str], conditions: torch.Tensor | N
     (control_input): "latents", SD3's ControlNet's, through the VAE once (a posterior draw from the global
     RNG, as the pipeline draws it), or "pixels". Per step, with classifier-free guidance of weight g:
     v = v_u + g (v_c − v_u), then FlowMatchEulerDiscreteScheduler's step z ← z + (t_next − t) v."""
+    from diffusers.utils.torch_utils import randn_tensor
     from tqdm.auto import tqdm
 
     prompts = list(prompts)
     n, size, device, dtype = len(prompts), image_size(pipe), pipe.device, pipe.transformer.dtype
     do_cfg = guidance_scale > 1.0
-    text = encode_text(pipe, ([negative_prompt] * n if do_cfg else []) + prompts)  # (2B, L + 1, D)
+    text = encode_text(pipe, ([negative_prompt] * n if do_cfg else []) + prompts).to(dtype)  # (2B, L + 1, D)
     if model is None:
         def model(z, t, text_, c):  # the base alone
             tokens, pooled = unpack_text(text_, pipe.transformer.config.pooled_projection_dim)
@@ -162,13 +181,17 @@ def sample_sd3(pipe, model, prompts: Sequence[str], conditions: torch.Tensor | N
                              f"prompt ({n} prompts; this SD3 makes {size} px images)")
         if control_input not in ("latents", "pixels"):
             raise ValueError(f"control_input must be 'latents' or 'pixels', got {control_input!r}")
+        if control_input == "latents" and conditions.shape[1] != 3:
+            raise ValueError(f"conditions have {conditions.shape[1]} channels; a design that reads them through the "
+                             "VAE takes RGB images (3 channels): stack conditions only for one reading pixels")
         c = conditions.to(device, dtype)
         c = torch.cat([c, c]) if do_cfg else c  # before the VAE, as the pipeline: each half gets its own draw
         c = to_latents(pipe.vae, c * 2 - 1) if control_input == "latents" else c  # (2B, C, h, w) or pixels
     sched = pipe.scheduler
     sched.set_timesteps(num_inference_steps, device=device)
     h = size // pipe.vae_scale_factor
-    latents = torch.randn((n, pipe.transformer.config.in_channels, h, h), generator=generator).to(device, dtype)
+    shape = (n, pipe.transformer.config.in_channels, h, h)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)  # as the pipeline draws them
     for t in tqdm(sched.timesteps, disable=not progress, desc="sampling"):
         z = torch.cat([latents] * 2) if do_cfg else latents
         v = model(z, t.expand(z.shape[0]), text, c)

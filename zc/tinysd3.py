@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .resources import WEIGHTS
-from .sd3 import T5_TOKENS, encode_text, flow_draw, load_sd3, unpack_text
+from .sd3 import encode_text, flow_draw, image_size, load_sd3, scale_latents, t5_tokens, unpack_text
 from .tinysd import _ema_update, command_line, fit_budget, _log, _lr_lambda, _spend, training_batch
 from .training_utils import has_checkpoint, load_checkpoint, pick_device, save_checkpoint, step_generator
 
@@ -126,24 +126,29 @@ def latent_shift_scale(vae, seed: int = 0, n: int = 256, size: int = 64) -> tupl
 @torch.no_grad()
 def latent_pool(parts: dict, cfg: TinySD3Config, folder: Path, device) -> tuple[list[str], torch.Tensor]:
     """cfg.pool training scenes' prompts and their VAE latents' means (shifted and scaled), encoded once and
-    kept in folder/pool.safetensors (rebuilt if missing or of another size)."""
-    from safetensors.torch import load_file, save_file
+    kept in folder/pool.safetensors (rebuilt when it was made for other scenes, another VAE or other scaling)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     from .world import shapes
 
     scenes = shapes.sample_scenes(cfg.pool, step_generator(cfg.seed, "pool", 0), split="train")
-    path = folder / "pool.safetensors"
-    if path.exists() and load_file(path)["latents"].shape[0] == cfg.pool:
-        return scenes.prompts(), load_file(path)["latents"].to(device)
     vae, chunk = parts["vae"], 256
+    made = {"pool": str(cfg.pool), "seed": str(cfg.seed), "base": cfg.base or "tinysd",
+            "shift": repr(vae.config.shift_factor), "scale": repr(vae.config.scaling_factor)}
+    path = folder / "pool.safetensors"
+    if path.exists():
+        with safe_open(path, "pt") as f:
+            if f.metadata() == made:
+                return scenes.prompts(), f.get_tensor("latents").to(device)
     latents = []
     for i in tqdm(range(0, cfg.pool, chunk), desc="TinySD3: encoding the training scenes"):
         x = shapes.render(scenes[i:i + chunk].to(device), 64) * 2 - 1
-        z = vae.encode(x).latent_dist.mean  # (chunk, 4, 16, 16)
-        latents.append(((z - vae.config.shift_factor) * vae.config.scaling_factor).half().cpu())
+        latents.append(scale_latents(vae, vae.encode(x).latent_dist.mean).half().cpu())  # (chunk, 4, 16, 16)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"latents": torch.cat(latents).contiguous()}, path)
-    return scenes.prompts(), torch.cat(latents).to(device)
+    latents = torch.cat(latents).contiguous()
+    save_file({"latents": latents}, path, metadata=made)
+    return scenes.prompts(), latents.to(device)
 
 
 def train(cfg: TinySD3Config, stop_after: int | None = None) -> Path | None:
@@ -225,7 +230,7 @@ def evaluate(pipe, n: int = 64, steps: int = 20, guidance_scale: float = 5.0, se
     """TinySD's quality bar for an SD3 pipeline (see zc.tinysd.evaluate)."""
     from .tinysd import evaluate as evaluate_sd
 
-    call = dict(max_sequence_length=T5_TOKENS)
+    call = dict(max_sequence_length=t5_tokens(pipe))
 
     class _Pipe:  # TinySD's evaluation, with the T5 slot's length passed on every call
         def __init__(self, p):
@@ -234,7 +239,7 @@ def evaluate(pipe, n: int = 64, steps: int = 20, guidance_scale: float = 5.0, se
         def __call__(self, *a, **k):
             return self.p(*a, **k, **call)
 
-    size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe)
     return evaluate_sd(_Pipe(pipe), n=n, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        spread_samples=spread_samples, size=size)
 

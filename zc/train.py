@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
 from tqdm.auto import tqdm
 
 from . import designs
 from .controlled_unet import ControlledUNet
 from .sample import sample
-from .sd3 import denoiser, flow_draw, text_features, to_latents
+from .sd3 import denoiser, flow_draw, scale_latents, text_features, to_latents
 from .tinysd import encode_prompts
 from .training_run import build, finish, keep_until_exit, register_extra, setup  # noqa: F401  (build, register_extra: here too)
 from .training_utils import (  # noqa: F401  (StepBatches and check_resumable: importable from here too)
@@ -173,7 +174,7 @@ def objective(model, scheduler, batch: Batch, generator: torch.Generator, autoca
     predicted velocity implies, z_t − t v_θ, against z_0, which is the velocity's loss weighted by t².
     Returns (loss, Denoised)."""
     latents = batch.latents
-    if "FlowMatch" in type(scheduler).__name__:
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):  # an SD3's
         noisy, t, target = flow_draw(latents, generator, scheduler.config.shift)
         with autocast():
             pred = model(noisy, t, batch.text, batch.cond)
@@ -202,15 +203,14 @@ def read_batch(b: dict, cfg: TrainConfig, data, cache, pipe, extras, g: torch.Ge
     cond = drop_conditions(cond, cfg.condition_dropout, g)
     if designs.by_architecture(cfg.architecture).control_input == "latents":  # SD3's ControlNet reads latents
         with torch.no_grad():
-            cond = to_latents(pipe.vae, cond * 2 - 1, generator=g)
+            cond = to_latents(pipe.vae, cond * 2 - 1, generator=g, mean=cfg.latent == "mean")
     if cache is not None:
         latents = cache.latents_for(b["idx"], device, generator=g, mean=cfg.latent == "mean")
         text = cache.text_for(torch.where(drop, cache.empty_id, cache.prompt_ids[b["idx"]]), device)
         return Batch(latents, text, cond, b["sources"])
     with torch.no_grad():
         post = pipe.vae.encode(b["targets"].to(device, dtype) / 127.5 - 1).latent_dist  # drawn as the cache draws
-        shift = pipe.vae.config.get("shift_factor") or 0.0  # SD3's; none for SD 1.x
-        latents = (posterior_draw(post.mean, post.std, g, cfg.latent == "mean") - shift) * pipe.vae.config.scaling_factor
+        latents = scale_latents(pipe.vae, posterior_draw(post.mean, post.std, g, cfg.latent == "mean"))
         prompts = ["" if d else p for d, p in zip(drop.tolist(), b["prompts"])]
         text = text_features(pipe, prompts).to(dtype)
     return Batch(latents, text, cond, b["sources"])
@@ -225,8 +225,11 @@ def evaluate(pipe, module, eval_set: PairedData, cfg: TrainConfig, extras=()) ->
         raise ValueError(f"eval_prompts must be 'full' or 'empty', got {cfg.eval_prompts!r}")
     prompts = eval_set.prompts if cfg.eval_prompts == "full" else [""] * len(eval_set)
     controls = [(module, eval_set.conditions())] + [c for cb in extras for c in cb.eval_controls(eval_set)]
-    images = sample(pipe, controls, prompts, num_inference_steps=cfg.eval_steps, guidance_scale=cfg.guidance_scale,
-                    generator=torch.Generator().manual_seed(cfg.seed))
+    device = denoiser(pipe).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)  # what draws from the global RNG (SD3's control latents, as its pipeline)
+        images = sample(pipe, controls, prompts, num_inference_steps=cfg.eval_steps,
+                        guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed))
     module.train(was_training)
     return conditions.measure(images, eval_set.scenes), images
 

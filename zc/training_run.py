@@ -77,6 +77,9 @@ def build(cfg, pipe, channels: int = 3, device="cpu") -> tuple[torch.nn.Module, 
     trained module in that folder instead of a fresh one (fine-tuning it: ControlNet++ starts so)."""
     design = designs.by_architecture(cfg.architecture)
     designs.check_backbone(design, pipe)
+    if design.control_input == "latents" and channels != 3:
+        raise ValueError(f"{design.name} reads the control image through the VAE, which takes RGB images: a condition "
+                         f"of {channels} channels (a stack) needs a design that reads pixels")
     if cfg.init:
         if not hasattr(design.module, "from_pretrained"):
             raise ValueError(f"init fine-tunes a trained module; {design.name} has no saved form to start from")

@@ -1,5 +1,4 @@
-"""ControlNet on a transformer: SD3's MMDiT, the way diffusers' `SD3ControlNetModel` builds it (issue #40,
-first part: the network and its exactness; the base, training, sampling and chapter 14 come next).
+"""ControlNet on a transformer: SD3's MMDiT, the way diffusers' `SD3ControlNetModel` builds it (chapter 14).
 
 Chapter 4 copies a UNet's encoder; a transformer has no encoder, so the copy is of its *first N joint
 blocks*, and what it adds goes to every block of the base, not to skips:
@@ -9,7 +8,9 @@ blocks*, and what it adds goes to every block of the base, not to skips:
     x_i, y_i = B_i(x_{i-1}, y_{i-1}, e)    B_i: a copy of the base's joint block i (image tokens x, text
                                           tokens y, the timestep + pooled-text embedding e), i = 1..N
     r_i   = Z_i(x_i)                       Z_i: a zero-initialised Linear (the zero convolution's analogue)
-    base block j (of M) adds r_k to its image tokens, k = ⌊j / (M / N)⌋   (residual_index)
+    base block j (of M) adds r_k to its image tokens, k = ⌊j / (M / N)⌋   (residual_index), except the
+    last: it keeps no text tokens (context_pre_only) and SD3 adds nothing there. So a copy deeper than
+    half the base computes residuals no block adds (used_residuals; all M blocks: the last one)
 
 At step 0 every Z is zero, so the base runs as if alone, as with chapter 2's zero convolutions. The
 time/text embedding and the text projection are copied from the base too. The state dict's names are
@@ -17,6 +18,8 @@ diffusers' own, so weights load in `SD3ControlNetModel` and back (tests/test_mmd
 both ways, and that the outputs are equal).
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 from diffusers import SD3Transformer2DModel
@@ -28,7 +31,7 @@ from torch import nn
 
 from .. import designs
 
-__all__ = ["residual_index", "MMDiTControlNet", "ControlledMMDiT", "PixelMMDiTControlNet", "concat_transformer",
+__all__ = ["residual_index", "used_residuals", "MMDiTControlNet", "ControlledMMDiT", "PixelMMDiTControlNet", "concat_transformer",
            "ConcatMMDiT", "copy_depth"]
 
 
@@ -39,6 +42,12 @@ def residual_index(block: int, n_blocks: int, n_residuals: int) -> int:
         raise ValueError(f"a ControlNet of {n_residuals} blocks for a base of {n_blocks}: it must have 1 to "
                          f"{n_blocks} (it copies the base's first blocks)")
     return int(block / (n_blocks / n_residuals))
+
+
+def used_residuals(n_blocks: int, n_residuals: int) -> int:
+    """How many of a copy's residuals the base adds (they are the first ones): every block's but the last's,
+    which SD3 leaves without a residual. A copy of N blocks does useful work in its first used_residuals."""
+    return max(residual_index(j, n_blocks, n_residuals) for j in range(n_blocks - 1)) + 1 if n_blocks > 1 else 1
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -80,6 +89,16 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
                                                 pos_embed_type=None))  # Z_in: the control's tokens, no positions
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """diffusers' from_pretrained; a folder whose config does not set force_zeros_for_pooled_projection means
+        True to diffusers (InstantX's convention, which zc refuses: ControlledMMDiT), so it is read as True."""
+        net = super().from_pretrained(*args, **kwargs)
+        config = cls.load_config(*args[:1], **{k: v for k, v in kwargs.items() if k in ("subfolder", "cache_dir")})
+        if "force_zeros_for_pooled_projection" not in config:
+            net.register_to_config(force_zeros_for_pooled_projection=True)
+        return net
+
+    @classmethod
     def from_transformer(cls, transformer, num_layers: int = 12, extra_conditioning_channels: int = 0, **kwargs):
         """A ControlNet for `transformer` (an SD3Transformer2DModel): its config, and the weights of its patch
         embedding, time/text embedding, text projection and first `num_layers` joint blocks copied.
@@ -87,6 +106,11 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
         c = transformer.config
         n_base = len(transformer.transformer_blocks)
         residual_index(0, n_base, num_layers)  # a ValueError for a copy deeper than the base
+        if used_residuals(n_base, num_layers) < num_layers:
+            warnings.warn(f"a copy of {num_layers} of {n_base} blocks: the base adds only its first "
+                          f"{used_residuals(n_base, num_layers)} residuals (its last block takes none), so "
+                          f"the copy's last {num_layers - used_residuals(n_base, num_layers)} block(s) train "
+                          f"nothing; copies of up to {n_base // 2} blocks use every one", stacklevel=2)
         same = ("sample_size", "patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
                 "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "out_channels",
                 "pos_embed_max_size", "qk_norm")
@@ -132,6 +156,10 @@ class ControlledMMDiT(nn.Module):
 
     def __init__(self, transformer, control: nn.Module):
         super().__init__()
+        if getattr(control.config, "force_zeros_for_pooled_projection", False):
+            raise ValueError("this ControlNet follows InstantX's convention (force_zeros_for_pooled_projection: zero "
+                             "pooled text, unshifted control latents), which zc neither trains nor samples: run it "
+                             "in diffusers' StableDiffusion3ControlNetPipeline")
         transformer.requires_grad_(False)
         self.transformer, self.control = transformer, control
 
@@ -146,6 +174,8 @@ class ControlledMMDiT(nn.Module):
         residuals = self.control(hidden_states.to(dt), controlnet_cond.to(dt), conditioning_scale, tokens.to(dt),
                                  pooled.to(dt), timestep)
         residuals = [r.to(hidden_states.dtype) for r in residuals]
+        base = self.transformer.dtype
+        tokens, pooled = tokens.to(base), pooled.to(base)
         return self.transformer(hidden_states, encoder_hidden_states=tokens, pooled_projections=pooled,
                                 timestep=timestep, block_controlnet_hidden_states=residuals).sample
 
@@ -216,6 +246,8 @@ def copy_depth(cfg, transformer) -> int:
     """The blocks a ControlNet copies: cfg.copy_depth; 0: half the base's (diffusers' 12 of SD3-medium's 24);
     -1: all of them."""
     n, depth = len(transformer.transformer_blocks), getattr(cfg, "copy_depth", 0)
+    if not -1 <= depth <= n:
+        raise ValueError(f"copy_depth {depth}: give 1 to {n} blocks of this base, 0 (half) or -1 (all)")
     return n if depth == -1 else depth or max(1, n // 2)
 
 

@@ -54,11 +54,12 @@ def draw_mmdit(config, depth: int, ax) -> None:
         box(i * step, 1.0, 0.6, 0.3, f"Z{i + 1}", zero)
         arrow((i * step, 0.6), (i * step, 0.85))
     arrow((-0.8, 0.2), (-0.4, 0.2))
-    for j in range(m):  # residual i feeds base block j: drawn from Z_i's top to block j's bottom
+    for j in range(m - 1):  # residual i feeds base block j: drawn from Z_i's top to block j's bottom
         i = residual_index(j, m, depth)
         arrow((i * step, 1.15), (j * step, 1.8), connectionstyle="arc3,rad=0.0")
+    ax.text((m - 1) * step, 1.55, "no residual\n(last block)", ha="center", fontsize=6)
     ax.text(-1.8, 3.6, f"{m} joint blocks, {side}x{side} = {side * side} image tokens of width {width}; the "
-            f"ControlNet copies {depth}: block j adds Z_i, i = floor(j / ({m} / {depth}))", fontsize=7)
+            f"ControlNet copies {depth}: block j adds Z_i, i = floor(j / ({m} / {depth})), but the last", fontsize=7)
     ax.set_xlim(-2.0, m * step)
     ax.set_ylim(-0.4, 3.9)
     ax.axis("off")
@@ -113,7 +114,7 @@ def unet_reference(folder: Path, name: str = designs.REFERENCE) -> str:
     curves = [r for r in read_csv(Path(folder) / "curves.csv") if r["condition"] == "outline"]
     cells = [t_interval(score_at(curves, name, 250)), t_interval(score_at(curves, name, 1000)),
              *(t_interval([float(r[k]) for r in rows]) for k in ("none", "perfect"))]
-    step = sum(float(r["sec_per_step"]) for r in rows) / len(rows)
+    step = statistics.median(float(r["sec_per_step"]) for r in rows)
     return (f"{name + ' on TinySD (UNet)':30s} {'':>10s} {step:7.3f} {'':7s} "
             + " ".join(f"{f'{m:.2f} ± {h:.2f}':>12s}" for m, h in cells) + "   (IoU @250, not @300)")
 
