@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .. import designs
 from ..controls.mmdit_controlnet import residual_index
-from .stats import TIE, non_inferiority_state, paired_difference, read_csv, t_interval
+from .stats import TIE, interval_state, non_inferiority_state, paired_difference, read_csv, t_interval
 
 __all__ = ["REFERENCE", "draw_mmdit", "score_at", "depth_table", "format_depth_table", "unet_reference",
-           "bounds_text", "plot_curves", "plot_final", "verdicts", "ASSUMED_MFU", "budget"]
+           "bounds_text", "plot_curves", "plot_final", "verdicts", "sudden", "ASSUMED_MFU", "budget"]
 
 REFERENCE = designs.reference_for("transformer").name  # the sweep's reference run: the copy of half the blocks
 
@@ -164,10 +164,19 @@ def plot_final(table: list[dict], ax) -> None:
 
 
 def verdicts(rows: list[dict], settings=("none", "perfect")) -> list[str]:
-    """Each run against the reference (half the blocks copied), paired by seed, by the book's rule for "no
-    loss": "no worse" when the whole 95% interval of (run − reference) lies above −TIE, "worse" when it lies
-    below −TIE, "unclear" otherwise."""
-    words = {"supports": "no worse", "against": "worse", "unclear": "unclear"}
+    """Each run against the reference (half the blocks copied), paired by seed, by the book's interval rules
+    (zc.study.stats): "better" when the difference (run − reference) would support a claimed gain
+    (interval_state: its whole 95% interval above 0 and not inside the ±TIE band), "worse" when it would for
+    the reference, "no worse" when it passes the non-inferiority rule (whole interval above −TIE) without
+    being better, "unclear" otherwise."""
+    def word(d):
+        flipped = {"mean": -d["mean"], "low": -d["high"], "high": -d["low"], "seeds": d["seeds"]}
+        if interval_state(d) == "supports":
+            return "better"
+        if interval_state(flipped) == "supports":
+            return "worse"
+        return "no worse" if non_inferiority_state(d) == "supports" else "unclear"
+
     out = []
     for name in dict.fromkeys(r["name"] for r in rows):
         if name == REFERENCE:
@@ -175,10 +184,30 @@ def verdicts(rows: list[dict], settings=("none", "perfect")) -> list[str]:
         parts = []
         for setting in settings:
             d = paired_difference(rows, name, REFERENCE, setting)
-            parts.append(f"{setting}: {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
-                         f"{words[non_inferiority_state(d)]}")
-        out.append(f"{name:30s} minus the reference: " + "; ".join(parts))
-    out.append(f"(the reference: {REFERENCE}, half the blocks; tie band ±{TIE})")
+            parts.append(f"{setting} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] {word(d)}")
+        out.append(f"{name:29s} " + "; ".join(parts))
+    out.append(f"(run minus {REFERENCE}, half the blocks copied, paired by seed; tie band ±{TIE})")
+    return out
+
+
+def sudden(curves: list[dict], names: list[str] | None = None) -> list[str]:
+    """Chapter 6's measure of sudden convergence per run and seed: the largest rise of the loop's shape IoU
+    within a tenth of the run (claims.suddenness), as a share of its whole rise, and where it happened."""
+    from .claims import suddenness
+
+    out = []
+    for name in names or list(dict.fromkeys(r["name"] for r in curves)):
+        parts = []
+        for seed in sorted({int(r["seed"]) for r in curves if r["name"] == name}):
+            curve = sorted((int(r["step"]), float(r["shape_iou"])) for r in curves
+                           if r["name"] == name and int(r["seed"]) == seed)
+            window = curve[-1][0] / 10
+            share = suddenness(curve, window)
+            jump = max(zip(curve, curve[1:]), key=lambda p: p[1][1] - p[0][1])
+            parts.append(f"seed {seed}: {share:.0%} of the rise within {window:.0f} steps "
+                         f"(largest jump {jump[0][1]:.2f} -> {jump[1][1]:.2f}, steps {jump[0][0]}-{jump[1][0]})"
+                         if share is not None else f"seed {seed}: too sparse to tell")
+        out.append(f"{name}: " + "; ".join(parts))
     return out
 
 
