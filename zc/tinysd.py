@@ -381,7 +381,7 @@ def command_line(argv, prog: str, doc: str, config_cls, train_fn, load, evaluate
     print(f"VAE PSNR (held-out shapes)      {r['vae_psnr_db']:.2f} dB   (bar: >= 30)")
     print(f"colour accuracy, {args.n} held-out prompts  fill {r['fill_accuracy']:.3f}  background "
           f"{r['background_accuracy']:.3f}  mean {r['colour_accuracy']:.3f}   (bar: >= 0.9)")
-    print(f"kind accuracy (the prompt's shape drawn): {r['kind_accuracy']:.3f} (chance 0.25)")
+    print(f"kind accuracy (the prompt's shape drawn): {r['kind_accuracy']:.3f} (a blind pick among four kinds: 0.25)")
     print(f"position spread, one prompt x 16 seeds: centroid std {r['position_std']:.3f} "
           f"(uniform placement ~0.17; 0 would mean text fixes position)")
 
