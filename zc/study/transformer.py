@@ -45,13 +45,13 @@ def draw_mmdit(config, depth: int, ax) -> None:
     box(-1.3, 2, 1.0, 0.5, "P(z_t)", "white")
     box(-1.3, 2.9, 1.0, 0.5, "text", "white")
     for j in range(m):
-        box(j * step, 2.45, 0.8, 1.3, f"B{j + 1}", locked)
+        box(j * step, 2.45, 0.8, 1.3, f"B{j}", locked)
     arrow((-0.8, 2.0), (-0.4, 2.0))
     arrow((-0.8, 2.9), (-0.4, 2.9))
     box(-1.3, 0.2, 1.0, 0.5, "Z_in(P_c(c))", zero)
     for i in range(depth):
-        box(i * step, 0.2, 0.8, 0.8, f"copy B{i + 1}", control)
-        box(i * step, 1.0, 0.6, 0.3, f"Z{i + 1}", zero)
+        box(i * step, 0.2, 0.8, 0.8, f"copy B{i}", control)
+        box(i * step, 1.0, 0.6, 0.3, f"Z{i}", zero)
         arrow((i * step, 0.6), (i * step, 0.85))
     arrow((-0.8, 0.2), (-0.4, 0.2))
     for j in range(m - 1):  # residual i feeds base block j: drawn from Z_i's top to block j's bottom
