@@ -49,11 +49,12 @@ def expected_seconds() -> dict[str, float]:
 
 def seconds_of(stem: str, times: dict[str, float]) -> float:
     """A chapter's stored seconds, found by its name without the number where chapters were renumbered
-    since the measurement (09_ablations -> 10_ablations); 0 for a chapter not measured."""
+    since the measurement (09_ablations -> 10_ablations); infinite for a chapter never measured (a new
+    one may be long: ordered longest first, it starts first rather than last)."""
     if stem in times:
         return times[stem]
     name = stem.split("_", 1)[-1]
-    return next((s for k, s in times.items() if k.split("_", 1)[-1] == name), 0.0)
+    return next((s for k, s in times.items() if k.split("_", 1)[-1] == name), float("inf"))
 
 
 def main(argv=None) -> int:

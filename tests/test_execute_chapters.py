@@ -56,3 +56,13 @@ def test_bad_arguments_are_refused(tmp_path):
     assert r.returncode and "FileNotFoundError: no such notebook" in r.stderr, r.stderr
     r = execute("--jobs", 0)
     assert r.returncode and "--jobs must be at least 1" in r.stderr, r.stderr
+
+
+def test_stored_seconds_find_renumbered_chapters_and_a_new_chapter_starts_first():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from execute_chapters import seconds_of
+
+    times = {"09_ablations": 100.0, "06_training": 80.0}
+    assert seconds_of("10_ablations", times) == 100.0 and seconds_of("06_training", times) == 80.0
+    order = sorted(["06_training", "14_transformer", "10_ablations"], key=lambda s: -seconds_of(s, times))
+    assert order == ["14_transformer", "10_ablations", "06_training"]
