@@ -120,7 +120,9 @@ def get(name: str) -> Design:
 def check_backbone(design: Design, pipe) -> None:
     """A ValueError when `design` controls another kind of base than `pipe`'s (a UNet ControlNet given an
     SD3, an SD3 ControlNet given an SD 1.x)."""
-    has = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
+    from .sd3 import is_sd3
+
+    has = "transformer" if is_sd3(pipe) else "unet"
     if design.backbone != has:
         kinds = {"unet": "an SD 1.x (a UNet)", "transformer": "an SD3 (an MMDiT transformer)"}
         other = [d.architecture for d in DESIGNS.values() if d.backbone == has]

@@ -230,18 +230,9 @@ def evaluate(pipe, n: int = 64, steps: int = 20, guidance_scale: float = 5.0, se
     """TinySD's quality bar for an SD3 pipeline (see zc.tinysd.evaluate)."""
     from .tinysd import evaluate as evaluate_sd
 
-    call = dict(max_sequence_length=t5_tokens(pipe))
-
-    class _Pipe:  # TinySD's evaluation, with the T5 slot's length passed on every call
-        def __init__(self, p):
-            self.p, self.vae, self.device = p, p.vae, p.device
-
-        def __call__(self, *a, **k):
-            return self.p(*a, **k, **call)
-
-    size = image_size(pipe)
-    return evaluate_sd(_Pipe(pipe), n=n, steps=steps, guidance_scale=guidance_scale, seed=seed,
-                       spread_samples=spread_samples, size=size)
+    return evaluate_sd(pipe, n=n, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                       spread_samples=spread_samples, size=image_size(pipe),
+                       call_kwargs={"max_sequence_length": t5_tokens(pipe)})
 
 
 def main(argv=None):
