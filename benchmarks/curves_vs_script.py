@@ -3,10 +3,17 @@ the same TinySD, the same pairs, batch, learning rate and prompt dropout, severa
 trainer, and one harness scoring both (issue #28). Each trainer's ControlNet is saved at every
 `--at` step (the script: --checkpointing_steps, its checkpoint-N/controlnet; zc: the run resumed to
 the next step, which the tests show ends with an uninterrupted run's weights) and scored on held-out
-scenes with full prompts (20 DDIM steps, CFG 5, sampler seed 0) by the condition's score.
+scenes with full prompts (20 sampler steps, CFG 5, sampler seed 0) by the condition's score.
 
     python benchmarks/curves_vs_script.py --script <diffusers>/examples/controlnet/train_controlnet.py \
         --conditions outline scribble --seeds 0 1 2 3 4 --out benchmarks/results/cpu/curves_vs_script.txt
+
+`--base tinysd3` does the same for the transformer (chapter 14, issue #40): TinySD3, diffusers'
+examples/controlnet/train_controlnet_sd3.py made runnable on it as benchmarks/vs_diffusers_sd3_script.py says, both
+trainers starting from the same MMDiT ControlNet (half the blocks copied), velocity loss:
+
+    python benchmarks/curves_vs_script.py --base tinysd3 --script <diffusers>/examples/controlnet/train_controlnet_sd3.py \
+        --conditions outline --seeds 0 1 2 3 4 --out benchmarks/results/cpu/curves_vs_sd3_script.txt
 
 Rows go to `--out`.partial.jsonl as each run ends; a rerun skips the (condition, seed, trainer) runs
 already there, so an interrupted sweep loses at most one run. The seeds of the two trainers are not
@@ -21,10 +28,24 @@ from pathlib import Path
 
 import _results  # benchmarks/_results.py
 import torch
+import vs_diffusers_sd3_script as sd3_script
 from vs_diffusers_script import run, script_command, script_copy, to_diffusers_layout
 
-TRAINERS = ("diffusers train_controlnet.py", "zc.train")
-BOUNDS = ("no control (TinySD alone)", "ceiling (training renders)")
+SCRIPTS = {"tinysd": "train_controlnet.py", "tinysd3": "train_controlnet_sd3.py"}  # base -> diffusers' script
+
+
+PER_STEP = ", dropout per step"  # the SD3 script with its prompt dropout drawn every step (vs_diffusers_sd3_script)
+
+
+def trainer_names(base: str) -> tuple[str, ...]:
+    """The reference script first, zc.train last; for SD3 also the script with one change between them: its
+    prompt dropout, decided once per pair when it precomputes the text embeddings, drawn every step instead."""
+    script = f"diffusers {SCRIPTS[base]}"
+    return (script, script + PER_STEP, "zc.train") if base == "tinysd3" else (script, "zc.train")
+
+
+def bound_names(base: str) -> tuple[str, str]:
+    return f"no control ({'TinySD3' if base == 'tinysd3' else 'TinySD'} alone)", "ceiling (training renders)"
 
 
 def main(argv=None):
@@ -33,10 +54,14 @@ def main(argv=None):
     from zc.sample import sample
     from zc.study.stats import t_interval, welch_difference
     from zc.world import conditions
+    from zc.controls.mmdit_controlnet import MMDiTControlNet
+    from zc.sd3 import load_base
     from zc.world.pairs import PairedData
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py")
+    ap.add_argument("--script", required=True, help="diffusers' examples/controlnet/train_controlnet.py "
+                    "(--base tinysd3: train_controlnet_sd3.py)")
+    ap.add_argument("--base", choices=sorted(SCRIPTS), default="tinysd", help="TinySD's UNet or TinySD3's transformer")
     ap.add_argument("--conditions", nargs="+", default=["outline", "scribble"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--at", type=int, nargs="+", default=[100, 200, 300, 400, 500, 600], help="steps to score")
@@ -44,8 +69,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--n-test", type=int, default=32)
-    ap.add_argument("--out", default="benchmarks/results/cpu/curves_vs_script.txt")
+    ap.add_argument("--out", help="default: benchmarks/results/cpu/curves_vs_script.txt (tinysd3: "
+                    "curves_vs_sd3_script.txt)")
     args = ap.parse_args(argv)
+    args.out = args.out or f"benchmarks/results/cpu/curves_vs_{'sd3_' if args.base == 'tinysd3' else ''}script.txt"
     at = sorted(args.at)
     every = at[0]
     if any(s % every for s in at):
@@ -54,11 +81,22 @@ def main(argv=None):
     partial.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(x) for x in partial.read_text().splitlines()] if partial.is_file() else []
     done = {(r["condition"], r["seed"], r["trainer"]) for r in rows}
-    pipe = zc.load_sd()
+    sd3 = args.base == "tinysd3"
+    TRAINERS, BOUNDS = trainer_names(args.base), bound_names(args.base)
+    if Path(args.script).name != SCRIPTS[args.base]:
+        raise SystemExit(f"--base {args.base} compares with diffusers' {SCRIPTS[args.base]}, not {args.script}")
+    pipe = load_base(args.base)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        script, env = script_copy(args.script, tmp)
-        zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
+        if sd3:  # the script's copies, TinySD3 with a zero T5 for them, the half copy every trainer starts from
+            script, env, base = sd3_script.prepare(args.script, tmp)
+            per_step, _, _ = sd3_script.prepare(args.script, tmp, dropout_per_step=True)
+            sd3_script.half_copy(pipe).save_pretrained(tmp / "init")
+            loader = MMDiTControlNet
+        else:
+            script, env = script_copy(args.script, tmp)
+            zc.ControlNet.for_pipeline(pipe).save_pretrained(tmp / "init")  # TinySD's 4x condition encoder
+            loader = zc.ControlNet
         for cond in args.conditions:
             data = tmp / cond / "fill50k"
             PairedData.generate(args.pairs, size=64, seed=0, condition=cond).save(data)
@@ -67,9 +105,9 @@ def main(argv=None):
             key = conditions.get(cond).score
 
             def score(folder, test=test, key=key):
-                cn = zc.ControlNet.from_pretrained(folder).eval() if folder is not None else None
-                images = sample(pipe, cn, test.prompts, test.conditions() if cn is not None else None,
-                                num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+                controls = [(loader.from_pretrained(folder).eval(), test.conditions())] if folder is not None else None
+                images = sample(pipe, controls, test.prompts, num_inference_steps=20,
+                                generator=torch.Generator().manual_seed(0))
                 return round(conditions.measure(images, test.scenes)[key], 4)
 
             if (cond, None, BOUNDS[0]) not in done:  # what every score sits between, on the same scenes
@@ -86,16 +124,23 @@ def main(argv=None):
                         continue
                     out = tmp / cond / f"{trainer.split()[0]}_{seed}"
                     curve = {}
-                    if trainer == TRAINERS[0]:
-                        run(script_command(script, tmp / "init", tmp / cond / "hf", out, at[-1], args.batch, args.lr,
-                                           seed, checkpointing_steps=every), env)
+                    if trainer != "zc.train":
+                        if sd3:
+                            copy = per_step if trainer.endswith(PER_STEP) else script
+                            cmd = sd3_script.script_command(copy, base, tmp / "init", tmp / cond / "hf", out, at[-1],
+                                                            args.batch, args.lr, seed, checkpointing_steps=every)
+                        else:
+                            cmd = script_command(script, tmp / "init", tmp / cond / "hf", out, at[-1], args.batch,
+                                                 args.lr, seed, checkpointing_steps=every)
+                        run(cmd, env)
                         for s in at:
                             curve[s] = score(out / f"checkpoint-{s}" / "controlnet")
                     else:
                         for s in at:  # resumed to each step: the same weights as one run (tests/test_train.py)
-                            cfg = zt.TrainConfig(condition=cond, data=str(data), steps=s, batch=args.batch, lr=args.lr,
-                                                 seed=seed, eval_every=0, checkpoint_every=every, device="cpu",
-                                                 out=str(out), cache=str(tmp / cond / "cache"))
+                            cfg = zt.TrainConfig.preset(
+                                "sd3" if sd3 else "cpu", condition=cond, data=str(data), steps=s, batch=args.batch,
+                                lr=args.lr, seed=seed, eval_every=0, checkpoint_every=every, device="cpu",
+                                out=str(out), cache=str(tmp / cond / "cache"))
                             curve[s] = score(zt.train(cfg, pipe=pipe).folder)
                     new = [{"condition": cond, "seed": seed, "trainer": trainer, "step": s, "score": key,
                             "value": v} for s, v in curve.items()]
@@ -103,25 +148,34 @@ def main(argv=None):
                     with partial.open("a") as f:
                         f.write("".join(json.dumps(r) + "\n" for r in new))
                     print(cond, seed, trainer, curve, flush=True)
-    lines = [f"$ python benchmarks/curves_vs_script.py --script <diffusers>/examples/controlnet/train_controlnet.py "
-             f"--conditions {' '.join(args.conditions)} --seeds {' '.join(map(str, args.seeds))} "
+    layers = pipe.transformer.config.num_layers if sd3 else 0
+    what = (f"TinySD3, a ControlNet copying {layers // 2} of its {layers} blocks, velocity loss" if sd3 else "TinySD")
+    ours, scripts = TRAINERS[-1], TRAINERS[:-1]
+    lines = [f"$ python benchmarks/curves_vs_script.py --base {args.base} --script "
+             f"<diffusers>/examples/controlnet/{SCRIPTS[args.base]} --conditions {' '.join(args.conditions)} --seeds {' '.join(map(str, args.seeds))} "
              f"--at {' '.join(map(str, at))} --pairs {args.pairs}",
-             f"{_results.machine()}; TinySD, {args.pairs} generated pairs per condition (64 px, the same for both "
-             f"trainers), batch {args.batch}, lr {args.lr}, 50% empty prompts; each ControlNet scored on "
-             f"{args.n_test} held-out scenes, full prompts, 20 DDIM steps, CFG 5; mean ± 95% t half-width over "
-             f"{len(args.seeds)} training seeds; zc - script: Welch's 95% interval", ""]
+             f"{_results.machine()}; {what}, {args.pairs} generated pairs per condition (64 px, the same for every "
+             f"trainer), batch {args.batch}, lr {args.lr}, 50% empty prompts; each ControlNet scored on "
+             f"{args.n_test} held-out scenes, full prompts, 20 sampler steps, CFG 5; mean ± 95% t half-width over "
+             f"{len(args.seeds)} training seeds; zc - script: Welch's 95% interval"
+             + (f"; 'per step': the script with its prompt dropout drawn every step instead of once per pair"
+                if len(scripts) > 1 else ""), ""]
+    names = {t: "script" + (" per step" if t.endswith(PER_STEP) else "") for t in scripts} | {ours: ours}
     for cond in args.conditions:
         key = conditions.get(cond).score
         bounds = {r["trainer"]: r["value"] for r in rows if r["condition"] == cond and r["trainer"] in BOUNDS}
         lines += [f"{cond} ({key}; " + ", ".join(f"{k}: {v:.3f}" for k, v in bounds.items()) + ")",
-                  f"{'step':>5s} {'script':>14s} {'zc.train':>14s} {'zc - script, 95% interval':>28s}"]
+                  f"{'step':>5s} " + " ".join(f"{names[t]:>15s}" for t in TRAINERS) + " "
+                  + " ".join(f"{'zc - ' + names[t] + ', 95% interval':>34s}" for t in scripts)]
         for s in at:
             v = {t: [r["value"] for r in rows if (r["condition"], r["trainer"], r["step"]) == (cond, t, s)
                      and r["seed"] in args.seeds] for t in TRAINERS}
-            (ms, hs), (mz, hz) = t_interval(v[TRAINERS[0]]), t_interval(v[TRAINERS[1]])
-            w = welch_difference(v[TRAINERS[1]], v[TRAINERS[0]])
-            d, hd = w["mean"], w["high"] - w["mean"]
-            lines.append(f"{s:5d} {ms:8.3f} ±{hs:4.2f} {mz:8.3f} ±{hz:4.2f} {d:+9.3f} [{d - hd:+.3f}, {d + hd:+.3f}]")
+            cells = [f"{m:9.3f} ±{h:4.2f}" for m, h in (t_interval(v[t]) for t in TRAINERS)]
+            for t in scripts:
+                w = welch_difference(v[ours], v[t])
+                d, hd = w["mean"], w["high"] - w["mean"]
+                cells.append(f"{d:+17.3f} [{d - hd:+.3f}, {d + hd:+.3f}]")
+            lines.append(f"{s:5d} " + " ".join(cells))
         lines.append("")
     _results.write(args.out, lines, rows)
 

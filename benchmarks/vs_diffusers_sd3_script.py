@@ -50,6 +50,71 @@ def base_with_zero_t5(out: Path) -> Path:
     return out
 
 
+# The script decides each caption's dropout once, when it precomputes the text embeddings (process_captions runs
+# inside dataset.map): a pair's caption is then empty for the whole run or never. DROPOUT_PER_STEP moves the draw
+# into the training step (each pair's embeddings replaced by the empty prompt's with probability
+# --proportion_empty_prompts, every step), as the SD 1.x script and zc.train do; nothing else changes.
+DROPOUT_PER_STEP = [
+    ("            if random.random() < args.proportion_empty_prompts:\n",
+     "            if False:  # zc: dropped per step in the training loop instead\n"),
+    ("    del text_encoder_one, text_encoder_two, text_encoder_three\n",
+     "    empty_embeds, empty_pooled = encode_prompt(text_encoders, tokenizers, [\"\"], args.max_sequence_length)\n"
+     "    empty_embeds, empty_pooled = empty_embeds.to(accelerator.device), empty_pooled.to(accelerator.device)\n"
+     "    del text_encoder_one, text_encoder_two, text_encoder_three\n"),
+    ("                pooled_prompt_embeds = batch[\"pooled_prompt_embeds\"].to(dtype=weight_dtype)\n",
+     "                pooled_prompt_embeds = batch[\"pooled_prompt_embeds\"].to(dtype=weight_dtype)\n"
+     "                drop = torch.rand(bsz, device=prompt_embeds.device) < args.proportion_empty_prompts  # zc\n"
+     "                prompt_embeds = torch.where(drop[:, None, None], empty_embeds.to(prompt_embeds), prompt_embeds)\n"
+     "                pooled_prompt_embeds = torch.where(drop[:, None], empty_pooled.to(pooled_prompt_embeds),\n"
+     "                                                   pooled_prompt_embeds)\n"),
+]
+
+
+def patched(source: str, edits: list[tuple[str, str]], script: str) -> str:
+    """`source` with each (line, replacement) made; exits naming the line if the script has it not exactly once."""
+    for old, new in edits:
+        if source.count(old) != 1:
+            raise SystemExit(f"{script}: expected the line {old.strip()!r} once, to adapt")
+        source = source.replace(old, new)
+    return source
+
+
+def prepare(script: str, tmp: Path, dropout_per_step: bool = False) -> tuple[Path, dict, Path]:
+    """(runnable copy of train_controlnet_sd3.py, its env, TinySD3 with a zero T5 to load): the script's
+    torchvision import is the stand-in, its hard-coded 77-token CLIP padding is TinySD3's 16; with
+    dropout_per_step, its prompt dropout drawn every step (DROPOUT_PER_STEP) in a second copy."""
+    from zc import sd3
+
+    folder = tmp / "dropout-per-step" if dropout_per_step else tmp
+    folder.mkdir(exist_ok=True)
+    copy, env = script_copy(script, folder)
+    clip_tokens = sd3.load_sd3().tokenizer.model_max_length
+    edits = [("max_length=77,", f"max_length={clip_tokens},")] + (DROPOUT_PER_STEP if dropout_per_step else [])
+    copy.write_text(patched(copy.read_text(), edits, script))
+    base = tmp / "tinysd3-t5"
+    return copy, env, base if (base / "model_index.json").is_file() else base_with_zero_t5(base)
+
+
+def script_command(script: Path, base: Path, init: Path, data: Path, out: Path, steps: int, batch: int, lr: float,
+                   seed: int, checkpointing_steps: int = 1_000_000) -> list:
+    """diffusers' train_controlnet_sd3.py on TinySD3 (`base`, from prepare) with the comparison's settings."""
+    from zc import sd3
+
+    return [sys.executable, script, "--pretrained_model_name_or_path", base, "--controlnet_model_name_or_path", init,
+            "--train_data_dir", data, "--output_dir", out, "--resolution", "64", "--train_batch_size", batch,
+            "--learning_rate", lr, "--lr_warmup_steps", "0", "--max_train_steps", steps,
+            "--proportion_empty_prompts", "0.5", "--max_sequence_length", sd3.T5_TOKENS, "--precondition_outputs",
+            "0", "--checkpointing_steps", checkpointing_steps, "--seed", seed, "--mixed_precision", "no",
+            "--report_to", "tensorboard"]
+
+
+def half_copy(pipe):
+    """The ControlNet both trainers start from: a copy of half the transformer's blocks (zc's default)."""
+    from zc.controls.mmdit_controlnet import MMDiTControlNet
+
+    return MMDiTControlNet.from_transformer(pipe.transformer, pipe.transformer.config.num_layers // 2)
+
+
 def main(argv=None):
     from zc import sd3
     from zc.controls.mmdit_controlnet import MMDiTControlNet
@@ -60,19 +125,13 @@ def main(argv=None):
     args = arguments(argv, __doc__, "train_controlnet_sd3.py", 2000, 300,
                      "benchmarks/results/cpu/vs_diffusers_sd3_script.txt")
     pipe = sd3.load_sd3()
-    depth = pipe.transformer.config.num_layers // 2
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = PairedData.generate(args.pairs, size=64, seed=0)
         data.save(tmp / "fill50k")
         to_diffusers_layout(tmp / "fill50k", tmp / "hf")
-        base = base_with_zero_t5(tmp / "tinysd3-t5")
-        MMDiTControlNet.from_transformer(pipe.transformer, depth).save_pretrained(tmp / "init")
-        script, env = script_copy(args.script, tmp)
-        source = script.read_text()
-        if source.count("max_length=77,") != 1:
-            raise SystemExit(f"{args.script}: expected one hard-coded CLIP length 'max_length=77,' to adapt")
-        script.write_text(source.replace("max_length=77,", f"max_length={pipe.tokenizer.model_max_length},"))
+        half_copy(pipe).save_pretrained(tmp / "init")
+        script, env, base = prepare(args.script, tmp)
         test = PairedData.generate(args.n_test, size=64, seed=12345, split="test")
 
         def score(folder):
@@ -81,18 +140,12 @@ def main(argv=None):
             return conditions.measure(images, test.scenes)["shape_iou"]
 
         def script_cmd(seed, out):
-            return [sys.executable, script, "--pretrained_model_name_or_path", base,
-                    "--controlnet_model_name_or_path", tmp / "init", "--train_data_dir", tmp / "hf", "--output_dir", out,
-                    "--resolution", "64", "--train_batch_size", args.batch, "--learning_rate", args.lr,
-                    "--lr_warmup_steps", "0", "--max_train_steps", args.steps, "--proportion_empty_prompts", "0.5",
-                    "--max_sequence_length", sd3.T5_TOKENS, "--precondition_outputs", "0", "--checkpointing_steps",
-                    "1000000", "--seed", seed, "--mixed_precision", "no", "--report_to", "tensorboard"]
+            return script_command(script, base, tmp / "init", tmp / "hf", out, args.steps, args.batch, args.lr, seed)
 
         compare(args, "train_controlnet_sd3.py", script_cmd, env, "sd3", tmp, score,
-                f"TinySD3, {args.pairs} fill50k pairs (64 px), a ControlNet copying {depth} of "
-                f"{pipe.transformer.config.num_layers} blocks, batch {args.batch}, lr {args.lr}, 50% empty prompts, "
-                "velocity loss", width=34)
-
+                f"TinySD3, {args.pairs} fill50k pairs (64 px), a ControlNet copying "
+                f"{pipe.transformer.config.num_layers // 2} of {pipe.transformer.config.num_layers} blocks, batch "
+                f"{args.batch}, lr {args.lr}, 50% empty prompts, velocity loss", width=34)
 
 if __name__ == "__main__":
     main()

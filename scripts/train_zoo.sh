@@ -10,6 +10,8 @@
 #   SEED=1 scripts/train_zoo.sh keypoints-with-palette   # the keypoints ControlNet fine-tuned with the palette's
 #                                        # IP-Adapter attached (after both; seed 0 is shipped, 1 and 2 stay in runs/)
 #   SEED=0 scripts/train_zoo.sh keypoints-more           # its control arm: the same 1500 steps, no adapter
+#   scripts/train_zoo.sh tinysd3-outline # the outline ControlNet of TinySD3's transformer (chapter 14; the MMDiT
+#                                        # ControlNet copying half its blocks; not in the default list)
 # Evaluations use empty prompts: the curve shows what the condition alone controls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
   kinds=circle,square,triangle,diamond  # every kind of the shapes world (fill50k itself is circles only)
   extra=()
   steps=4000
+  preset=cpu  # TinySD; sd3: TinySD3 and the transformer's ControlNet (zc.train's presets)
   trained=controlnet  # the folder zc.train writes the trained part to
   # the palette says nothing about where: its residuals are pooled over space (ControlNet 1.1 shuffle's
   # global_pool_conditions), and every caption is dropped, since with the prompt's colour words present half
@@ -53,7 +56,11 @@ for name in ${@:-outline silhouette lowres scribble keypoints palette palette-ip
     c=keypoints steps=1500 extra=(--init zc/weights/keypoints-controlnet --condition-dropout 0.1 --seed "${SEED:-0}")
     name=$name-seed${SEED:-0}
   fi
-  $PY -m zc.train --preset cpu --condition "$c" --kinds "$kinds" --steps "$steps" --batch 16 --n-train 10000 \
+  # chapter 14's base: the same recipe on TinySD3, its MMDiT ControlNet (half the blocks copied)
+  if [ "$name" = tinysd3-outline ]; then
+    c=outline dest=tinysd3-outline preset=sd3
+  fi
+  $PY -m zc.train --preset "$preset" --condition "$c" --kinds "$kinds" --steps "$steps" --batch 16 --n-train 10000 \
       --eval-every 250 --eval-n 32 --eval-prompts empty --checkpoint-every 500 "${extra[@]}" --out "runs/zoo/$name"
   mkdir -p "benchmarks/results/cpu/zoo/$name"
   cp "runs/zoo/$name/log.jsonl" "runs/zoo/$name/config.json" "runs/zoo/$name/time.json" "benchmarks/results/cpu/zoo/$name/"

@@ -135,6 +135,9 @@ def test_the_sd3_standin_trains_each_design_a_step_and_samples(tmp_path):
 
     mini = sd3.load_base(build_sd3_standin(tmp_path / "mini", scale="mini", dtype=torch.float32))
     assert sd3.image_size(mini) == 128 and sd3.t5_tokens(mini) == 256
+    text = sd3.text_features(mini, PROMPTS)  # SD3-medium's layout: 77 CLIP + 256 T5 tokens + pooled, joint width
+    kept = sd3.compact_text(mini, text)  # what a latent cache stores: the 77 CLIP tokens + pooled, CLIP's width
+    assert kept.shape[1] == 78 and kept.numel() * 4 < text.numel() and torch.equal(sd3.expand_text(mini, kept), text)
     for name in SD3_DESIGNS:
         r = train(TrainConfig.preset("tiny", architecture=zc.designs.get(name).architecture, steps=1, n_train=4,
                                      batch=2, eval_every=1, eval_n=2, eval_steps=2, out=str(tmp_path / name)), pipe=mini)
@@ -177,3 +180,28 @@ def test_the_flow_draws_shift_is_the_schedulers():
     _, t3, _ = sd3.flow_draw(z, g3, shift=3.0)
     torch.testing.assert_close(t3 / 1000, 3.0 * (t1 / 1000) / (1 + 2.0 * (t1 / 1000)))
     assert t1.dtype == torch.float32 and sd3.flow_draw(z.bfloat16(), g1)[1].dtype == torch.float32
+
+
+def test_the_latent_cache_stores_sd3_text_without_its_zero_padding(pipe, tmp_path):
+    """The T5 slot (no T5 loaded: zeros) and the columns padding CLIP's width are not stored, and come back exactly;
+    text with anything non-zero there is refused, and a cache made by the zc that stored the padding too."""
+    import json
+
+    from zc.latent_cache import LatentCache
+    from zc.world.pairs import PairedData
+
+    data = PairedData.generate(6, size=sd3.image_size(pipe), seed=3)
+    cache = LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)
+    full = sd3.text_features(pipe, data.prompts)  # (6, 16 CLIP + 16 T5 + 1, 16)
+    n_clip, width = pipe.tokenizer.model_max_length, full.shape[2]
+    assert cache.text.shape[1:] == (n_clip + 1, 16) and full.shape[1:] == (n_clip + sd3.t5_tokens(pipe) + 1, width)
+    torch.testing.assert_close(cache.text_for(cache.prompt_ids, "cpu"), full, rtol=0, atol=1e-6)
+    bad = full.clone()
+    bad[:, n_clip, 0] = 1.0  # a T5 token that is not zero
+    with pytest.raises(ValueError, match="outside its CLIP tokens"):
+        sd3.compact_text(pipe, bad)
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    del meta["text"]  # what the zc before this change wrote
+    (tmp_path / "c" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="stored an SD3's text with its zero padding"):
+        LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)

@@ -53,3 +53,30 @@ def test_the_shipped_tinysd3_is_small_standard_and_its_stored_evaluation_is_for_
     assert mine["weights"] == bench("tinysd_quality").weight_hashes(sd3.TINYSD3), \
         "the shipped TinySD3 changed: run python benchmarks/tinysd3_quality.py"
     assert mine["colour_accuracy"] >= 0.9 and mine["position_std"] > 0.08 and mine["n"] >= 64
+
+
+# the shipped outline ControlNet beats TinySD3 alone by at least this much (as each shipped UNet ControlNet must
+# beat TinySD alone: tests/test_conditions.py's SPATIAL_MARGIN), empty prompts, held-out scenes of every kind
+SPATIAL_MARGIN = 0.25
+
+
+def test_the_shipped_tinysd3_controlnet_loads_in_diffusers_and_controls():
+    from diffusers import SD3ControlNetModel
+
+    from zc.controls.mmdit_controlnet import MMDiTControlNet
+    from zc.study import zoo
+    from zc.world import conditions
+
+    cn = MMDiTControlNet.from_pretrained(sd3.TINYSD3_OUTLINE).eval()
+    ref = SD3ControlNetModel.from_pretrained(sd3.TINYSD3_OUTLINE)
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in cn.state_dict().items())
+    assert sum(f.stat().st_size for f in sd3.TINYSD3_OUTLINE.rglob("*") if f.is_file()) <= 6e6  # <= 6 MB
+    pipe = sd3.load_sd3()
+    assert cn.config.num_layers == pipe.transformer.config.num_layers // 2  # half the blocks: the sweep's reference
+    test = zoo.test_set("outline", 12)
+    empty = [""] * len(test)
+    alone = zc.sample.sample(pipe, None, empty, num_inference_steps=10, generator=torch.Generator().manual_seed(0))
+    with_cn = zc.sample.sample(pipe, [(cn, test.conditions())], empty, num_inference_steps=10,
+                               generator=torch.Generator().manual_seed(0))
+    a, b = (conditions.measure(x, test.scenes)["shape_iou"] for x in (alone, with_cn))
+    assert b > a + SPATIAL_MARGIN, f"shape IoU {a:.2f} alone vs {b:.2f} with the shipped ControlNet"

@@ -7,7 +7,8 @@ batch again, every step) and reads them back per batch. The cache lives on disk,
     folder/meta.json        what it was made from: the data's fingerprint and the model's
     folder/latents.npy      (N, 4, h, w) the VAE posterior's mean x scaling_factor, one row per pair
     folder/logvar.npy       (N, 4, h, w) its log-variance, shifted to the scaled latent (+ 2 ln scaling_factor)
-    folder/text.npy         (U, L, D) text features of the U distinct prompts ("" included)
+    folder/text.npy         (U, L, D) text features of the U distinct prompts ("" included); an SD3's
+                            without its always-zero T5 slot and padding (zc.sd3.compact_text)
     folder/prompt_ids.npy   (N,) row of text.npy for each pair
     folder/progress.json    pairs encoded so far (an interrupted encoding continues from there)
 
@@ -32,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sd3 import denoiser, scale_latents, text_features
+from .sd3 import compact_text, denoiser, expand_text, is_sd3, scale_latents, text_features
 from .training_utils import atomic_write, hide_bar, posterior_draw
 
 __all__ = ["FILES", "STORES", "model_fingerprint", "default_folder", "LatentCache"]
 
 FILES = ("meta.json", "latents.npy", "logvar.npy", "text.npy", "prompt_ids.npy")
 STORES = "VAE posterior mean and log-variance, x scaling_factor"  # what a cache of this zc holds (meta.json)
+SD3_TEXT = "CLIP tokens + pooled (zc.sd3.compact_text)"  # how an SD3's text is stored (meta.json)
 
 
 def model_fingerprint(pipe, dtype: torch.dtype) -> dict:
@@ -61,7 +63,8 @@ def _plain(x):
 
 def _meta(data, pipe, dtype: torch.dtype) -> dict:
     """What a cache holds: the data, the encoders, the stored arrays (meta.json; default_folder's name)."""
-    return _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES})
+    return _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES} | (
+        {"text": SD3_TEXT} if is_sd3(pipe) else {}))
 
 
 def default_folder(out: str | Path, data, pipe, dtype: torch.dtype) -> Path:
@@ -92,6 +95,9 @@ class LatentCache:
             if theirs.get("stores") != STORES:
                 raise ValueError(f"latent cache {self.folder} was made by an older zc that kept only the VAE posterior's "
                                  "mean (training needs draws from it): delete that folder, it is encoded again once")
+            if theirs.get("text") != meta.get("text"):
+                raise ValueError(f"latent cache {self.folder} was made by an older zc that stored an SD3's text with its "
+                                 "zero padding: delete that folder, it is encoded again once")
             for part in ("data", "model"):
                 if theirs.get(part) != meta[part]:
                     diff = {k: (theirs.get(part, {}).get(k), v) for k, v in meta[part].items()
@@ -109,19 +115,20 @@ class LatentCache:
         unique = sorted(set(data.prompts) | {""})
         ids = {p: i for i, p in enumerate(unique)}
         self.empty_id = ids[""]
+        self.pipe = pipe  # expand_text's sizes
         self.prompt_ids = torch.tensor([ids[p] for p in data.prompts])
         progress = self.folder / "progress.json"
         done = json.loads(progress.read_text())["done"] if progress.is_file() else -1
         if done < 0:  # a new cache: the text features first (one row per distinct prompt), then the latents
             np.save(self.folder / "prompt_ids.npy", self.prompt_ids.numpy())
             with torch.no_grad():
-                shape = (len(unique), *text_features(pipe, [""]).shape[1:])  # SD: (77, 768); SD3: packed (L + 1, D)
+                shape = (len(unique), *compact_text(pipe, text_features(pipe, [""])).shape[1:])  # SD: (77, 768)
             _create(self.folder / "text.npy", shape, self.np_dtype)
             self.text = _Rows(self.folder / "text.npy")
             for i in tqdm(range(0, len(unique), batch), desc="encoding prompts (once)", leave=False,
                           **hide_bar(len(unique) <= batch)):
                 with torch.no_grad():
-                    t = text_features(pipe, unique[i:i + batch])
+                    t = compact_text(pipe, text_features(pipe, unique[i:i + batch]))
                 self.text.write(i, t.float().cpu().numpy())
             _create(self.folder / "latents.npy", (n, c, h, h), self.np_dtype)
             _create(self.folder / "logvar.npy", (n, c, h, h), self.np_dtype)
@@ -152,7 +159,8 @@ class LatentCache:
         return posterior_draw(mu, std, generator, use_mean=mean)
 
     def text_for(self, prompt_ids: torch.Tensor, device) -> torch.Tensor:
-        return torch.from_numpy(self.text.read(prompt_ids.tolist())).to(device, self.dtype)
+        """(B, L, D) text features of the pairs' prompts, as zc.sd3.text_features gives them."""
+        return expand_text(self.pipe, torch.from_numpy(self.text.read(prompt_ids.tolist())).to(device, self.dtype))
 
 
 def _create(path: Path, shape, dtype) -> None:

@@ -26,11 +26,13 @@ import torch.nn.functional as F
 from .resources import WEIGHTS
 from .sd import check_device, image_size, is_sd3_folder, load_sd, looks_like_hub_id, sd_location
 
-__all__ = ["TINYSD3", "T5_TOKENS", "t5_tokens", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
-           "unpack_text", "encode_text", "text_features", "scale_latents", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
+__all__ = ["TINYSD3", "TINYSD3_OUTLINE", "T5_TOKENS", "t5_tokens", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
+           "unpack_text", "compact_text", "expand_text", "encode_text", "text_features", "scale_latents", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
            "SD3_CLIP_G", "build_sd3_standin", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
 
 TINYSD3 = WEIGHTS / "tinysd3"  # pretrained on the shapes world by scripts/train_tinysd3.sh
+# its outline ControlNet (MMDiTControlNet, half the blocks copied): scripts/train_zoo.sh tinysd3-outline
+TINYSD3_OUTLINE = WEIGHTS / "tinysd3-outline-controlnet"
 T5_TOKENS = 16  # TinySD3 fills SD3's T5 slot with 16 zero tokens: the pipeline's max_sequence_length
 
 
@@ -100,6 +102,38 @@ def pack_text(tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
 def unpack_text(text: torch.Tensor, pooled_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """pack_text's inverse: (tokens (B, L, D), pooled (B, pooled_dim))."""
     return text[:, :-1], text[:, -1, :pooled_dim]
+
+
+def _clip_part(pipe) -> tuple[int, int]:
+    """(CLIP tokens, their width): of SD3's packed text (L + 1, D) only these rows and columns can be non-zero
+    when no T5 is loaded, the pooled vector included (SD3-medium: 77 tokens, 2048 of 4096 columns)."""
+    width = max(pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size,
+                pipe.transformer.config.pooled_projection_dim)
+    return pipe.tokenizer.model_max_length, width
+
+
+def compact_text(pipe, text: torch.Tensor) -> torch.Tensor:
+    """What a latent cache stores of SD3's packed text (B, L + 1, D): the CLIP tokens and the pooled vector
+    (B, clip + 1, C), without the T5 slot's zero tokens and the zero columns that pad CLIP's width C to D
+    (~8x smaller for SD3-medium). A base with T5 loaded, and SD 1.x's text, are kept as they are."""
+    if not is_sd3(pipe) or getattr(pipe, "text_encoder_3", None) is not None:
+        return text
+    n, c = _clip_part(pipe)
+    kept = torch.cat([text[:, :n, :c], text[:, -1:, :c]], dim=1)
+    if expand_text(pipe, kept).ne(text).any():  # what is dropped must be zero, or the cache would change training
+        raise ValueError("SD3 text has non-zero values outside its CLIP tokens and pooled vector (a T5 loaded?): "
+                         "it cannot be stored compactly")
+    return kept
+
+
+def expand_text(pipe, kept: torch.Tensor) -> torch.Tensor:
+    """compact_text's inverse: (B, clip + 1, C) -> the packed (B, L + 1, D) that encode_text gives."""
+    if not is_sd3(pipe) or getattr(pipe, "text_encoder_3", None) is not None:
+        return kept
+    n, c = _clip_part(pipe)
+    out = kept.new_zeros(kept.shape[0], n + t5_tokens(pipe) + 1, pipe.transformer.config.joint_attention_dim)
+    out[:, :n, :c], out[:, -1, :c] = kept[:, :n], kept[:, -1]
+    return out
 
 
 @torch.no_grad()

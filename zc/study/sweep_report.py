@@ -1,6 +1,7 @@
 """The ablation sweep's tables and figures (chapters 10 and 12): the summary over seeds as text
 (format_table), its scores per prompt setting as bars (plot_settings), its learning curves
-(plot_curves), and the whole of one condition's sweep beside its references (show_sweep).
+(plot_curves), and the whole of one condition's sweep beside its references (show_sweep); two trainers'
+learning curves side by side (plot_trainers: benchmarks/curves_vs_script.py's rows, chapters 6 and 14).
 
     summary = stats.summarize(stats.read_csv("benchmarks/results/cpu/ablations-zoo/results.csv"))
     print(format_table(summary))
@@ -18,7 +19,7 @@ from .stats import (
 )
 from .stats import SETTINGS as PROMPTS
 
-__all__ = ["format_table", "plot_settings", "plot_curves", "show_sweep"]
+__all__ = ["format_table", "plot_settings", "plot_curves", "plot_trainers", "trainer_verdict", "show_sweep"]
 
 
 def format_table(summary: list[dict], columns=PROMPTS) -> str:
@@ -80,6 +81,45 @@ def plot_curves(curves: list[dict], names=None, ax=None, per_seed: bool = True):
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_trainers(rows: list[dict], condition: str, ax) -> None:
+    """One condition's learning curves of two trainers (benchmarks/curves_vs_script.py's rows: trainer, seed,
+    step, value): a thin line per seed, the mean over seeds thick (zc.train blue, diffusers' script orange, a
+    patched script green), and the bounds (rows with no step) as grey lines."""
+    rows = [r for r in rows if r["condition"] == condition]
+    trainers = list(dict.fromkeys(r["trainer"] for r in rows if r["step"] is not None))
+    for i, trainer in enumerate(trainers):
+        colour = "C0" if trainer == "zc.train" else f"C{i + 1}"
+        runs = [r for r in rows if r["trainer"] == trainer]
+        seeds = sorted({r["seed"] for r in runs})
+        for s in seeds:
+            ax.plot(*zip(*sorted((r["step"], r["value"]) for r in runs if r["seed"] == s)), color=colour, lw=0.5,
+                    alpha=0.35)
+        steps = sorted({r["step"] for r in runs})
+        mean = [sum(r["value"] for r in runs if r["step"] == t) / sum(r["step"] == t for r in runs) for t in steps]
+        ax.plot(steps, mean, "o-", color=colour, ms=3, label=f"{trainer}, mean of {len(seeds)} seeds")
+    for r, style in zip([r for r in rows if r["step"] is None], (":", "--")):
+        ax.axhline(r["value"], color="0.4", ls=style, lw=0.9, label=r["trainer"])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(rows[0]["score"].replace("_", " ").replace("iou", "IoU") + " (held-out)")
+
+
+def trainer_verdict(rows: list[dict], condition: str, ours: str = "zc.train", theirs: str | None = None) -> str:
+    """Whether `ours` is no worse than `theirs` (default: the rows' first other trainer, the script), step by step:
+    each step's non_inferiority_state of ours − theirs (Welch's 95% interval: the seeds are not paired), and the
+    aggregate verdict, as one line: "outline   100 supports, 200 unclear, ...: partly"."""
+    from .stats import non_inferiority_state, non_inferiority_verdict, welch_difference
+
+    rows = [r for r in rows if r["condition"] == condition and r["step"] is not None]
+    theirs = theirs or next(r["trainer"] for r in rows if r["trainer"] != ours)
+    diffs, states = [], []
+    for t in sorted({r["step"] for r in rows}):
+        a, b = ([r["value"] for r in rows if (r["trainer"], r["step"]) == (tr, t)] for tr in (ours, theirs))
+        diffs.append(welch_difference(a, b))
+        states.append(f"{t} {non_inferiority_state(diffs[-1])}")
+    return f"{condition:9s} {', '.join(states)}: {non_inferiority_verdict(diffs)}"
 
 
 def show_sweep(summary: list[dict], curves: list[dict], bounds: list[dict], condition: str, names: list[str],
