@@ -34,14 +34,19 @@ from vs_diffusers_script import run, script_command, script_copy, to_diffusers_l
 SCRIPTS = {"tinysd": "train_controlnet.py", "tinysd3": "train_controlnet_sd3.py"}  # base -> diffusers' script
 
 
-PER_STEP = ", dropout per step"  # the SD3 script with its prompt dropout drawn every step (vs_diffusers_sd3_script)
-
-
 def trainer_names(base: str) -> tuple[str, ...]:
-    """The reference script first, zc.train last; for SD3 also the script with one change between them: its
-    prompt dropout, decided once per pair when it precomputes the text embeddings, drawn every step instead."""
+    """The reference script first, zc.train last; for SD3 between them the script with one change each
+    (vs_diffusers_sd3_script.VARIANTS): its prompt dropout drawn every step instead of once per pair when it
+    precomputes the text embeddings; its control images VAE-encoded in [-1, 1], the pipeline's range."""
     script = f"diffusers {SCRIPTS[base]}"
-    return (script, script + PER_STEP, "zc.train") if base == "tinysd3" else (script, "zc.train")
+    if base != "tinysd3":
+        return script, "zc.train"
+    return script, *(f"{script}, {v}" for v in sd3_script.VARIANTS), "zc.train"
+
+
+def variant_of(trainer: str) -> str | None:
+    """Which of vs_diffusers_sd3_script.VARIANTS a trainer's name ends with (None: the script as it is, or zc)."""
+    return next((v for v in sd3_script.VARIANTS if trainer.endswith(", " + v)), None)
 
 
 def bound_names(base: str) -> tuple[str, str]:
@@ -90,7 +95,7 @@ def main(argv=None):
         tmp = Path(tmp)
         if sd3:  # the script's copies, TinySD3 with a zero T5 for them, the half copy every trainer starts from
             script, env, base = sd3_script.prepare(args.script, tmp)
-            per_step, _, _ = sd3_script.prepare(args.script, tmp, dropout_per_step=True)
+            copies = {v: sd3_script.prepare(args.script, tmp, v)[0] for v in sd3_script.VARIANTS} | {None: script}
             sd3_script.half_copy(pipe).save_pretrained(tmp / "init")
             loader = MMDiTControlNet
         else:
@@ -122,12 +127,11 @@ def main(argv=None):
                 for trainer in TRAINERS:
                     if (cond, seed, trainer) in done:
                         continue
-                    out = tmp / cond / f"{trainer.split()[0]}_{seed}"
+                    out = tmp / cond / f"{trainer.split()[0]}{TRAINERS.index(trainer)}_{seed}"  # one per trainer
                     curve = {}
                     if trainer != "zc.train":
                         if sd3:
-                            copy = per_step if trainer.endswith(PER_STEP) else script
-                            cmd = sd3_script.script_command(copy, base, tmp / "init", tmp / cond / "hf", out, at[-1],
+                            cmd = sd3_script.script_command(copies[variant_of(trainer)], base, tmp / "init", tmp / cond / "hf", out, at[-1],
                                                             args.batch, args.lr, seed, checkpointing_steps=every)
                         else:
                             cmd = script_command(script, tmp / "init", tmp / cond / "hf", out, at[-1], args.batch,
@@ -158,24 +162,27 @@ def main(argv=None):
              f"trainer), batch {args.batch}, lr {args.lr}, 50% empty prompts; each ControlNet scored on "
              f"{args.n_test} held-out scenes, full prompts, 20 sampler steps, CFG 5; mean ± 95% t half-width over "
              f"{len(args.seeds)} training seeds; zc - script: Welch's 95% interval"
-             + (f"; 'per step': the script with its prompt dropout drawn every step instead of once per pair"
-                if len(scripts) > 1 else ""), ""]
-    names = {t: "script" + (" per step" if t.endswith(PER_STEP) else "") for t in scripts} | {ours: ours}
+             + ("; the script's variants, one change each: 'dropout per step' (its prompt dropout drawn every step, "
+                "not once per pair), 'control in [-1, 1]' (its control images VAE-encoded in the pipeline's range, "
+                "not [0, 1])" if len(scripts) > 1 else ""), ""]
+    names = {t: variant_of(t) or "script" for t in scripts} | {ours: ours}
     for cond in args.conditions:
         key = conditions.get(cond).score
         bounds = {r["trainer"]: r["value"] for r in rows if r["condition"] == cond and r["trainer"] in BOUNDS}
         lines += [f"{cond} ({key}; " + ", ".join(f"{k}: {v:.3f}" for k, v in bounds.items()) + ")",
-                  f"{'step':>5s} " + " ".join(f"{names[t]:>15s}" for t in TRAINERS) + " "
-                  + " ".join(f"{'zc - ' + names[t] + ', 95% interval':>34s}" for t in scripts)]
+                  f"{'step':>5s} " + " ".join(f"{names[t]:>18s}" for t in TRAINERS)]
+        values = {s: {t: [r["value"] for r in rows if (r["condition"], r["trainer"], r["step"]) == (cond, t, s)
+                          and r["seed"] in args.seeds] for t in TRAINERS} for s in at}
         for s in at:
-            v = {t: [r["value"] for r in rows if (r["condition"], r["trainer"], r["step"]) == (cond, t, s)
-                     and r["seed"] in args.seeds] for t in TRAINERS}
-            cells = [f"{m:9.3f} ±{h:4.2f}" for m, h in (t_interval(v[t]) for t in TRAINERS)]
+            lines.append(f"{s:5d} " + " ".join(f"{m:12.3f} ±{h:4.2f}" for m, h in map(t_interval, values[s].values())))
+        lines += ["", f"{'step':>5s} " + " ".join(f"{'zc - ' + names[t]:>26s}" for t in scripts)]
+        for s in at:
+            cells = []
             for t in scripts:
-                w = welch_difference(v[ours], v[t])
+                w = welch_difference(values[s][ours], values[s][t])
                 d, hd = w["mean"], w["high"] - w["mean"]
-                cells.append(f"{d:+17.3f} [{d - hd:+.3f}, {d + hd:+.3f}]")
-            lines.append(f"{s:5d} " + " ".join(cells))
+                cells.append(f"{d:+8.3f} [{d - hd:+.3f}, {d + hd:+.3f}]")
+            lines.append(f"{s:5d} " + " ".join(f"{c:>26s}" for c in cells))
         lines.append("")
     _results.write(args.out, lines, rows)
 

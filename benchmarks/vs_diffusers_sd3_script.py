@@ -70,6 +70,18 @@ DROPOUT_PER_STEP = [
 ]
 
 
+# The script VAE-encodes its control images in [0, 1] (its conditioning transforms have no Normalize), while
+# StableDiffusion3ControlNetPipeline, whose images zc's sampler gives, encodes them in [-1, 1] (VaeImageProcessor),
+# as the Flux script's transforms do (diffusers issue #10821 asks about the difference). CONTROL_IN_PIPELINE_RANGE
+# adds the one Normalize, so that what the ControlNet reads in training is what it reads in the pipeline.
+CONTROL_IN_PIPELINE_RANGE = [
+    ("            transforms.ToTensor(),\n        ]\n    )\n\n    def preprocess_train",
+     "            transforms.ToTensor(),\n            transforms.Normalize([0.5], [0.5]),  # zc: the pipeline's range\n"
+     "        ]\n    )\n\n    def preprocess_train"),
+]
+VARIANTS = {"dropout per step": DROPOUT_PER_STEP, "control in [-1, 1]": CONTROL_IN_PIPELINE_RANGE}
+
+
 def patched(source: str, edits: list[tuple[str, str]], script: str) -> str:
     """`source` with each (line, replacement) made; exits naming the line if the script has it not exactly once."""
     for old, new in edits:
@@ -79,17 +91,17 @@ def patched(source: str, edits: list[tuple[str, str]], script: str) -> str:
     return source
 
 
-def prepare(script: str, tmp: Path, dropout_per_step: bool = False) -> tuple[Path, dict, Path]:
+def prepare(script: str, tmp: Path, variant: str | None = None) -> tuple[Path, dict, Path]:
     """(runnable copy of train_controlnet_sd3.py, its env, TinySD3 with a zero T5 to load): the script's
-    torchvision import is the stand-in, its hard-coded 77-token CLIP padding is TinySD3's 16; with
-    dropout_per_step, its prompt dropout drawn every step (DROPOUT_PER_STEP) in a second copy."""
+    torchvision import is the stand-in, its hard-coded 77-token CLIP padding is TinySD3's 16; a `variant`
+    (VARIANTS: one change each) is made in a copy of its own."""
     from zc import sd3
 
-    folder = tmp / "dropout-per-step" if dropout_per_step else tmp
+    folder = tmp / "".join(c if c.isalnum() else "-" for c in variant) if variant else tmp
     folder.mkdir(exist_ok=True)
     copy, env = script_copy(script, folder)
     clip_tokens = sd3.load_sd3().tokenizer.model_max_length
-    edits = [("max_length=77,", f"max_length={clip_tokens},")] + (DROPOUT_PER_STEP if dropout_per_step else [])
+    edits = [("max_length=77,", f"max_length={clip_tokens},")] + (VARIANTS[variant] if variant else [])
     copy.write_text(patched(copy.read_text(), edits, script))
     base = tmp / "tinysd3-t5"
     return copy, env, base if (base / "model_index.json").is_file() else base_with_zero_t5(base)
@@ -105,7 +117,7 @@ def script_command(script: Path, base: Path, init: Path, data: Path, out: Path, 
             "--learning_rate", lr, "--lr_warmup_steps", "0", "--max_train_steps", steps,
             "--proportion_empty_prompts", "0.5", "--max_sequence_length", sd3.T5_TOKENS, "--precondition_outputs",
             "0", "--checkpointing_steps", checkpointing_steps, "--seed", seed, "--mixed_precision", "no",
-            "--report_to", "tensorboard"]
+            "--report_to", "tensorboard", "--cache_dir", Path(out) / "hf-cache"]  # its precomputed text: this run's
 
 
 def half_copy(pipe):

@@ -26,7 +26,7 @@ def tiny_sd3(seed=0):
                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                         layers_per_block=1, norm_num_groups=4, shift_factor=0.1, scaling_factor=1.3)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8,
-                                        num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                        num_attention_heads=2, joint_attention_dim=24, caption_projection_dim=16,
                                         pooled_projection_dim=16, out_channels=4, pos_embed_max_size=8)
     return StableDiffusion3Pipeline(
         transformer=transformer, vae=vae.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
@@ -192,9 +192,9 @@ def test_the_latent_cache_stores_sd3_text_without_its_zero_padding(pipe, tmp_pat
 
     data = PairedData.generate(6, size=sd3.image_size(pipe), seed=3)
     cache = LatentCache(tmp_path / "c", data, pipe, "cpu", torch.float32, batch=4)
-    full = sd3.text_features(pipe, data.prompts)  # (6, 16 CLIP + 16 T5 + 1, 16)
-    n_clip, width = pipe.tokenizer.model_max_length, full.shape[2]
-    assert cache.text.shape[1:] == (n_clip + 1, 16) and full.shape[1:] == (n_clip + sd3.t5_tokens(pipe) + 1, width)
+    full = sd3.text_features(pipe, data.prompts)  # (6, 16 CLIP + 16 T5 + 1, 24)
+    n_clip = pipe.tokenizer.model_max_length  # CLIP's width 8 + 8 = 16, padded to the joint width 24
+    assert full.shape[1:] == (n_clip + sd3.t5_tokens(pipe) + 1, 24) and cache.text.shape[1:] == (n_clip + 1, 16)
     torch.testing.assert_close(cache.text_for(cache.prompt_ids, "cpu"), full, rtol=0, atol=1e-6)
     bad = full.clone()
     bad[:, n_clip, 0] = 1.0  # a T5 token that is not zero

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .sd3 import compact_text, denoiser, expand_text, is_sd3, scale_latents, text_features
+from .sd3 import compact_text, compacts_text, denoiser, expand_text, scale_latents, text_features
 from .training_utils import atomic_write, hide_bar, posterior_draw
 
 __all__ = ["FILES", "STORES", "model_fingerprint", "default_folder", "LatentCache"]
@@ -54,7 +54,9 @@ def model_fingerprint(pipe, dtype: torch.dtype) -> dict:
                              "checksum": checksum(pipe.text_encoder)},
             "max_tokens": pipe.tokenizer.model_max_length, "dtype": str(dtype).removeprefix("torch.")} | (
         {"text_encoder_2": {"checksum": checksum(pipe.text_encoder_2)}}  # an SD3's second CLIP
-        if getattr(pipe, "text_encoder_2", None) is not None else {})
+        if getattr(pipe, "text_encoder_2", None) is not None else {}) | (
+        {"text_encoder_3": {"checksum": checksum(pipe.text_encoder_3)}}  # an SD3 loaded with its T5
+        if getattr(pipe, "text_encoder_3", None) is not None else {})
 
 
 def _plain(x):
@@ -64,7 +66,7 @@ def _plain(x):
 def _meta(data, pipe, dtype: torch.dtype) -> dict:
     """What a cache holds: the data, the encoders, the stored arrays (meta.json; default_folder's name)."""
     return _plain({"data": data.fingerprint(), "model": model_fingerprint(pipe, dtype), "stores": STORES} | (
-        {"text": SD3_TEXT} if is_sd3(pipe) else {}))
+        {"text": SD3_TEXT} if compacts_text(pipe) else {}))
 
 
 def default_folder(out: str | Path, data, pipe, dtype: torch.dtype) -> Path:
@@ -95,9 +97,6 @@ class LatentCache:
             if theirs.get("stores") != STORES:
                 raise ValueError(f"latent cache {self.folder} was made by an older zc that kept only the VAE posterior's "
                                  "mean (training needs draws from it): delete that folder, it is encoded again once")
-            if theirs.get("text") != meta.get("text"):
-                raise ValueError(f"latent cache {self.folder} was made by an older zc that stored an SD3's text with its "
-                                 "zero padding: delete that folder, it is encoded again once")
             for part in ("data", "model"):
                 if theirs.get(part) != meta[part]:
                     diff = {k: (theirs.get(part, {}).get(k), v) for k, v in meta[part].items()
@@ -105,6 +104,9 @@ class LatentCache:
                     raise ValueError(
                         f"latent cache {self.folder} was made from other {part} (cached vs now: {diff}); "
                         "delete that folder or give the run another --cache folder")
+            if theirs.get("text") != meta.get("text"):
+                raise ValueError(f"latent cache {self.folder} was made by an older zc that stored an SD3's text with its "
+                                 "zero padding: delete that folder, it is encoded again once")
         else:
             atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
 

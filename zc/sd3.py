@@ -27,7 +27,7 @@ from .resources import WEIGHTS
 from .sd import check_device, image_size, is_sd3_folder, load_sd, looks_like_hub_id, sd_location
 
 __all__ = ["TINYSD3", "TINYSD3_OUTLINE", "T5_TOKENS", "t5_tokens", "is_sd3", "load_sd3", "load_base", "denoiser", "pack_text",
-           "unpack_text", "compact_text", "expand_text", "encode_text", "text_features", "scale_latents", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
+           "unpack_text", "compacts_text", "compact_text", "expand_text", "encode_text", "text_features", "scale_latents", "SD3_TRANSFORMER", "SD3_VAE", "SD3_CLIP_L",
            "SD3_CLIP_G", "build_sd3_standin", "to_latents", "from_latents", "flow_draw", "sample_sd3"]
 
 TINYSD3 = WEIGHTS / "tinysd3"  # pretrained on the shapes world by scripts/train_tinysd3.sh
@@ -112,11 +112,16 @@ def _clip_part(pipe) -> tuple[int, int]:
     return pipe.tokenizer.model_max_length, width
 
 
+def compacts_text(pipe) -> bool:
+    """Whether compact_text drops anything: an SD3 loaded without T5 (zc's way)."""
+    return is_sd3(pipe) and getattr(pipe, "text_encoder_3", None) is None
+
+
 def compact_text(pipe, text: torch.Tensor) -> torch.Tensor:
     """What a latent cache stores of SD3's packed text (B, L + 1, D): the CLIP tokens and the pooled vector
     (B, clip + 1, C), without the T5 slot's zero tokens and the zero columns that pad CLIP's width C to D
     (~8x smaller for SD3-medium). A base with T5 loaded, and SD 1.x's text, are kept as they are."""
-    if not is_sd3(pipe) or getattr(pipe, "text_encoder_3", None) is not None:
+    if not compacts_text(pipe):
         return text
     n, c = _clip_part(pipe)
     kept = torch.cat([text[:, :n, :c], text[:, -1:, :c]], dim=1)
@@ -128,7 +133,7 @@ def compact_text(pipe, text: torch.Tensor) -> torch.Tensor:
 
 def expand_text(pipe, kept: torch.Tensor) -> torch.Tensor:
     """compact_text's inverse: (B, clip + 1, C) -> the packed (B, L + 1, D) that encode_text gives."""
-    if not is_sd3(pipe) or getattr(pipe, "text_encoder_3", None) is not None:
+    if not compacts_text(pipe):
         return kept
     n, c = _clip_part(pipe)
     out = kept.new_zeros(kept.shape[0], n + t5_tokens(pipe) + 1, pipe.transformer.config.joint_attention_dim)
