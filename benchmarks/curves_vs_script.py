@@ -94,8 +94,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if sd3:  # the script's copies, TinySD3 with a zero T5 for them, the half copy every trainer starts from
-            script, env, base = sd3_script.prepare(args.script, tmp)
-            copies = {v: sd3_script.prepare(args.script, tmp, v)[0] for v in sd3_script.VARIANTS} | {None: script}
+            script, env, base = sd3_script.prepare(args.script, tmp, pipe)
+            copies = {v: sd3_script.prepare(args.script, tmp, pipe, v)[0] for v in sd3_script.VARIANTS} | {None: script}
             sd3_script.half_copy(pipe).save_pretrained(tmp / "init")
             loader = MMDiTControlNet
         else:

@@ -27,15 +27,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from vs_diffusers_script import arguments, compare, script_copy, to_diffusers_layout  # noqa: E402
 
 
-def base_with_zero_t5(out: Path) -> Path:
-    """TinySD3 with a text_encoder_3 that outputs zeros and a tokenizer_3, saved where the script can load it."""
+def base_with_zero_t5(pipe, out: Path) -> Path:
+    """TinySD3 (`pipe`) with a text_encoder_3 that outputs zeros and a tokenizer_3, saved where the script can load
+    it."""
     from diffusers import StableDiffusion3Pipeline
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
     from zc import sd3, tinysd
 
-    pipe = sd3.load_sd3()
     words = ["<pad>", "</s>", "<unk>", *tinysd.vocabulary()]
     tok = Tokenizer(models.Unigram([(w, 0.0) for w in words], unk_id=2))  # T5's kind of model, these words
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -91,20 +91,17 @@ def patched(source: str, edits: list[tuple[str, str]], script: str) -> str:
     return source
 
 
-def prepare(script: str, tmp: Path, variant: str | None = None) -> tuple[Path, dict, Path]:
-    """(runnable copy of train_controlnet_sd3.py, its env, TinySD3 with a zero T5 to load): the script's
+def prepare(script: str, tmp: Path, pipe, variant: str | None = None) -> tuple[Path, dict, Path]:
+    """(runnable copy of train_controlnet_sd3.py, its env, TinySD3 (`pipe`) with a zero T5 to load): the script's
     torchvision import is the stand-in, its hard-coded 77-token CLIP padding is TinySD3's 16; a `variant`
     (VARIANTS: one change each) is made in a copy of its own."""
-    from zc import sd3
-
     folder = tmp / "".join(c if c.isalnum() else "-" for c in variant) if variant else tmp
     folder.mkdir(exist_ok=True)
     copy, env = script_copy(script, folder)
-    clip_tokens = sd3.load_sd3().tokenizer.model_max_length
-    edits = [("max_length=77,", f"max_length={clip_tokens},")] + (VARIANTS[variant] if variant else [])
+    edits = [("max_length=77,", f"max_length={pipe.tokenizer.model_max_length},")] + (VARIANTS[variant] if variant else [])
     copy.write_text(patched(copy.read_text(), edits, script))
     base = tmp / "tinysd3-t5"
-    return copy, env, base if (base / "model_index.json").is_file() else base_with_zero_t5(base)
+    return copy, env, base if (base / "model_index.json").is_file() else base_with_zero_t5(pipe, base)
 
 
 def script_command(script: Path, base: Path, init: Path, data: Path, out: Path, steps: int, batch: int, lr: float,
@@ -121,10 +118,10 @@ def script_command(script: Path, base: Path, init: Path, data: Path, out: Path, 
 
 
 def half_copy(pipe):
-    """The ControlNet both trainers start from: a copy of half the transformer's blocks (zc's default)."""
-    from zc.controls.mmdit_controlnet import MMDiTControlNet
+    """The ControlNet every trainer starts from: zc's default copy (copy_depth: half the transformer's blocks)."""
+    from zc.controls.mmdit_controlnet import MMDiTControlNet, copy_depth
 
-    return MMDiTControlNet.from_transformer(pipe.transformer, pipe.transformer.config.num_layers // 2)
+    return MMDiTControlNet.from_transformer(pipe.transformer, copy_depth(None, pipe.transformer))
 
 
 def main(argv=None):
@@ -143,7 +140,7 @@ def main(argv=None):
         data.save(tmp / "fill50k")
         to_diffusers_layout(tmp / "fill50k", tmp / "hf")
         half_copy(pipe).save_pretrained(tmp / "init")
-        script, env, base = prepare(args.script, tmp)
+        script, env, base = prepare(args.script, tmp, pipe)
         test = PairedData.generate(args.n_test, size=64, seed=12345, split="test")
 
         def score(folder):

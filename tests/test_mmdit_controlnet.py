@@ -122,3 +122,24 @@ def test_the_base_adds_every_residual_but_the_last_blocks(base, depth):
                                - base(**kw).sample).abs().max() > 0))
     assert moved == [i < used_residuals(4, depth) for i in range(depth)]
     assert used_residuals(4, depth) == {2: 2, 4: 3}[depth]
+
+
+def test_a_config_without_force_zeros_reads_as_instantx_and_is_refused(base, tmp_path):
+    """diffusers reads a config that omits force_zeros_for_pooled_projection as True (InstantX's convention: zero
+    pooled text); zc saves False, and a ControlNet of the other convention is refused by name."""
+    import json
+
+    from zc.controls.mmdit_controlnet import ControlledMMDiT
+
+    MMDiTControlNet.from_transformer(base, num_layers=2).save_pretrained(tmp_path)
+    ours = MMDiTControlNet.from_pretrained(tmp_path)
+    assert ours.config.force_zeros_for_pooled_projection is False
+    ControlledMMDiT(base, ours)  # accepted
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["force_zeros_for_pooled_projection"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    theirs = MMDiTControlNet.from_pretrained(tmp_path)
+    assert theirs.config.force_zeros_for_pooled_projection is True
+    assert SD3ControlNetModel.from_pretrained(tmp_path).config.force_zeros_for_pooled_projection is True
+    with pytest.raises(ValueError, match="InstantX"):
+        ControlledMMDiT(base, theirs)

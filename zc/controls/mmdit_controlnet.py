@@ -93,8 +93,7 @@ class MMDiTControlNet(ModelMixin, ConfigMixin):
         """diffusers' from_pretrained; a folder whose config does not set force_zeros_for_pooled_projection means
         True to diffusers (InstantX's convention, which zc refuses: ControlledMMDiT), so it is read as True."""
         net = super().from_pretrained(*args, **kwargs)
-        config = cls.load_config(*args[:1], **{k: v for k, v in kwargs.items() if k in ("subfolder", "cache_dir")})
-        if "force_zeros_for_pooled_projection" not in config:
+        if "force_zeros_for_pooled_projection" in net.config.get("_use_default_values", []):  # not in the file
             net.register_to_config(force_zeros_for_pooled_projection=True)
         return net
 

@@ -84,9 +84,9 @@ def plot_curves(curves: list[dict], names=None, ax=None, per_seed: bool = True):
 
 
 def plot_trainers(rows: list[dict], condition: str, ax) -> None:
-    """One condition's learning curves of two trainers (benchmarks/curves_vs_script.py's rows: trainer, seed,
-    step, value): a thin line per seed, the mean over seeds thick (zc.train blue, diffusers' script orange, a
-    patched script green), and the bounds (rows with no step) as grey lines."""
+    """One condition's learning curves of the trainers in benchmarks/curves_vs_script.py's rows (trainer, seed,
+    step, value): a thin line per seed, the mean over seeds thick (zc.train blue, the others in the next colours,
+    by their order in the rows), and the bounds (rows with no step) as grey lines."""
     rows = [r for r in rows if r["condition"] == condition]
     trainers = list(dict.fromkeys(r["trainer"] for r in rows if r["step"] is not None))
     for i, trainer in enumerate(trainers):
